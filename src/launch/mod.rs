@@ -1,0 +1,1 @@
+//! The launcher: backend choice and FlatImage binary reading.

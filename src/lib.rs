@@ -1,0 +1,8 @@
+//! fimfs: a union filesystem for FlatImage.
+//!
+//! Layers of the code, each using only those above it:
+//! `sys` (the only unsafe code) → `layer` → `union` (FUSE-free engine) →
+//! `fuse` (the `fuser` adapter) → `launch` / `cli`.
+#![deny(unsafe_code)]
+
+pub mod launch;
