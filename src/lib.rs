@@ -5,4 +5,11 @@
 //! `fuse` (the `fuser` adapter) → `launch` / `cli`.
 #![deny(unsafe_code)]
 
+pub mod cli;
+pub mod fuse;
 pub mod launch;
+pub mod layer;
+pub mod mount;
+pub mod opts;
+pub mod sys;
+pub mod union;

@@ -1,3 +1,3 @@
 fn main() {
-    println!("fimfs");
+    std::process::exit(fimfs::cli::main());
 }

@@ -1,1 +1,40 @@
-//! The launcher: backend choice and FlatImage binary reading.
+//! The launcher: which backend serves the union for one run, and the
+//! FlatImage binary it reads that from (SPEC §5).
+//!
+//! Owns:
+//! - [`choice`]: the backend choice (`FIM_OVERLAY`, the image's overlay byte,
+//!   the BWRAP default, casefold never using BWRAP) as a pure function, and
+//!   the value `overlay show` prints;
+//! - [`image`]: the FlatImage binary: the ELF section `.fim_reserved_offset`,
+//!   the 4 MiB reserved space (overlay byte 9, casefold byte 10) and the
+//!   appended `[u64 size][DWARFS…]` layer blocks;
+//! - `elf`: the minimal ELF32/ELF64 little-endian section lookup behind it.
+//!
+//! Not yet here: mounting, bwrap argv, spawning, fallback detection.
+//!
+//! Invariants:
+//! - Nothing in this module reads the process environment or global state:
+//!   callers pass `FIM_OVERLAY`/`FIM_CASEFOLD` values in, so every decision
+//!   is testable as a table.
+//! - Reading an image never panics on a hostile file: every offset is
+//!   bounds-checked against the file's length with checked arithmetic.
+//! - Writing an image changes exactly one byte (overlay or casefold), and
+//!   only after the layout was validated so that byte is inside the
+//!   reserved space and clear of the ELF headers.
+//! - No `unsafe`; file access is `std::fs` positional I/O (`FileExt`).
+
+pub mod choice;
+mod elf;
+pub mod error;
+pub mod image;
+
+pub use choice::{
+    ALL_BACKENDS, Backend, CASEFOLD_BACKEND, Choice, ParseBackendError, Reason, Rule,
+    casefold_enabled, choose, overlay_show,
+};
+pub use elf::ElfClass;
+pub use error::{ErrorKind, ImageError, LayerProblem};
+pub use image::{
+    Blocks, CASEFOLD_BYTE, DWARFS_MAGIC, Image, Layer, OVERLAY_BYTE, RESERVED_SECTION,
+    RESERVED_SIZE,
+};

@@ -1,0 +1,194 @@
+//! The daemon's life: mount, serve on N threads, and end cleanly.
+//!
+//! The daemon ends, unmounting lazily and removing its workdir, on SIGTERM,
+//! SIGINT or SIGHUP, and when its mount is detached from outside
+//! (`fusermount3 -u`, `umount`, lazy or not), also with files still open.
+//! A detach is noticed by watching `/proc/self/mountinfo` (the kernel wakes
+//! pollers of that file on every mount-table change).
+use super::{FimFs, Ttl, Tuning};
+use crate::union::Union;
+use fuser::{Config, MountOption, Session, SessionACL};
+use nix::sys::signal::{SigSet, Signal};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// How to mount.
+#[derive(Debug, Clone)]
+pub struct MountConfig {
+    pub mountpoint: PathBuf,
+    pub threads: usize,
+    pub allow_other: bool,
+    pub default_permissions: bool,
+    pub read_only: bool,
+    pub ttl: Ttl,
+    pub fsname: String,
+}
+
+const STOP_SIGNALS: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
+
+fn stop_sigset() -> SigSet {
+    let mut s = SigSet::empty();
+    for sig in STOP_SIGNALS {
+        s.add(sig);
+    }
+    s
+}
+
+fn fuser_config(cfg: &MountConfig) -> Config {
+    let mut opts = vec![
+        MountOption::FSName(cfg.fsname.clone()),
+        MountOption::Subtype("fimfs".into()),
+        MountOption::Dev,
+        MountOption::Suid,
+    ];
+    if cfg.default_permissions {
+        opts.push(MountOption::DefaultPermissions);
+    }
+    if cfg.read_only {
+        opts.push(MountOption::RO);
+    }
+    let mut c = Config::default();
+    c.mount_options = opts;
+    c.acl = if cfg.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    c.n_threads = Some(cfg.threads.max(1));
+    c.clone_fd = true;
+    c
+}
+
+/// Ends the daemon once: lazy unmount, workdir removed.
+struct Shutdown {
+    union: Arc<Union>,
+    mountpoint: PathBuf,
+    done: AtomicBool,
+}
+
+impl Shutdown {
+    fn run(&self, why: &str) {
+        if self.done.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tracing::info!("stopping: {why}");
+        unmount_lazy(&self.mountpoint);
+        if let Some(w) = self.union.workdir() {
+            w.remove();
+        }
+    }
+}
+
+/// Detaches the mount at `path`: `umount2(MNT_DETACH)` as root, else
+/// `fusermount3 -uz`.
+pub fn unmount_lazy(path: &Path) {
+    if nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH).is_ok() {
+        return;
+    }
+    let _ = std::process::Command::new("fusermount3")
+        .arg("-uz")
+        .arg(path)
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+/// The mount id (first field of mountinfo) of the newest fimfs mount on
+/// `path`, if any.
+fn mount_id(path: &Path) -> Option<String> {
+    let info = std::fs::read("/proc/self/mountinfo").ok()?;
+    let want = escape_mountinfo(path);
+    let mut found = None;
+    for line in info.split(|&b| b == b'\n') {
+        let f: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+        let is_ours = f.iter().any(|x| x.starts_with(b"fuse.fimfs"));
+        if f.len() > 4 && f[4] == want.as_slice() && is_ours {
+            found = Some(String::from_utf8_lossy(f[0]).into_owned());
+        }
+    }
+    found
+}
+
+fn escape_mountinfo(path: &Path) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = Vec::new();
+    for &b in path.as_os_str().as_bytes() {
+        match b {
+            b' ' | b'\t' | b'\n' | b'\\' => out.extend_from_slice(format!("\\{b:03o}").as_bytes()),
+            _ => out.push(b),
+        }
+    }
+    out
+}
+
+fn is_mounted(id: &str) -> bool {
+    std::fs::read("/proc/self/mountinfo").is_ok_and(|info| {
+        info.split(|&b| b == b'\n')
+            .any(|l| l.split(|&b| b == b' ').next() == Some(id.as_bytes()))
+    })
+}
+
+/// Waits for mount-table changes and ends the daemon once its mount is gone.
+fn watch_detach(id: String, stop: Arc<Shutdown>) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let Ok(f) = std::fs::File::open("/proc/self/mountinfo") else {
+        return;
+    };
+    loop {
+        let mut fds = [PollFd::new(f.as_fd(), PollFlags::POLLPRI)];
+        let _ = poll(&mut fds, PollTimeout::from(1000u16));
+        // Re-arm: the kernel reports a change until the file is read again.
+        let mut sink = Vec::new();
+        let _ = std::io::Seek::seek(&mut &f, std::io::SeekFrom::Start(0));
+        let _ = std::io::Read::read_to_end(&mut &f, &mut sink);
+        if !is_mounted(&id) {
+            stop.run("the mount was detached");
+            std::process::exit(0);
+        }
+    }
+}
+
+/// Mounts `union` and serves it until the daemon is told to stop.
+/// `ready` is called once the mount answers (or failed to appear).
+pub fn serve(
+    union: Arc<Union>,
+    cfg: &MountConfig,
+    ready: impl FnOnce(Result<(), String>),
+) -> Result<(), String> {
+    crate::sys::ignore_sigpipe();
+    // Every thread started from here on inherits the blocked mask; only the
+    // signal thread takes them, with sigwait.
+    let _ = stop_sigset().thread_block();
+    let fs = FimFs::new(union.clone(), cfg.ttl, Tuning::default());
+    let slot = fs.notifier_slot();
+    let session = match Session::new(fs, &cfg.mountpoint, &fuser_config(cfg)) {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = format!("mounting {}: {e}", cfg.mountpoint.display());
+            ready(Err(msg.clone()));
+            return Err(msg);
+        }
+    };
+    let _ = slot.set(session.notifier());
+    let stop = Arc::new(Shutdown {
+        union,
+        mountpoint: cfg.mountpoint.clone(),
+        done: AtomicBool::new(false),
+    });
+    let s = stop.clone();
+    std::thread::spawn(move || {
+        if let Ok(sig) = stop_sigset().wait() {
+            s.run(&format!("{sig:?}"));
+            std::process::exit(0);
+        }
+    });
+    if let Some(id) = mount_id(&cfg.mountpoint) {
+        let s = stop.clone();
+        std::thread::spawn(move || watch_detach(id, s));
+    }
+    ready(Ok(()));
+    let res = session.run();
+    stop.run("the kernel ended the session");
+    res.map_err(|e| format!("serving {}: {e}", cfg.mountpoint.display()))
+}

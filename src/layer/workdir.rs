@@ -1,0 +1,118 @@
+//! The per-PID workdir: where copy-ups and whiteouts are staged before an
+//! atomic rename into the upper.
+//!
+//! Invariants: it lives on the upper's filesystem (checked at mount, so
+//! `rename` into the upper is atomic); it is emptied at mount and removed
+//! at exit; an exclusive `flock` on it keeps a second daemon off the same
+//! workdir (the lock dies with the process, even on SIGKILL, so a killed
+//! daemon never blocks the next one).
+use crate::sys::{self, Errno};
+use std::ffi::CString;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug)]
+pub struct Workdir {
+    dir: OwnedFd,
+    path: PathBuf,
+    next: AtomicU64,
+}
+
+#[derive(Debug)]
+pub enum WorkdirError {
+    Create(PathBuf, Errno),
+    Busy(PathBuf),
+    Clean(PathBuf, Errno),
+}
+
+impl std::fmt::Display for WorkdirError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WorkdirError::Create(p, e) => {
+                write!(f, "workdir {}: cannot create: {}", p.display(), e.desc())
+            }
+            WorkdirError::Busy(p) => write!(
+                f,
+                "workdir {}: in use by another running fimfs daemon",
+                p.display()
+            ),
+            WorkdirError::Clean(p, e) => {
+                write!(f, "workdir {}: cannot clean: {}", p.display(), e.desc())
+            }
+        }
+    }
+}
+
+impl std::error::Error for WorkdirError {}
+
+impl Workdir {
+    /// Creates (with parents) and locks the workdir, then empties it.
+    pub fn open(path: &Path) -> Result<Workdir, WorkdirError> {
+        std::fs::create_dir_all(path).map_err(|e| {
+            WorkdirError::Create(path.into(), Errno::from_raw(e.raw_os_error().unwrap_or(0)))
+        })?;
+        let root = sys::open_layer_root(path).map_err(|e| WorkdirError::Create(path.into(), e))?;
+        let dir = sys::openat(root.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
+            .map_err(|e| WorkdirError::Create(path.into(), e))?;
+        match sys::flock_exclusive(dir.as_fd()) {
+            Ok(()) => {}
+            Err(Errno::EWOULDBLOCK) => return Err(WorkdirError::Busy(path.into())),
+            Err(e) => return Err(WorkdirError::Create(path.into(), e)),
+        }
+        let w = Workdir {
+            dir,
+            path: path.to_path_buf(),
+            next: AtomicU64::new(0),
+        };
+        w.clean().map_err(|e| WorkdirError::Clean(path.into(), e))?;
+        Ok(w)
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.dir.as_fd()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A fresh name for a staged entry, unique within this workdir.
+    pub fn temp_name(&self) -> CString {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        CString::new(format!("#{n:x}")).unwrap_or_default()
+    }
+
+    /// Removes everything inside the workdir (leftovers of a crash).
+    pub fn clean(&self) -> Result<(), Errno> {
+        for e in sys::read_dir_entries(self.dir.as_fd())? {
+            let name = sys::cstr(&e.name)?;
+            remove_tree(self.dir.as_fd(), &name)?;
+        }
+        Ok(())
+    }
+
+    /// Empties and removes the workdir; called once at exit.
+    pub fn remove(&self) {
+        if let Err(e) = self.clean() {
+            tracing::warn!("cleaning workdir {}: {}", self.path.display(), e.desc());
+        }
+        if let Err(e) = std::fs::remove_dir(&self.path) {
+            tracing::warn!("removing workdir {}: {}", self.path.display(), e);
+        }
+    }
+}
+
+/// `rm -rf dir/name` through fds, never following a symlink.
+pub fn remove_tree(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> Result<(), Errno> {
+    match sys::unlinkat(dir, name, false) {
+        Ok(()) => return Ok(()),
+        Err(Errno::EISDIR) | Err(Errno::EPERM) => {}
+        Err(e) => return Err(e),
+    }
+    let sub = sys::openat(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    for e in sys::read_dir_entries(sub.as_fd())? {
+        remove_tree(sub.as_fd(), &sys::cstr(&e.name)?)?;
+    }
+    sys::unlinkat(dir, name, true)
+}

@@ -1,0 +1,314 @@
+//! From a `MountRequest` to a serving daemon.
+//!
+//! Every path is checked before anything is created: a refused mount leaves
+//! the disk as it found it. Without `-f` the process forks once; the parent
+//! exits 0 only after the child's mount answers, or prints the child's error
+//! and exits 1.
+use crate::fuse::Ttl;
+use crate::fuse::session::{MountConfig, serve};
+use crate::layer::{Layer, Stack, Workdir};
+use crate::opts::MountRequest;
+use crate::union::{Options, Squash, Union};
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A request whose paths passed every check.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub req: MountRequest,
+    lowers: Vec<PathBuf>,
+    upper: Option<PathBuf>,
+    /// None: the default `<parent of UPPER>/work/<PID>`, fixed in the daemon.
+    workdir: Option<PathBuf>,
+    mountpoint: PathBuf,
+}
+
+fn is_dir_named(what: &str, p: &Path) -> Result<(), String> {
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(format!("{what} {}: is not a directory", p.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(format!("{what} {}: does not exist", p.display()))
+        }
+        Err(e) => Err(format!("{what} {}: {e}", p.display())),
+    }
+}
+
+/// The absolute, symlink-free form of `p`, which need not exist yet: its
+/// deepest existing ancestor is resolved and the rest appended.
+fn absolute(p: &Path) -> Result<PathBuf, String> {
+    let p = std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let mut existing = p.as_path();
+    let mut rest = Vec::new();
+    loop {
+        match existing.canonicalize() {
+            Ok(mut c) => {
+                for part in rest.iter().rev() {
+                    c.push(part);
+                }
+                return Ok(c);
+            }
+            Err(_) => match (existing.parent(), existing.file_name()) {
+                (Some(parent), Some(name)) => {
+                    rest.push(name.to_owned());
+                    existing = parent;
+                }
+                _ => return Err(format!("{}: no existing ancestor", p.display())),
+            },
+        }
+    }
+}
+
+fn nearest_dev(p: &Path) -> Option<u64> {
+    p.ancestors()
+        .find_map(|a| std::fs::metadata(a).ok().map(|m| m.dev()))
+}
+
+fn inside(a: &Path, b: &Path) -> bool {
+    a.starts_with(b)
+}
+
+fn default_work_base(upper: &Path) -> PathBuf {
+    upper
+        .parent()
+        .map(|p| p.join("work"))
+        .unwrap_or_else(|| PathBuf::from("/work"))
+}
+
+impl Plan {
+    /// Checks every path of `req`; creates nothing.
+    pub fn check(req: MountRequest) -> Result<Plan, String> {
+        let mut lowers = Vec::new();
+        for l in &req.lowers {
+            is_dir_named("lower directory", l)?;
+            lowers.push(absolute(l)?);
+        }
+        is_dir_named("mountpoint", &req.mountpoint)?;
+        let mountpoint = absolute(&req.mountpoint)?;
+        let empty = std::fs::read_dir(&mountpoint)
+            .map_err(|e| format!("mountpoint {}: {e}", mountpoint.display()))?
+            .next()
+            .is_none();
+        if !empty && !req.opts.nonempty {
+            return Err(format!(
+                "mountpoint {}: is not an empty directory (use -o nonempty to mount over it)",
+                mountpoint.display()
+            ));
+        }
+        let upper = match &req.upper {
+            Some(u) => {
+                if u.exists() {
+                    is_dir_named("upper directory", u)?;
+                }
+                Some(absolute(u)?)
+            }
+            None => None,
+        };
+        let workdir = match &req.opts.workdir {
+            Some(w) if upper.is_none() => {
+                return Err(format!(
+                    "workdir {}: given without an upper directory",
+                    w.display()
+                ));
+            }
+            Some(w) => Some(absolute(w)?),
+            None => None,
+        };
+        let plan = Plan {
+            req,
+            lowers,
+            upper,
+            workdir,
+            mountpoint,
+        };
+        plan.check_overlaps()?;
+        Ok(plan)
+    }
+
+    fn check_overlaps(&self) -> Result<(), String> {
+        let Some(upper) = &self.upper else {
+            return Ok(());
+        };
+        let work = self
+            .workdir
+            .clone()
+            .unwrap_or_else(|| default_work_base(upper));
+        let named = [("upper directory", upper), ("workdir", &work)];
+        for (what, p) in named {
+            for l in &self.lowers {
+                if inside(p, l) || inside(l, p) {
+                    return Err(format!(
+                        "{what} {}: overlaps lower directory {}",
+                        p.display(),
+                        l.display()
+                    ));
+                }
+            }
+            if inside(p, &self.mountpoint) || inside(&self.mountpoint, p) {
+                return Err(format!(
+                    "{what} {}: overlaps the mountpoint {}",
+                    p.display(),
+                    self.mountpoint.display()
+                ));
+            }
+        }
+        if inside(&work, upper) || inside(upper, &work) {
+            return Err(format!(
+                "workdir {}: overlaps the upper directory {}",
+                work.display(),
+                upper.display()
+            ));
+        }
+        if nearest_dev(&work) != nearest_dev(upper) {
+            return Err(format!(
+                "workdir {}: is on another filesystem than the upper directory {} \
+                 (copy-up needs an atomic rename between them)",
+                work.display(),
+                upper.display()
+            ));
+        }
+        Ok(())
+    }
+
+    fn workdir_path(&self) -> Option<PathBuf> {
+        let upper = self.upper.as_ref()?;
+        Some(
+            self.workdir
+                .clone()
+                .unwrap_or_else(|| default_work_base(upper).join(std::process::id().to_string())),
+        )
+    }
+
+    /// Creates the upper and the workdir, opens every layer.
+    fn build(&self) -> Result<Union, String> {
+        let mut lowers = Vec::new();
+        for l in &self.lowers {
+            lowers.push(Layer::open(l).map_err(|e| format!("lower directory {e}"))?);
+        }
+        let (upper, work) = match (&self.upper, self.workdir_path()) {
+            (Some(u), Some(w)) => {
+                std::fs::create_dir_all(u)
+                    .map_err(|e| format!("upper directory {}: cannot create: {e}", u.display()))?;
+                let work = Workdir::open(&w).map_err(|e| e.to_string())?;
+                let upper = Layer::open(u).map_err(|e| format!("upper directory {e}"))?;
+                (Some(upper), Some(work))
+            }
+            _ => (None, None),
+        };
+        let opts = Options {
+            squash: Squash {
+                uid: self.req.opts.squash_uid,
+                gid: self.req.opts.squash_gid,
+            },
+            privileged: crate::sys::geteuid() == 0,
+        };
+        Ok(Union::new(Stack::new(upper, lowers), work, opts))
+    }
+
+    fn mount_config(&self) -> MountConfig {
+        let o = &self.req.opts;
+        let root = crate::sys::geteuid() == 0;
+        let threads = o.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(4, |n| n.get())
+                .max(4)
+        });
+        let ttl = match o.timeout_ms {
+            Some(ms) => Ttl {
+                entry: Duration::from_millis(ms),
+                attr: Duration::from_millis(ms),
+            },
+            None => Ttl::default(),
+        };
+        MountConfig {
+            mountpoint: self.mountpoint.clone(),
+            threads,
+            // As fuse-overlayfs: a root mount is for every user, with the
+            // kernel's permission checks.
+            allow_other: o.allow_other || root,
+            default_permissions: o.default_permissions || root,
+            read_only: o.ro || self.upper.is_none(),
+            ttl,
+            fsname: self
+                .upper
+                .as_ref()
+                .or(self.lowers.first())
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "fimfs".into()),
+        }
+    }
+
+    /// Builds the union and serves it here, until the daemon is stopped.
+    pub fn serve(&self, ready: impl FnOnce(Result<(), String>)) -> Result<(), String> {
+        crate::sys::raise_nofile_limit();
+        crate::sys::umask(0);
+        let union = match self.build() {
+            Ok(u) => Arc::new(u),
+            Err(e) => {
+                ready(Err(e.clone()));
+                return Err(e);
+            }
+        };
+        serve(union, &self.mount_config(), ready)
+    }
+}
+
+/// Runs a checked mount request; the process exit code.
+pub fn run(plan: Plan) -> i32 {
+    if plan.req.foreground {
+        return match plan.serve(|_| {}) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("fimfs: {e}");
+                1
+            }
+        };
+    }
+    let (rd, wr) = match nix::unistd::pipe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("fimfs: pipe: {}", e.desc());
+            return 1;
+        }
+    };
+    match crate::sys::fork() {
+        Err(e) => {
+            eprintln!("fimfs: fork: {}", e.desc());
+            1
+        }
+        Ok(Some(_child)) => {
+            drop(wr);
+            let mut msg = String::new();
+            let _ = std::fs::File::from(rd).read_to_string(&mut msg);
+            match msg.as_str() {
+                "OK" => 0,
+                "" => {
+                    eprintln!("fimfs: the daemon exited before the mount was ready");
+                    1
+                }
+                m => {
+                    eprintln!("fimfs: {m}");
+                    1
+                }
+            }
+        }
+        Ok(None) => {
+            drop(rd);
+            let _ = nix::unistd::setsid();
+            let mut wr = Some(std::fs::File::from(wr));
+            let res = plan.serve(|r| {
+                if let Some(mut w) = wr.take() {
+                    let _ = w.write_all(match &r {
+                        Ok(()) => b"OK",
+                        Err(e) => e.as_bytes(),
+                    });
+                }
+                crate::sys::stdio_to_devnull();
+            });
+            i32::from(res.is_err())
+        }
+    }
+}

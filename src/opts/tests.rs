@@ -1,0 +1,118 @@
+use super::*;
+
+fn os(v: &[&str]) -> Vec<OsString> {
+    v.iter().map(OsString::from).collect()
+}
+
+#[test]
+fn mount_forms() {
+    let r = mount_request(
+        &os(&["/a:/b", "/u", "/m"]),
+        &os(&["workdir=/w,threads=3"]),
+        true,
+    )
+    .unwrap();
+    assert_eq!(r.lowers, vec![PathBuf::from("/a"), PathBuf::from("/b")]);
+    assert_eq!(r.upper, Some(PathBuf::from("/u")));
+    assert_eq!(r.mountpoint, PathBuf::from("/m"));
+    assert_eq!(r.opts.workdir, Some(PathBuf::from("/w")));
+    assert_eq!(r.opts.threads, Some(3));
+    assert!(r.foreground);
+
+    let ro = mount_request(&os(&["/a", "/m"]), &[], false).unwrap();
+    assert_eq!(ro.upper, None);
+
+    let fo = fuse_overlayfs_request(&os(&[
+        "-f",
+        "-o",
+        "squash_to_uid=1000",
+        "-o",
+        "squash_to_gid=100,lowerdir=/t:/b,upperdir=/u,workdir=/w",
+        "/m",
+    ]))
+    .unwrap();
+    assert_eq!(fo.lowers, vec![PathBuf::from("/t"), PathBuf::from("/b")]);
+    assert_eq!(
+        (fo.opts.squash_uid, fo.opts.squash_gid),
+        (Some(1000), Some(100))
+    );
+    assert_eq!(fo.upper, Some(PathBuf::from("/u")));
+    assert!(fo.foreground);
+
+    let un = unionfs_request(&os(&["-f", "-o", "cow", "/u=RW:/t=RO:/b=RO", "/m"])).unwrap();
+    assert_eq!(un.upper, Some(PathBuf::from("/u")));
+    assert_eq!(un.lowers, vec![PathBuf::from("/t"), PathBuf::from("/b")]);
+}
+
+#[test]
+fn bad_input_is_named() {
+    let cases: &[(&[&str], &[&str], &str)] = &[
+        (&["/a", "/m"], &["bogus"], "unknown option: bogus"),
+        (&["/a", "/m"], &["threads=x"], "threads"),
+        (&["/a", "/m"], &["threads=0"], "out of range"),
+        (&["/a", "/m"], &["squash_to_uid=-1"], "squash_to_uid"),
+        (&["/a", "/m"], &["workdir"], "needs a value"),
+        (&["/a::/b", "/m"], &[], "empty entry"),
+        (&["/m"], &[], "missing"),
+        (&["/a", "/u", "/m", "/x"], &[], "too many"),
+        (&["/a", "/m"], &["lowerdir=/b"], "twice"),
+    ];
+    for (pos, opts, want) in cases {
+        let e = mount_request(&os(pos), &os(opts), false).unwrap_err();
+        assert!(e.0.contains(want), "{pos:?} {opts:?}: {e}");
+    }
+    assert!(unionfs_request(&os(&["/t=RO:/u=RW", "/m"])).is_err());
+    assert!(unionfs_request(&os(&["/t=XX", "/m"])).is_err());
+    assert!(fuse_overlayfs_request(&os(&["-z", "/m"])).is_err());
+}
+
+#[test]
+fn no_ops_are_accepted() {
+    let mut o = MountOpts::default();
+    o.apply(OsStr::new("rw,noatime,fsync=0,redirect_dir=off,cow,,nodev"))
+        .unwrap();
+    assert_eq!(o, MountOpts::default());
+}
+
+/// A seeded generator throws random option strings at the parser: it
+/// must answer Ok or a message, never panic.
+#[test]
+fn fuzz_option_parser() {
+    let alphabet: &[u8] = b"abcdefghijklmnopqrstuvwxyz_=,:/0123456789-. \xff";
+    let words: &[&[u8]] = &[
+        b"workdir=",
+        b"threads=",
+        b"lowerdir=",
+        b"upperdir=",
+        b"squash_to_uid=",
+        b"timeout=",
+        b"ro",
+        b"allow_other",
+        b",",
+        b":",
+        b"=",
+    ];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..20_000 {
+        let mut s = Vec::new();
+        for _ in 0..(next() % 12) {
+            if next() % 3 == 0 {
+                s.extend_from_slice(words[(next() % words.len() as u64) as usize]);
+            } else {
+                s.push(alphabet[(next() % alphabet.len() as u64) as usize]);
+            }
+        }
+        let arg = OsString::from_vec(s);
+        let mut o = MountOpts::default();
+        let _ = o.apply(&arg);
+        let _ = split_lowers(&arg);
+        let _ = unionfs_branches(&arg);
+        let _ = mount_request(&[arg.clone(), OsString::from("/m")], std::slice::from_ref(&arg), false);
+    }
+}

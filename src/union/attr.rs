@@ -1,0 +1,198 @@
+//! Attributes as the union reports them: the `st_ino` policy, `st_nlink`
+//! of merged directories, and ownership squashing.
+//!
+//! Inode numbers. A union entry reports the inode of its *origin*: the
+//! first lower entry of the same type found below an upper winner (what a
+//! copy-up was made from), or else the winner itself. So a file keeps its
+//! number across its own copy-up, across forgets and cache drops, and
+//! `d_ino` from readdir (computed by the same rule) equals `st_ino`. Real
+//! numbers from different filesystems are kept apart by putting a small
+//! per-device id in the top byte, as the kernel overlay's `xino` does; the
+//! FUSE root is always 1.
+use dashmap::DashMap;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub const ROOT_INO: u64 = 1;
+
+/// Bits left for the real inode number under the device id.
+const INO_BITS: u32 = 56;
+/// Device id reserved for numbers that do not fit in `INO_BITS`.
+const OVERFLOW_FSID: u64 = 0xff;
+
+/// Maps (device, real inode) to the number the union reports.
+#[derive(Debug, Default)]
+pub struct InoMap {
+    fsids: DashMap<u64, u8>,
+    next_fsid: AtomicU8,
+    overflow: DashMap<(u64, u64), u64>,
+    next_overflow: AtomicU64,
+}
+
+impl InoMap {
+    pub fn new() -> InoMap {
+        InoMap {
+            next_fsid: AtomicU8::new(1),
+            next_overflow: AtomicU64::new(1),
+            ..Default::default()
+        }
+    }
+
+    fn fsid(&self, dev: u64) -> Option<u64> {
+        if let Some(id) = self.fsids.get(&dev) {
+            return Some(*id as u64);
+        }
+        let id = *self.fsids.entry(dev).or_insert_with(|| {
+            self.next_fsid
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    (n < OVERFLOW_FSID as u8).then_some(n + 1)
+                })
+                .unwrap_or(OVERFLOW_FSID as u8)
+        });
+        (id as u64 != OVERFLOW_FSID).then_some(id as u64)
+    }
+
+    pub fn encode(&self, dev: u64, ino: u64) -> u64 {
+        match self.fsid(dev) {
+            Some(id) if ino >> INO_BITS == 0 => (id << INO_BITS) | ino,
+            // Only in memory: stable while the daemon lives, which is the
+            // best that can be done for such numbers.
+            _ => *self.overflow.entry((dev, ino)).or_insert_with(|| {
+                (OVERFLOW_FSID << INO_BITS) | self.next_overflow.fetch_add(1, Ordering::Relaxed)
+            }),
+        }
+    }
+}
+
+/// File type, from the `S_IFMT` bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    Socket,
+    Char,
+    Block,
+}
+
+impl Kind {
+    pub fn from_mode(mode: u32) -> Kind {
+        match mode & libc::S_IFMT {
+            libc::S_IFDIR => Kind::Dir,
+            libc::S_IFLNK => Kind::Symlink,
+            libc::S_IFIFO => Kind::Fifo,
+            libc::S_IFSOCK => Kind::Socket,
+            libc::S_IFCHR => Kind::Char,
+            libc::S_IFBLK => Kind::Block,
+            _ => Kind::File,
+        }
+    }
+
+    pub fn from_dtype(dtype: u8) -> Option<Kind> {
+        Some(match dtype {
+            libc::DT_DIR => Kind::Dir,
+            libc::DT_LNK => Kind::Symlink,
+            libc::DT_FIFO => Kind::Fifo,
+            libc::DT_SOCK => Kind::Socket,
+            libc::DT_CHR => Kind::Char,
+            libc::DT_BLK => Kind::Block,
+            libc::DT_REG => Kind::File,
+            _ => return None,
+        })
+    }
+}
+
+/// Owner squashing (`squash_to_uid`/`squash_to_gid`): every inode is
+/// reported as owned by these ids, and chown succeeds without effect.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Squash {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+/// What getattr reports for one union entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: Kind,
+    pub perm: u16,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u64,
+    pub size: u64,
+    pub blocks: u64,
+    pub blksize: u32,
+    pub atime: SystemTime,
+    pub mtime: SystemTime,
+    pub ctime: SystemTime,
+}
+
+fn time(sec: i64, nsec: i64) -> SystemTime {
+    let nsec = nsec.clamp(0, 999_999_999) as u32;
+    if sec >= 0 {
+        UNIX_EPOCH + Duration::new(sec as u64, nsec)
+    } else {
+        UNIX_EPOCH - Duration::new(sec.unsigned_abs(), 0) + Duration::new(0, nsec)
+    }
+}
+
+impl Attr {
+    pub fn from_stat(st: &libc::stat, ino: u64, merged_dir: bool, squash: Squash) -> Attr {
+        let kind = Kind::from_mode(st.st_mode);
+        Attr {
+            ino,
+            kind,
+            perm: (st.st_mode & 0o7777) as u16,
+            // The kernel overlay reports 1 for merged directories: their
+            // real link count says nothing about the union's subdirectories.
+            nlink: if merged_dir { 1 } else { st.st_nlink as u32 },
+            uid: squash.uid.unwrap_or(st.st_uid),
+            gid: squash.gid.unwrap_or(st.st_gid),
+            rdev: st.st_rdev,
+            size: st.st_size as u64,
+            blocks: st.st_blocks as u64,
+            blksize: st.st_blksize as u32,
+            atime: time(st.st_atime, st.st_atime_nsec),
+            mtime: time(st.st_mtime, st.st_mtime_nsec),
+            ctime: time(st.st_ctime, st.st_ctime_nsec),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ino_encoding_keeps_devices_apart_and_is_stable() {
+        let m = InoMap::new();
+        let a = m.encode(10, 5);
+        let b = m.encode(11, 5);
+        assert_ne!(a, b);
+        assert_eq!(a, m.encode(10, 5));
+        assert_ne!(a, ROOT_INO);
+        let big = m.encode(10, 1 << 60);
+        assert_eq!(big, m.encode(10, 1 << 60));
+        assert_ne!(big, a);
+    }
+
+    #[test]
+    fn squash_overrides_owner_only() {
+        let mut st = crate::sys::zeroed_stat();
+        st.st_mode = libc::S_IFREG | 0o640;
+        st.st_uid = 7;
+        st.st_gid = 8;
+        let a = Attr::from_stat(
+            &st,
+            42,
+            false,
+            Squash {
+                uid: Some(1000),
+                gid: None,
+            },
+        );
+        assert_eq!((a.uid, a.gid, a.perm, a.kind), (1000, 8, 0o640, Kind::File));
+    }
+}

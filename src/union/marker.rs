@@ -1,0 +1,190 @@
+//! Whiteout and opaque markers: read every dialect of SPEC §2, write one.
+//!
+//! Read, in any layer:
+//! - whiteout: a 0/0 character device; a `.wh.<name>` file; a zero-size
+//!   regular file carrying `user.overlay.whiteout` or `trusted.overlay.whiteout`;
+//! - opaque directory: `user.overlay.opaque`, `trusted.overlay.opaque` or
+//!   `user.fuseoverlayfs.opaque` equal to `y`, or a `.wh..wh..opq` entry.
+//!
+//! Write: 0/0 character devices (falling back to `.wh.<name>` only where the
+//! upper refuses device nodes) and `user.overlay.opaque=y`, plus
+//! `trusted.overlay.opaque=y` when privileged. Never a whiteout inside an
+//! opaque directory, never redirect or metacopy xattrs.
+use crate::sys::{self, Errno, Result};
+use std::ffi::CStr;
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub const WH_PREFIX: &[u8] = b".wh.";
+pub const OPAQUE_FILE: &[u8] = b".wh..wh..opq";
+
+const OPAQUE_XATTRS: [&CStr; 3] = [
+    c"trusted.overlay.opaque",
+    c"user.overlay.opaque",
+    c"user.fuseoverlayfs.opaque",
+];
+const WHITEOUT_XATTRS: [&CStr; 2] = [c"trusted.overlay.whiteout", c"user.overlay.whiteout"];
+
+/// What one layer holds under one name.
+#[derive(Debug, Clone, Copy)]
+pub enum Probe {
+    Absent,
+    Whiteout,
+    Entry(libc::stat),
+}
+
+/// Is this name one of ours (a marker), never to be listed or looked up?
+pub fn is_marker_name(name: &[u8]) -> bool {
+    name.starts_with(WH_PREFIX)
+}
+
+pub fn is_whiteout_stat(st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == sys::WHITEOUT_DEV
+}
+
+/// A zero-size regular file may be an xattr whiteout; only then are xattrs read.
+fn is_xattr_whiteout(dir: BorrowedFd<'_>, name: &CStr, st: &libc::stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFREG
+        && st.st_size == 0
+        && WHITEOUT_XATTRS
+            .iter()
+            .any(|x| sys::lgetxattr_at(dir, name, x).is_ok())
+}
+
+/// Looks `name` up in one layer directory, decoding every whiteout dialect.
+pub fn probe(dir: BorrowedFd<'_>, name: &[u8]) -> Result<Probe> {
+    let c = sys::cstr(name)?;
+    match sys::fstatat(dir, &c) {
+        Ok(st) if is_whiteout_stat(&st) || is_xattr_whiteout(dir, &c, &st) => Ok(Probe::Whiteout),
+        Ok(st) => Ok(Probe::Entry(st)),
+        Err(Errno::ENOENT) => {
+            let mut wh = WH_PREFIX.to_vec();
+            wh.extend_from_slice(name);
+            match sys::fstatat(dir, &sys::cstr(&wh)?) {
+                Ok(_) => Ok(Probe::Whiteout),
+                Err(Errno::ENOENT) | Err(Errno::ENAMETOOLONG) => Ok(Probe::Absent),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// What a layer directory says about itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DirMarks {
+    /// Nothing below this directory merges in.
+    pub opaque: bool,
+    /// `overlay.opaque=x`: the directory may hold xattr whiteouts, which
+    /// readdir must then look for (the kernel overlay's rule).
+    pub xwhiteouts: bool,
+}
+
+/// Reads the markers of the directory held by `dir` (`O_PATH` is enough).
+pub fn dir_marks(dir: BorrowedFd<'_>) -> DirMarks {
+    let mut marks = DirMarks::default();
+    for x in OPAQUE_XATTRS {
+        match sys::lgetxattr_at(dir, c"", x).as_deref() {
+            Ok(b"y") => marks.opaque = true,
+            Ok(b"x") => marks.xwhiteouts = true,
+            _ => {}
+        }
+    }
+    if !marks.opaque {
+        marks.opaque = sys::cstr(OPAQUE_FILE).is_ok_and(|c| sys::fstatat(dir, &c).is_ok());
+    }
+    marks
+}
+
+/// Is the zero-size regular file `dir/name` an xattr whiteout?
+pub fn is_xattr_whiteout_name(dir: BorrowedFd<'_>, name: &CStr) -> bool {
+    match sys::fstatat(dir, name) {
+        Ok(st) => is_xattr_whiteout(dir, name, &st),
+        Err(_) => false,
+    }
+}
+
+/// Names of xattrs that belong to the overlay machinery: hidden from
+/// listxattr/getxattr through the mount, and refused (EPERM) on set/remove.
+pub fn is_private_xattr(name: &[u8]) -> bool {
+    const PREFIXES: [&[u8]; 4] = [
+        b"trusted.overlay.",
+        b"user.overlay.",
+        b"user.fuseoverlayfs.",
+        b"user.fimfs.",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// Set once the upper has refused a device node; from then on whiteouts are
+/// written as `.wh.<name>` files.
+static WHITEOUT_AS_FILE: AtomicBool = AtomicBool::new(false);
+
+/// Creates a whiteout for `name` in `dir`.
+pub fn make_whiteout(dir: BorrowedFd<'_>, name: &[u8]) -> Result<()> {
+    if !WHITEOUT_AS_FILE.load(Ordering::Relaxed) {
+        let c = sys::cstr(name)?;
+        match sys::mknodat(dir, &c, libc::S_IFCHR, sys::WHITEOUT_DEV) {
+            Ok(()) => return Ok(()),
+            Err(Errno::EPERM) | Err(Errno::EOPNOTSUPP) => {
+                tracing::warn!(
+                    "the upper refuses 0/0 device nodes; writing .wh.<name> whiteouts instead"
+                );
+                WHITEOUT_AS_FILE.store(true, Ordering::Relaxed);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let mut wh = WH_PREFIX.to_vec();
+    wh.extend_from_slice(name);
+    let fd = sys::openat(
+        dir,
+        &sys::cstr(&wh)?,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+        0o600,
+    )?;
+    drop(fd);
+    Ok(())
+}
+
+/// Marks `dir/name` (or `dir` itself) opaque.
+pub fn make_opaque(dir: BorrowedFd<'_>, name: &CStr, privileged: bool) -> Result<()> {
+    sys::lsetxattr_at(dir, name, c"user.overlay.opaque", b"y", 0)?;
+    if privileged {
+        // A trusted xattr needs CAP_SYS_ADMIN; the user one is enough for
+        // the kernel overlay mounted with `userxattr`, as bwrap does.
+        if let Err(e) = sys::lsetxattr_at(dir, name, c"trusted.overlay.opaque", b"y", 0) {
+            tracing::debug!("trusted.overlay.opaque refused: {}", e.desc());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_xattrs() {
+        let table: &[(&[u8], bool)] = &[
+            (b"trusted.overlay.opaque", true),
+            (b"user.overlay.whiteout", true),
+            (b"user.fuseoverlayfs.opaque", true),
+            (b"user.fimfs.layer", true),
+            (b"user.overlayx", false),
+            (b"user.mime_type", false),
+            (b"security.capability", false),
+        ];
+        for (name, private) in table {
+            assert_eq!(is_private_xattr(name), *private, "{:?}", name);
+        }
+    }
+
+    #[test]
+    fn marker_names() {
+        assert!(is_marker_name(b".wh.foo"));
+        assert!(is_marker_name(b".wh..wh..opq"));
+        assert!(!is_marker_name(b".whfoo"));
+        assert!(!is_marker_name(b"foo.wh."));
+    }
+}

@@ -1,0 +1,249 @@
+//! The union engine: the merged view of a layer stack, FUSE-free.
+//!
+//! Every operation takes inode numbers and byte-string names and returns
+//! `Result<_, Errno>`; nothing here knows about `fuser`, so the union rules
+//! are tested directly (see `tests/engine_*.rs`), and the `fuse` adapter only
+//! translates. Layout, after Linux `fs/overlayfs/`:
+//! - `resolve`: top-down lookup (namei), `readdir`: merged listings,
+//! - `marker`: whiteout/opaque formats, `attr`: st_ino policy and squash,
+//! - `node`: the inode table, `copy_up` and `write`: the mutating side.
+pub mod attr;
+mod copy_up;
+pub mod marker;
+pub mod node;
+mod readdir;
+mod resolve;
+mod write;
+
+pub use attr::{Attr, Kind, ROOT_INO, Squash};
+pub use readdir::DirEntry;
+pub use write::SetAttr;
+
+use crate::layer::{Stack, Workdir};
+use crate::sys::{self, Errno, Result};
+use attr::InoMap;
+use node::{Loc, Node, NodeTable, State};
+use resolve::Found;
+use std::ffi::CString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Behaviour switches of one mount.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    pub squash: Squash,
+    /// The daemon may set `trusted.*` xattrs and any owner (root).
+    pub privileged: bool,
+}
+
+/// The merged view of one layer stack.
+#[derive(Debug)]
+pub struct Union {
+    stack: Stack,
+    work: Option<Workdir>,
+    nodes: NodeTable,
+    inos: InoMap,
+    opts: Options,
+    /// Bumped by every directory rename: cached directory fds of nodes
+    /// below a moved directory may point at the wrong layers.
+    generation: AtomicU64,
+}
+
+/// Where one union entry lives in its winning layer: `dir` plus `name`,
+/// or the directory `dir` itself when `name` is empty.
+#[derive(Debug, Clone)]
+pub struct Place {
+    pub dir: Arc<OwnedFd>,
+    pub name: CString,
+}
+
+impl Union {
+    /// A union over `stack`; with an upper, `work` must be its workdir.
+    pub fn new(stack: Stack, work: Option<Workdir>, opts: Options) -> Union {
+        let root_state = State {
+            kind: Kind::Dir,
+            upper: stack.upper().is_some(),
+            lower: None,
+            merged: true,
+        };
+        let root = Node::new(
+            ROOT_INO,
+            Loc {
+                parent: None,
+                name: Vec::new(),
+            },
+            root_state,
+        );
+        Union {
+            stack,
+            work,
+            nodes: NodeTable::new(Arc::new(root)),
+            inos: InoMap::new(),
+            opts,
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub fn stack(&self) -> &Stack {
+        &self.stack
+    }
+
+    pub fn workdir(&self) -> Option<&Workdir> {
+        self.work.as_ref()
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.stack.upper().is_none()
+    }
+
+    /// The live node numbered `ino`.
+    pub fn node(&self, ino: u64) -> Result<Arc<Node>> {
+        self.nodes.get(ino).ok_or(Errno::ESTALE)
+    }
+
+    /// Number of nodes the kernel holds (for tests and memory checks).
+    pub fn live_nodes(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn attr_of(&self, node_ino: Option<u64>, f: &Found) -> Attr {
+        let ino = node_ino.unwrap_or_else(|| self.inos.encode(f.origin.st_dev, f.origin.st_ino));
+        Attr::from_stat(&f.st, ino, f.state.merged, self.opts.squash)
+    }
+
+    /// Looks `name` up in directory `parent`, counting one kernel lookup.
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<(Arc<Node>, Attr)> {
+        let p = self.node(parent)?;
+        let pl = self.dir_layers_fresh(&p)?;
+        let found = self.resolve_in(&pl, name)?;
+        let attr = self.attr_of(None, &found);
+        let loc = Loc {
+            parent: Some(p),
+            name: name.to_vec(),
+        };
+        let node = self
+            .nodes
+            .remember(attr.ino, loc, found.state.clone(), found.dir.clone());
+        Ok((node, attr))
+    }
+
+    /// The kernel forgot `n` lookups of `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        self.nodes.forget(ino, n);
+    }
+
+    /// Resolves `node` afresh and returns where it lives.
+    pub fn place(&self, node: &Arc<Node>) -> Result<(Found, Place)> {
+        let loc = node.loc();
+        let (found, parent) = match &loc.parent {
+            Some(p) => {
+                let pl = self.dir_layers(p)?;
+                (self.resolve_in(&pl, &loc.name)?, Some(pl))
+            }
+            None => (self.resolve_root()?, None),
+        };
+        node.set_state(found.state.clone());
+        let place = match (&found.dir, parent) {
+            (Some(d), _) => {
+                node.set_dir(Some(d.clone()));
+                let top = d.layers.first().ok_or(Errno::ENOENT)?;
+                Place {
+                    dir: top.fd.clone(),
+                    name: CString::default(),
+                }
+            }
+            (None, Some(pl)) => {
+                let l = pl.layers.iter().find(|l| l.id == found.winner);
+                Place {
+                    dir: l.ok_or(Errno::ENOENT)?.fd.clone(),
+                    name: sys::cstr(&loc.name)?,
+                }
+            }
+            (None, None) => return Err(Errno::ENOENT),
+        };
+        Ok((found, place))
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Attr> {
+        let node = self.node(ino)?;
+        let (found, _) = self.place(&node)?;
+        Ok(self.attr_of(Some(ino), &found))
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        let node = self.node(ino)?;
+        let (found, place) = self.place(&node)?;
+        if found.state.kind != Kind::Symlink {
+            return Err(Errno::EINVAL);
+        }
+        sys::readlinkat(place.dir.as_fd(), &place.name)
+    }
+
+    pub fn statfs(&self) -> Result<libc::statfs> {
+        let l = self.stack.statfs_layer().ok_or(Errno::ENOENT)?;
+        sys::fstatfs(l.root())
+    }
+
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
+        if marker::is_private_xattr(name) {
+            return Err(Errno::ENODATA);
+        }
+        let node = self.node(ino)?;
+        let (_, place) = self.place(&node)?;
+        sys::lgetxattr_at(place.dir.as_fd(), &place.name, &sys::cstr(name)?)
+    }
+
+    /// The xattr names of `ino`, NUL-separated, private ones left out.
+    pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
+        let node = self.node(ino)?;
+        let (_, place) = self.place(&node)?;
+        let raw = sys::llistxattr_at(place.dir.as_fd(), &place.name)?;
+        let mut out = Vec::with_capacity(raw.len());
+        for n in raw.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+            if !marker::is_private_xattr(n) {
+                out.extend_from_slice(n);
+                out.push(0);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Opens the file `ino` for I/O. A write open copies a lower file up
+    /// first (with `O_TRUNC`, without copying its data).
+    pub fn open(&self, ino: u64, flags: i32) -> Result<OwnedFd> {
+        let node = self.node(ino)?;
+        let acc = flags & libc::O_ACCMODE;
+        let writes = acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        if writes {
+            if self.is_read_only() {
+                return Err(Errno::EROFS);
+            }
+            self.copy_up(&node, flags & libc::O_TRUNC != 0)?;
+        }
+        let (found, place) = self.place(&node)?;
+        if found.state.kind == Kind::Dir {
+            return Err(Errno::EISDIR);
+        }
+        // The kernel computes every offset itself: O_APPEND on the backing
+        // fd would move writes; O_DIRECT is not needed below the page cache
+        // and fails on some uppers.
+        let keep =
+            libc::O_ACCMODE | libc::O_TRUNC | libc::O_NONBLOCK | libc::O_SYNC | libc::O_DSYNC;
+        sys::openat(place.dir.as_fd(), &place.name, flags & keep, 0)
+    }
+
+    /// Opens a directory of the union for a listing; checks it exists.
+    pub fn opendir(&self, ino: u64) -> Result<Arc<Node>> {
+        let node = self.node(ino)?;
+        let (found, _) = self.place(&node)?;
+        if found.state.kind != Kind::Dir {
+            return Err(Errno::ENOTDIR);
+        }
+        Ok(node)
+    }
+}

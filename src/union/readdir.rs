@@ -1,0 +1,164 @@
+//! Merged directory listings.
+//!
+//! A listing is a snapshot taken when a directory handle starts reading
+//! (offset 0): every layer's entries, top-most first, merged by the rules of
+//! `resolve`, markers dropped. Offsets are positions in the snapshot, so
+//! they stay valid however the directory changes while it is read. Each
+//! entry's number follows the same origin rule as lookup, so `d_ino`
+//! equals the `st_ino` a later stat reports.
+use super::Union;
+use super::attr::Kind;
+use super::marker::{self, OPAQUE_FILE, WH_PREFIX};
+use super::node::{LayerDir, Node};
+use crate::layer::{LayerId, UPPER};
+use crate::sys::{self, Result};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
+
+/// One name of a merged listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: Vec<u8>,
+    pub ino: u64,
+    pub kind: Kind,
+}
+
+/// What one layer's raw entry means to the union.
+enum Raw {
+    Hide,
+    Whiteout(Vec<u8>),
+    Entry(Vec<u8>, Kind, u64),
+}
+
+/// The merge state of one name.
+struct Slot {
+    /// Index into the output; None for a name hidden by a whiteout.
+    out: Option<usize>,
+    kind: Kind,
+    /// Upper winner still looking one layer down for its origin.
+    seeking_origin: bool,
+    closed: bool,
+}
+
+fn classify(dir: BorrowedFd<'_>, l: &LayerDir, e: sys::DirEnt) -> Raw {
+    if e.name == OPAQUE_FILE {
+        return Raw::Hide;
+    }
+    if let Some(hidden) = e.name.strip_prefix(WH_PREFIX) {
+        return Raw::Whiteout(hidden.to_vec());
+    }
+    let kind = match Kind::from_dtype(e.dtype) {
+        Some(k) => k,
+        None => match sys::cstr(&e.name).and_then(|c| sys::fstatat(dir, &c)) {
+            Ok(st) if marker::is_whiteout_stat(&st) => return Raw::Whiteout(e.name),
+            Ok(st) => Kind::from_mode(st.st_mode),
+            Err(_) => return Raw::Hide,
+        },
+    };
+    let is_whiteout = match kind {
+        Kind::Char => sys::cstr(&e.name)
+            .and_then(|c| sys::fstatat(dir, &c))
+            .is_ok_and(|st| marker::is_whiteout_stat(&st)),
+        Kind::File if l.xwhiteouts => {
+            sys::cstr(&e.name).is_ok_and(|c| marker::is_xattr_whiteout_name(dir, &c))
+        }
+        _ => false,
+    };
+    if is_whiteout {
+        Raw::Whiteout(e.name)
+    } else {
+        Raw::Entry(e.name, kind, e.ino)
+    }
+}
+
+/// A listing being merged, layer after layer.
+struct Merge<'a> {
+    union: &'a Union,
+    upper: Option<BorrowedFd<'a>>,
+    out: Vec<DirEntry>,
+    slots: HashMap<Vec<u8>, Slot>,
+}
+
+impl Merge<'_> {
+    fn add(&mut self, id: LayerId, dev: u64, raw: Raw) {
+        let (name, kind, ino) = match raw {
+            Raw::Hide => return,
+            Raw::Whiteout(name) => {
+                let slot = self.slots.entry(name).or_insert(Slot {
+                    out: None,
+                    kind: Kind::Char,
+                    seeking_origin: false,
+                    closed: true,
+                });
+                // A whiteout below an upper winner ends its origin search.
+                slot.closed = true;
+                return;
+            }
+            Raw::Entry(n, k, i) => (n, k, i),
+        };
+        let ino = self.union.inos.encode(dev, ino);
+        match self.slots.entry(name) {
+            Entry::Vacant(v) => {
+                let upper = id == UPPER;
+                let name = v.key().clone();
+                v.insert(Slot {
+                    out: Some(self.out.len()),
+                    kind,
+                    seeking_origin: upper,
+                    closed: !upper,
+                });
+                self.out.push(DirEntry { name, ino, kind });
+            }
+            Entry::Occupied(mut o) => {
+                let slot = o.get_mut();
+                if slot.closed {
+                    return;
+                }
+                slot.seeking_origin = false;
+                slot.closed = true;
+                let (Some(i), true) = (slot.out, slot.kind == kind) else {
+                    return;
+                };
+                // An opaque upper directory has no origin below it.
+                if kind == Kind::Dir && upper_child_opaque(self.upper, o.key()) {
+                    return;
+                }
+                self.out[i].ino = ino;
+            }
+        }
+    }
+}
+
+/// Is the upper's directory `name` opaque? Asked only for names that also
+/// exist as directories below.
+fn upper_child_opaque(upper: Option<BorrowedFd<'_>>, name: &[u8]) -> bool {
+    let Some(dir) = upper else { return false };
+    match sys::cstr(name).and_then(|c| sys::openat(dir, &c, libc::O_PATH | libc::O_DIRECTORY, 0)) {
+        Ok(fd) => marker::dir_marks(fd.as_fd()).opaque,
+        Err(_) => false,
+    }
+}
+
+impl Union {
+    /// The merged listing of a directory node, without `.` and `..`.
+    pub fn list_dir(&self, node: &Arc<Node>) -> Result<Vec<DirEntry>> {
+        let dl = self.dir_layers_fresh(node)?;
+        let mut m = Merge {
+            union: self,
+            upper: dl.upper().map(|f| f.as_fd()),
+            out: Vec::new(),
+            slots: HashMap::new(),
+        };
+        for l in &dl.layers {
+            let dev = self.stack.get(l.id).map(|x| x.dev()).unwrap_or(0);
+            let fd = sys::openat(l.fd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+            for e in sys::read_dir_entries(fd.as_fd())? {
+                let raw = classify(fd.as_fd(), l, e);
+                m.add(l.id, dev, raw);
+            }
+        }
+        Ok(m.out)
+    }
+}

@@ -1,0 +1,225 @@
+//! Name resolution: top-down lookup across the layers.
+//!
+//! The rule (SPEC §1): the upper, then the lowers from top to bottom; the
+//! first layer holding the name wins. A whiteout hides the name in every
+//! layer below; a non-directory hides everything below; a directory merges
+//! the same-named directories below it until one of them is opaque.
+//! Resolution always reads the layers (no cached guess decides what exists),
+//! so entries added to the upper behind the mount are seen at once.
+use super::Union;
+use super::attr::Kind;
+use super::marker::{self, Probe};
+use super::node::{DirLayers, LayerDir, Node, State};
+use crate::layer::{LayerId, UPPER};
+use crate::sys::{self, Errno, Result};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+/// The outcome of resolving one name.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub state: State,
+    /// The winning layer and its entry.
+    pub winner: LayerId,
+    pub st: libc::stat,
+    /// The entry whose inode number the union reports (see `attr`).
+    pub origin: libc::stat,
+    /// For directories: each layer's directory, top-most first.
+    pub dir: Option<DirLayers>,
+}
+
+/// Opens `name` in `dir` as an `O_PATH` directory handle.
+fn open_dir_path(dir: BorrowedFd<'_>, name: &[u8]) -> Result<OwnedFd> {
+    sys::openat(dir, &sys::cstr(name)?, libc::O_PATH | libc::O_DIRECTORY, 0)
+}
+
+/// One step of the scan: the winner so far and what the next layer adds.
+struct Scan {
+    found: Option<(LayerId, libc::stat)>,
+    origin: Option<libc::stat>,
+    layers: Vec<LayerDir>,
+    opaque: bool,
+}
+
+impl Scan {
+    /// Takes one layer's entry; returns false when no layer below matters.
+    fn take(&mut self, id: LayerId, st: libc::stat, dir_fd: Option<OwnedFd>) -> bool {
+        let is_dir = Kind::from_mode(st.st_mode) == Kind::Dir;
+        match self.found {
+            None => {
+                self.found = Some((id, st));
+                match dir_fd {
+                    Some(fd) => self.add_dir(id, fd),
+                    // An upper non-directory looks one layer further for its origin.
+                    None => id == UPPER,
+                }
+            }
+            Some((wid, wst)) => {
+                let winner_dir = Kind::from_mode(wst.st_mode) == Kind::Dir;
+                let same = Kind::from_mode(wst.st_mode) == Kind::from_mode(st.st_mode);
+                if wid == UPPER && same && self.origin.is_none() {
+                    self.origin = Some(st);
+                }
+                match (winner_dir && is_dir, dir_fd) {
+                    (true, Some(fd)) => self.add_dir(id, fd),
+                    _ => false,
+                }
+            }
+        }
+    }
+
+    fn add_dir(&mut self, id: LayerId, fd: OwnedFd) -> bool {
+        let marks = marker::dir_marks(fd.as_fd());
+        self.layers.push(LayerDir {
+            id,
+            fd: Arc::new(fd),
+            xwhiteouts: marks.xwhiteouts,
+        });
+        if marks.opaque && id == UPPER {
+            self.opaque = true;
+        }
+        !marks.opaque
+    }
+}
+
+impl Union {
+    /// Resolves `name` in the directory whose layers are `parent`.
+    pub(super) fn resolve_in(&self, parent: &DirLayers, name: &[u8]) -> Result<Found> {
+        if marker::is_marker_name(name) {
+            return Err(Errno::ENOENT);
+        }
+        let mut scan = Scan {
+            found: None,
+            origin: None,
+            layers: Vec::new(),
+            opaque: false,
+        };
+        for LayerDir { id, fd, .. } in &parent.layers {
+            let st = match marker::probe(fd.as_fd(), name)? {
+                Probe::Absent => continue,
+                Probe::Whiteout => break,
+                Probe::Entry(st) => st,
+            };
+            let wants_dir = Kind::from_mode(st.st_mode) == Kind::Dir
+                && scan
+                    .found
+                    .is_none_or(|(_, w)| Kind::from_mode(w.st_mode) == Kind::Dir);
+            let dir_fd = match wants_dir {
+                true => Some(open_dir_path(fd.as_fd(), name)?),
+                false => None,
+            };
+            if !scan.take(*id, st, dir_fd) {
+                break;
+            }
+        }
+        let (winner, st) = scan.found.ok_or(Errno::ENOENT)?;
+        let kind = Kind::from_mode(st.st_mode);
+        let dir = (kind == Kind::Dir).then(|| DirLayers {
+            generation: self.generation(),
+            layers: scan.layers,
+            opaque: scan.opaque,
+        });
+        let merged = dir.as_ref().is_some_and(|d| d.layers.len() > 1);
+        let origin = match scan.opaque {
+            true => st,
+            false => scan.origin.unwrap_or(st),
+        };
+        Ok(Found {
+            state: State {
+                kind,
+                upper: winner == UPPER,
+                lower: (winner != UPPER).then_some(winner),
+                merged,
+            },
+            winner,
+            st,
+            origin,
+            dir,
+        })
+    }
+
+    /// The root: every layer's root directory, merged.
+    pub(super) fn root_layers(&self) -> Result<DirLayers> {
+        let mut layers = Vec::new();
+        let ids = self
+            .stack
+            .upper()
+            .map(|_| UPPER)
+            .into_iter()
+            .chain(self.stack.lower_ids());
+        for id in ids {
+            if let Some(l) = self.stack.get(id) {
+                let fd = l
+                    .root()
+                    .try_clone_to_owned()
+                    .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+                let xwhiteouts = marker::dir_marks(fd.as_fd()).xwhiteouts;
+                layers.push(LayerDir {
+                    id,
+                    fd: Arc::new(fd),
+                    xwhiteouts,
+                });
+            }
+        }
+        Ok(DirLayers {
+            generation: self.generation(),
+            layers,
+            opaque: false,
+        })
+    }
+
+    /// The layers of a directory node, from its cache or resolved again
+    /// through its parents.
+    pub(super) fn dir_layers(&self, node: &Arc<Node>) -> Result<DirLayers> {
+        if let Some(d) = node.cached_dir(self.generation()) {
+            return Ok(d);
+        }
+        let loc = node.loc();
+        let d = match loc.parent {
+            None => self.root_layers()?,
+            Some(p) => {
+                let pl = self.dir_layers(&p)?;
+                self.resolve_in(&pl, &loc.name)?.dir.ok_or(Errno::ENOTDIR)?
+            }
+        };
+        node.set_dir(Some(d.clone()));
+        Ok(d)
+    }
+
+    /// Like `dir_layers`, but first notices an upper directory created
+    /// behind the mount (FlatImage writes into the upper directly).
+    pub(super) fn dir_layers_fresh(&self, node: &Arc<Node>) -> Result<DirLayers> {
+        let d = self.dir_layers(node)?;
+        let Some(upper) = self.stack.upper() else {
+            return Ok(d);
+        };
+        if d.upper().is_some() || d.opaque {
+            return Ok(d);
+        }
+        match sys::open_beneath(upper.root(), &node.path(), libc::O_PATH | libc::O_DIRECTORY) {
+            Ok(_) => {
+                node.set_dir(None);
+                self.dir_layers(node)
+            }
+            Err(_) => Ok(d),
+        }
+    }
+
+    pub(super) fn resolve_root(&self) -> Result<Found> {
+        let d = self.root_layers()?;
+        let top = d.layers.first().ok_or(Errno::ENOENT)?;
+        let (winner, st) = (&top.id, sys::fstat(top.fd.as_fd())?);
+        Ok(Found {
+            state: State {
+                kind: Kind::Dir,
+                upper: *winner == UPPER,
+                lower: (*winner != UPPER).then_some(*winner),
+                merged: d.layers.len() > 1,
+            },
+            winner: *winner,
+            st,
+            origin: st,
+            dir: Some(d),
+        })
+    }
+}
