@@ -190,8 +190,12 @@ impl Plan {
         }
         let (upper, work) = match (&self.upper, self.workdir_path()) {
             (Some(u), Some(w)) => {
-                std::fs::create_dir_all(u)
-                    .map_err(|e| format!("upper directory {}: cannot create: {e}", u.display()))?;
+                std::os::unix::fs::DirBuilderExt::mode(
+                    std::fs::DirBuilder::new().recursive(true),
+                    0o755,
+                )
+                .create(u)
+                .map_err(|e| format!("upper directory {}: cannot create: {e}", u.display()))?;
                 let work = Workdir::open(&w).map_err(|e| e.to_string())?;
                 let upper = Layer::open(u).map_err(|e| format!("upper directory {e}"))?;
                 (Some(upper), Some(work))

@@ -1,23 +1,40 @@
 //! Open handles: files (a backing fd in the winning layer) and directories
 //! (a listing snapshot, so offsets stay valid while the directory changes).
+//!
+//! A file opened read-only on a lower keeps reading the lower only until
+//! the file is copied up: then the handle is reopened on the upper, so a
+//! reader never sees stale data next to a writer (SPEC §7 item 1).
 use crate::union::DirEntry;
 use dashmap::DashMap;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 #[derive(Debug)]
 pub struct FileHandle {
-    pub fd: OwnedFd,
-    #[allow(dead_code)]
     pub ino: u64,
+    fd: RwLock<Arc<OwnedFd>>,
+    on_upper: AtomicBool,
+}
+
+impl FileHandle {
+    pub fn fd(&self) -> Arc<OwnedFd> {
+        self.fd.read().clone()
+    }
+
+    pub fn on_upper(&self) -> bool {
+        self.on_upper.load(Ordering::Acquire)
+    }
+
+    pub fn replace(&self, fd: OwnedFd, upper: bool) {
+        *self.fd.write() = Arc::new(fd);
+        self.on_upper.store(upper, Ordering::Release);
+    }
 }
 
 #[derive(Debug)]
 pub struct DirHandle {
-    #[allow(dead_code)]
-    pub ino: u64,
     /// `.`, `..`, then the merged entries; taken at offset 0.
     pub snapshot: Mutex<Option<Arc<Vec<DirEntry>>>>,
 }
@@ -34,9 +51,14 @@ impl Handles {
         self.next.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    pub fn add_file(&self, fd: OwnedFd, ino: u64) -> u64 {
+    pub fn add_file(&self, fd: OwnedFd, ino: u64, upper: bool) -> u64 {
         let id = self.next_id();
-        self.files.insert(id, Arc::new(FileHandle { fd, ino }));
+        let h = FileHandle {
+            ino,
+            fd: RwLock::new(Arc::new(fd)),
+            on_upper: AtomicBool::new(upper),
+        };
+        self.files.insert(id, Arc::new(h));
         id
     }
 
@@ -48,10 +70,9 @@ impl Handles {
         self.files.remove(&id).map(|(_, h)| h)
     }
 
-    pub fn add_dir(&self, ino: u64) -> u64 {
+    pub fn add_dir(&self) -> u64 {
         let id = self.next_id();
         let h = DirHandle {
-            ino,
             snapshot: Mutex::new(None),
         };
         self.dirs.insert(id, Arc::new(h));

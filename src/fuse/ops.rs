@@ -1,16 +1,20 @@
 //! `fuser::Filesystem` for `FimFs`: one thin method per request.
 use super::{FimFs, errno, file_attr, file_type, guard};
 use crate::sys;
+use crate::union::{Caller, Make, SetAttr};
 use crate::union::{DirEntry, Kind};
 use fuser::{
-    AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 const GEN: Generation = Generation(0);
 
@@ -27,6 +31,33 @@ const WANTED: [InitFlags; 6] = [
 ];
 
 impl FimFs {
+    /// The fd to read a handle from: reopened on the upper once the file
+    /// has been copied up behind a read-only handle.
+    fn read_fd(&self, fh: u64) -> Result<Arc<std::os::fd::OwnedFd>, Errno> {
+        let h = self.handles.file(fh).ok_or(Errno::EBADF)?;
+        if !h.on_upper() && self.union.is_upper(h.ino) {
+            let (fd, upper) = self.union.open(h.ino, libc::O_RDONLY).map_err(errno)?;
+            h.replace(fd, upper);
+        }
+        Ok(h.fd())
+    }
+
+    fn entry(&self, reply: ReplyEntry, res: crate::sys::Result<crate::union::Attr>) {
+        match res {
+            Ok(a) => reply.entry_with_ttls(&self.ttl.attr, &self.ttl.entry, &file_attr(&a), GEN),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn make(&self, req: &Request, parent: INodeNo, name: &OsStr, how: Make, reply: ReplyEntry) {
+        let who = Caller {
+            uid: req.uid(),
+            gid: req.gid(),
+        };
+        let res = self.union.make(parent.0, name.as_bytes(), how, who);
+        self.entry(reply, res.map(|(_, a, _)| a))
+    }
+
     /// The listing of a directory handle, with `.` and `..` first.
     fn snapshot(&self, ino: u64, fh: u64, offset: u64) -> Result<Arc<Vec<DirEntry>>, Errno> {
         let h = self.handles.dir(fh).ok_or(Errno::EBADF)?;
@@ -145,8 +176,8 @@ impl Filesystem for FimFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         guard("open", || match self.union.open(ino.0, flags.0) {
-            Ok(fd) => {
-                let fh = self.handles.add_file(fd, ino.0);
+            Ok((fd, upper)) => {
+                let fh = self.handles.add_file(fd, ino.0, upper);
                 reply.opened(FileHandle(fh), FopenFlags::empty())
             }
             Err(e) => reply.error(errno(e)),
@@ -165,13 +196,14 @@ impl Filesystem for FimFs {
         reply: ReplyData,
     ) {
         guard("read", || {
-            let Some(h) = self.handles.file(fh.0) else {
-                return reply.error(Errno::EBADF);
+            let fd = match self.read_fd(fh.0) {
+                Ok(fd) => fd,
+                Err(e) => return reply.error(e),
             };
             let mut buf = vec![0u8; size as usize];
             let mut done = 0;
             while done < buf.len() {
-                match sys::pread(h.fd.as_fd(), &mut buf[done..], offset + done as u64) {
+                match sys::pread(fd.as_fd(), &mut buf[done..], offset + done as u64) {
                     Ok(0) => break,
                     Ok(n) => done += n,
                     Err(nix::errno::Errno::EINTR) => continue,
@@ -218,7 +250,7 @@ impl Filesystem for FimFs {
         reply: ReplyEmpty,
     ) {
         guard("fsync", || match self.handles.file(fh.0) {
-            Some(h) => match sys::fsync(h.fd.as_fd(), datasync) {
+            Some(h) => match sys::fsync(h.fd().as_fd(), datasync) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(e)),
             },
@@ -228,7 +260,7 @@ impl Filesystem for FimFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         guard("opendir", || match self.union.opendir(ino.0) {
-            Ok(_) => reply.opened(FileHandle(self.handles.add_dir(ino.0)), FopenFlags::empty()),
+            Ok(_) => reply.opened(FileHandle(self.handles.add_dir()), FopenFlags::empty()),
             Err(e) => reply.error(errno(e)),
         })
     }
@@ -331,6 +363,304 @@ impl Filesystem for FimFs {
         })
     }
 
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        guard("setattr", || {
+            let set = SetAttr {
+                mode,
+                uid,
+                gid,
+                size,
+                atime: atime.map(timespec),
+                mtime: mtime.map(timespec),
+            };
+            // A handle on the upper truncates through its own fd.
+            let h = fh
+                .and_then(|f| self.handles.file(f.0))
+                .filter(|h| h.on_upper());
+            let fd = h.as_ref().map(|h| h.fd());
+            match self
+                .union
+                .setattr(ino.0, set, fd.as_ref().map(|f| f.as_fd()))
+            {
+                Ok(a) => reply.attr(&self.ttl.attr, &file_attr(&a)),
+                Err(e) => reply.error(errno(e)),
+            }
+        })
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let how = Make::Node {
+            mode,
+            rdev: rdev as u64,
+        };
+        guard("mknod", || self.make(req, parent, name, how, reply))
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        guard("mkdir", || {
+            self.make(req, parent, name, Make::Dir { mode }, reply)
+        })
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let how = Make::Symlink {
+            target: target.as_os_str().as_bytes().to_vec(),
+        };
+        guard("symlink", || self.make(req, parent, link_name, how, reply))
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        guard("create", || {
+            let who = Caller {
+                uid: req.uid(),
+                gid: req.gid(),
+            };
+            let how = Make::File { mode, flags };
+            match self.union.make(parent.0, name.as_bytes(), how, who) {
+                Ok((node, a, Some(fd))) => {
+                    let fh = self.handles.add_file(fd, node.ino, true);
+                    reply.created(
+                        &self.ttl.entry,
+                        &file_attr(&a),
+                        GEN,
+                        FileHandle(fh),
+                        FopenFlags::empty(),
+                    )
+                }
+                Ok((node, _, None)) => {
+                    self.union.forget(node.ino, 1);
+                    reply.error(Errno::EIO)
+                }
+                Err(e) => reply.error(errno(e)),
+            }
+        })
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        guard("unlink", || {
+            match self.union.remove(parent.0, name.as_bytes(), false) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(e)),
+            }
+        })
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        guard("rmdir", || {
+            match self.union.remove(parent.0, name.as_bytes(), true) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(e)),
+            }
+        })
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        guard("rename", || {
+            match self.union.rename(
+                parent.0,
+                name.as_bytes(),
+                newparent.0,
+                newname.as_bytes(),
+                flags.bits(),
+            ) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(e)),
+            }
+        })
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        guard("link", || {
+            let res = self.union.link(ino.0, newparent.0, newname.as_bytes());
+            self.entry(reply, res.map(|(_, a)| a))
+        })
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        guard("write", || {
+            let Some(h) = self.handles.file(fh.0) else {
+                return reply.error(Errno::EBADF);
+            };
+            let fd = h.fd();
+            let mut done = 0;
+            while done < data.len() {
+                match sys::pwrite(fd.as_fd(), &data[done..], offset + done as u64) {
+                    Ok(n) => done += n,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) if done == 0 => return reply.error(errno(e)),
+                    Err(_) => break,
+                }
+            }
+            reply.written(done as u32)
+        })
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        guard("fallocate", || match self.handles.file(fh.0) {
+            Some(h) => match sys::fallocate(h.fd().as_fd(), mode, offset, length) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(e)),
+            },
+            None => reply.error(Errno::EBADF),
+        })
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        guard("lseek", || match self.read_fd(fh.0) {
+            Ok(fd) => match sys::lseek(fd.as_fd(), offset, whence) {
+                Ok(o) => reply.offset(o),
+                Err(e) => reply.error(errno(e)),
+            },
+            Err(e) => reply.error(e),
+        })
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        guard("copy_file_range", || {
+            let (Ok(i), Some(o)) = (self.read_fd(fh_in.0), self.handles.file(fh_out.0)) else {
+                return reply.error(Errno::EBADF);
+            };
+            let len = len.min(u32::MAX as u64) as usize;
+            match sys::copy_file_range(i.as_fd(), offset_in, o.fd().as_fd(), offset_out, len) {
+                Ok(n) => reply.written(n as u32),
+                Err(e) => reply.error(errno(e)),
+            }
+        })
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        guard("setxattr", || {
+            match self.union.setxattr(ino.0, name.as_bytes(), value, flags) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(e)),
+            }
+        })
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        guard("removexattr", || {
+            match self.union.removexattr(ino.0, name.as_bytes()) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(e)),
+            }
+        })
+    }
+
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         guard("access", || match self.union.getattr(ino.0) {
             Ok(a) => match super::access::check(
@@ -345,6 +675,24 @@ impl Filesystem for FimFs {
             },
             Err(e) => reply.error(errno(e)),
         })
+    }
+}
+
+fn timespec(t: TimeOrNow) -> (i64, i64) {
+    match t {
+        TimeOrNow::Now => (0, libc::UTIME_NOW),
+        TimeOrNow::SpecificTime(t) => match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => (d.as_secs() as i64, d.subsec_nanos() as i64),
+            Err(e) => {
+                let d = e.duration();
+                let (s, n) = (d.as_secs() as i64, d.subsec_nanos() as i64);
+                if n == 0 {
+                    (-s, 0)
+                } else {
+                    (-s - 1, 1_000_000_000 - n)
+                }
+            }
+        },
     }
 }
 

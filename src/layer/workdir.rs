@@ -49,7 +49,9 @@ impl std::error::Error for WorkdirError {}
 impl Workdir {
     /// Creates (with parents) and locks the workdir, then empties it.
     pub fn open(path: &Path) -> Result<Workdir, WorkdirError> {
-        std::fs::create_dir_all(path).map_err(|e| {
+        let mut b = std::fs::DirBuilder::new();
+        std::os::unix::fs::DirBuilderExt::mode(b.recursive(true), 0o700);
+        b.create(path).map_err(|e| {
             WorkdirError::Create(path.into(), Errno::from_raw(e.raw_os_error().unwrap_or(0)))
         })?;
         let root = sys::open_layer_root(path).map_err(|e| WorkdirError::Create(path.into(), e))?;

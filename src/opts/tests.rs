@@ -113,6 +113,10 @@ fn fuzz_option_parser() {
         let _ = o.apply(&arg);
         let _ = split_lowers(&arg);
         let _ = unionfs_branches(&arg);
-        let _ = mount_request(&[arg.clone(), OsString::from("/m")], std::slice::from_ref(&arg), false);
+        let _ = mount_request(
+            &[arg.clone(), OsString::from("/m")],
+            std::slice::from_ref(&arg),
+            false,
+        );
     }
 }

@@ -1,11 +1,227 @@
-//! Copy-up (placeholder until the write side lands).
-use super::Union;
+//! Copy-up: promoting a lower entry into the upper before it changes.
+//!
+//! Invariants:
+//! - parents first: an entry is copied only into an upper directory that
+//!   exists, so the upper never holds an orphan;
+//! - staged: the copy is built in the workdir under a fresh name (data,
+//!   then owner, mode, xattrs, times), fsynced, and renamed into place; after
+//!   a crash the upper holds the old state or the new one, never a partial
+//!   file (the workdir is emptied at the next mount);
+//! - once: the node's `copy_lock` serialises racing copy-ups of one entry,
+//!   and only that entry's requests wait for it;
+//! - overlay-private xattrs are never copied (a lower's opaque mark copied
+//!   up would hide the lower's own contents).
+use super::marker;
 use super::node::Node;
-use crate::sys::{Errno, Result};
+use super::{Kind, Place, Union};
+use crate::sys::{self, Errno, Result};
+use std::ffi::CStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
+/// Bytes per `copy_file_range`/`pread` step.
+const COPY_CHUNK: usize = 8 << 20;
+
+fn timespec(sec: i64, nsec: i64) -> libc::timespec {
+    libc::timespec {
+        tv_sec: sec,
+        tv_nsec: nsec,
+    }
+}
+
+/// Copies `len` bytes at `off` from `src` to `dst`, in-kernel when it can.
+fn copy_range(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, mut off: u64, end: u64) -> Result<()> {
+    let mut in_kernel = true;
+    let mut buf = Vec::new();
+    while off < end {
+        let want = ((end - off) as usize).min(COPY_CHUNK);
+        if in_kernel {
+            match sys::copy_file_range(src, off, dst, off, want) {
+                Ok(0) => return Ok(()),
+                Ok(n) => {
+                    off += n as u64;
+                    continue;
+                }
+                Err(Errno::EXDEV | Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => {
+                    in_kernel = false;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        buf.resize(want, 0);
+        let n = sys::pread(src, &mut buf, off)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let mut w = 0;
+        while w < n {
+            w += sys::pwrite(dst, &buf[w..n], off + w as u64)?;
+        }
+        off += n as u64;
+    }
+    Ok(())
+}
+
+/// Copies a file's data, sharing extents (`FICLONE`) where the filesystem
+/// can, and keeping holes (`SEEK_DATA`/`SEEK_HOLE`) where it copies.
+pub(crate) fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> Result<()> {
+    if size == 0 || sys::ficlone(dst, src).is_ok() {
+        return Ok(());
+    }
+    let mut off = 0u64;
+    while off < size {
+        let data = match sys::lseek(src, off as i64, libc::SEEK_DATA) {
+            Ok(d) => d as u64,
+            Err(Errno::ENXIO) => break,
+            // No hole support: copy everything.
+            Err(_) => {
+                copy_range(src, dst, off, size)?;
+                break;
+            }
+        };
+        let hole = sys::lseek(src, data as i64, libc::SEEK_HOLE).map_or(size, |h| h as u64);
+        copy_range(src, dst, data, hole.min(size))?;
+        off = hole;
+    }
+    // A trailing hole: give the copy its full size.
+    sys::ftruncate(dst, size)
+}
+
+/// Copies the xattrs of `src` (`dir`/`name`) onto the staged entry,
+/// skipping overlay-private ones; a value the upper refuses is logged.
+fn copy_xattrs(src: &Place, dst_dir: BorrowedFd<'_>, dst: &CStr) {
+    let Ok(names) = sys::llistxattr_at(src.dir.as_fd(), &src.name) else {
+        return;
+    };
+    for n in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        if marker::is_private_xattr(n) {
+            continue;
+        }
+        let Ok(cn) = sys::cstr(n) else { continue };
+        let res = sys::lgetxattr_at(src.dir.as_fd(), &src.name, &cn)
+            .and_then(|v| sys::lsetxattr_at(dst_dir, dst, &cn, &v, 0));
+        if let Err(e) = res {
+            tracing::debug!(
+                "copy-up: xattr {} not copied: {}",
+                String::from_utf8_lossy(n),
+                e.desc()
+            );
+        }
+    }
+}
+
+/// Owner, mode, xattrs and times of `st` onto `dir`/`name` (already created).
+pub(crate) fn copy_attrs(src: &Place, st: &libc::stat, dir: BorrowedFd<'_>, name: &CStr) {
+    let kind = Kind::from_mode(st.st_mode);
+    // chown first: it clears set-id bits, which chmod then restores.
+    if let Err(e) = sys::fchownat(dir, name, st.st_uid, st.st_gid) {
+        tracing::debug!("copy-up: owner not kept: {}", e.desc());
+    }
+    if kind != Kind::Symlink
+        && let Err(e) = sys::fchmodat(dir, name, st.st_mode & 0o7777)
+    {
+        tracing::debug!("copy-up: mode not kept: {}", e.desc());
+    }
+    copy_xattrs(src, dir, name);
+    let times = [
+        timespec(st.st_atime, st.st_atime_nsec),
+        timespec(st.st_mtime, st.st_mtime_nsec),
+    ];
+    if let Err(e) = sys::utimensat(dir, name, &times) {
+        tracing::debug!("copy-up: times not kept: {}", e.desc());
+    }
+}
+
+/// Creates at `dir`/`name` a copy of the non-directory at `src` (with its
+/// data unless `truncate`), attributes included; fsyncs file data.
+pub(crate) fn copy_entry(
+    src: &Place,
+    st: &libc::stat,
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    truncate: bool,
+) -> Result<()> {
+    match Kind::from_mode(st.st_mode) {
+        Kind::File => {
+            let out = sys::openat(
+                dir,
+                name,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+                0o600,
+            )?;
+            if !truncate && st.st_size > 0 {
+                let input = sys::openat(src.dir.as_fd(), &src.name, libc::O_RDONLY, 0)?;
+                copy_data(input.as_fd(), out.as_fd(), st.st_size as u64)?;
+            }
+            copy_attrs(src, st, dir, name);
+            sys::fsync(out.as_fd(), false)
+        }
+        Kind::Symlink => {
+            let target = sys::readlinkat(src.dir.as_fd(), &src.name)?;
+            sys::symlinkat(&sys::cstr(&target)?, dir, name)?;
+            copy_attrs(src, st, dir, name);
+            Ok(())
+        }
+        Kind::Dir => {
+            sys::mkdirat(dir, name, 0o700)?;
+            copy_attrs(src, st, dir, name);
+            Ok(())
+        }
+        _ => {
+            sys::mknodat(dir, name, st.st_mode, st.st_rdev)?;
+            copy_attrs(src, st, dir, name);
+            Ok(())
+        }
+    }
+}
+
 impl Union {
-    pub(super) fn copy_up(&self, _node: &Arc<Node>, _truncate: bool) -> Result<()> {
-        Err(Errno::EROFS)
+    /// The upper directory of a directory node, copying it (and its
+    /// parents) up first.
+    pub(super) fn ensure_upper_dir(&self, dir: &Arc<Node>) -> Result<Arc<OwnedFd>> {
+        if let Some(fd) = self.dir_layers(dir)?.upper() {
+            return Ok(fd.clone());
+        }
+        self.copy_up(dir, false)?;
+        dir.set_dir(None);
+        self.dir_layers(dir)?.upper().cloned().ok_or(Errno::EIO)
+    }
+
+    /// Makes `node` live in the upper. With `truncate`, a file is copied
+    /// without its data (`open(O_TRUNC)`, `truncate(0)`).
+    pub(super) fn copy_up(&self, node: &Arc<Node>, truncate: bool) -> Result<()> {
+        let work = self.work.as_ref().ok_or(Errno::EROFS)?;
+        let _once = node.copy_lock.lock();
+        let (found, place) = self.place(node)?;
+        if found.state.upper {
+            return Ok(());
+        }
+        let loc = node.loc();
+        let parent = loc.parent.ok_or(Errno::EIO)?;
+        let pup = self.ensure_upper_dir(&parent)?;
+        let tmp = work.temp_name();
+        // For a directory, `place` is its own fd with an empty name.
+        let staged = copy_entry(&place, &found.st, work.fd(), &tmp, truncate).and_then(|()| {
+            sys::renameat2(
+                work.fd(),
+                &tmp,
+                pup.as_fd(),
+                &sys::cstr(&loc.name)?,
+                sys::RENAME_NOREPLACE,
+            )
+        });
+        if let Err(e) = staged {
+            let _ = crate::layer::remove_tree(work.fd(), &tmp);
+            // Someone (another daemon on the same upper) was faster.
+            if e != Errno::EEXIST {
+                return Err(e);
+            }
+        }
+        // Make the rename itself durable before anyone builds on it.
+        let _ = sys::fsync(pup.as_fd(), false);
+        node.set_dir(None);
+        let (again, _) = self.place(node)?;
+        node.set_state(again.state);
+        Ok(())
     }
 }

@@ -12,12 +12,13 @@ mod copy_up;
 pub mod marker;
 pub mod node;
 mod readdir;
+mod rename;
 mod resolve;
 mod write;
 
 pub use attr::{Attr, Kind, ROOT_INO, Squash};
 pub use readdir::DirEntry;
-pub use write::SetAttr;
+pub use write::{Caller, Make, SetAttr};
 
 use crate::layer::{Stack, Workdir};
 use crate::sys::{self, Errno, Result};
@@ -213,9 +214,10 @@ impl Union {
         Ok(out)
     }
 
-    /// Opens the file `ino` for I/O. A write open copies a lower file up
-    /// first (with `O_TRUNC`, without copying its data).
-    pub fn open(&self, ino: u64, flags: i32) -> Result<OwnedFd> {
+    /// Opens the file `ino` for I/O; also says whether the fd is on the
+    /// upper. A write open copies a lower file up first (with `O_TRUNC`,
+    /// without copying its data).
+    pub fn open(&self, ino: u64, flags: i32) -> Result<(OwnedFd, bool)> {
         let node = self.node(ino)?;
         let acc = flags & libc::O_ACCMODE;
         let writes = acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
@@ -234,7 +236,13 @@ impl Union {
         // and fails on some uppers.
         let keep =
             libc::O_ACCMODE | libc::O_TRUNC | libc::O_NONBLOCK | libc::O_SYNC | libc::O_DSYNC;
-        sys::openat(place.dir.as_fd(), &place.name, flags & keep, 0)
+        let fd = sys::openat(place.dir.as_fd(), &place.name, flags & keep, 0)?;
+        Ok((fd, found.state.upper))
+    }
+
+    /// Has `ino` been copied up since a handle was opened on its lower?
+    pub fn is_upper(&self, ino: u64) -> bool {
+        self.nodes.get(ino).is_some_and(|n| n.state().upper)
     }
 
     /// Opens a directory of the union for a listing; checks it exists.

@@ -110,6 +110,11 @@ impl Node {
         *self.state.write() = s;
     }
 
+    /// One more kernel reference (a hard link answered with this node).
+    pub fn lookups_add(&self, n: u64) {
+        self.lookups.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub fn cached_dir(&self, generation: u64) -> Option<DirLayers> {
         self.dir
             .lock()

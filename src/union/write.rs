@@ -1,4 +1,24 @@
-//! The mutating side (placeholder until the write side lands).
+//! The mutating side: create, mkdir, mknod, symlink, link, unlink, rmdir,
+//! setattr, xattrs.
+//!
+//! Invariants:
+//! - whether a whiteout is needed is decided from the lowers at the time
+//!   of the operation (`lower_has`), never from a cached guess;
+//! - a new name that replaces a whiteout is staged in the workdir and
+//!   renamed over it, so the name is never briefly absent nor half-made;
+//!   a directory that replaces a whiteout is opaque (`rm -rf d; mkdir d`
+//!   gives an empty `d`);
+//! - removing an upper entry that a lower also holds swaps it for a
+//!   whiteout in one rename (`RENAME_WHITEOUT`, or an exchange);
+//! - no whiteout is ever written inside an opaque directory.
+use super::marker::{self, Probe};
+use super::node::{DirLayers, Node};
+use super::{Attr, Kind, Union};
+use crate::layer::remove_tree;
+use crate::sys::{self, Errno, Result};
+use std::ffi::CStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 
 /// The changes of one setattr request.
 #[derive(Debug, Clone, Copy, Default)]
@@ -7,4 +27,401 @@ pub struct SetAttr {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub size: Option<u64>,
+    /// `(seconds, nanoseconds)`, or `UTIME_NOW` in the nanoseconds.
+    pub atime: Option<(i64, i64)>,
+    pub mtime: Option<(i64, i64)>,
+}
+
+/// What to create.
+#[derive(Debug, Clone)]
+pub enum Make {
+    File { mode: u32, flags: i32 },
+    Dir { mode: u32 },
+    Node { mode: u32, rdev: u64 },
+    Symlink { target: Vec<u8> },
+}
+
+/// Who asks: owner of what gets created.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Does a lower below `dl` hold a visible `name`? (A whiteout or an opaque
+/// cut ends the search; an opaque directory has no lowers at all.)
+pub(super) fn lower_has(dl: &DirLayers, name: &[u8]) -> Result<bool> {
+    for l in dl.lowers() {
+        match marker::probe(l.fd.as_fd(), name)? {
+            Probe::Absent => continue,
+            Probe::Whiteout => return Ok(false),
+            Probe::Entry(_) => return Ok(true),
+        }
+    }
+    Ok(false)
+}
+
+/// What the upper directory holds under `name`.
+enum UpperSlot {
+    Empty,
+    /// A whiteout entry at `name` itself (device or xattr file).
+    WhiteoutEntry,
+    /// A `.wh.<name>` file.
+    WhiteoutFile,
+    Entry,
+}
+
+fn upper_slot(dir: BorrowedFd<'_>, name: &[u8]) -> Result<UpperSlot> {
+    let c = sys::cstr(name)?;
+    Ok(match sys::fstatat(dir, &c) {
+        Ok(_) => match marker::probe(dir, name)? {
+            Probe::Whiteout => UpperSlot::WhiteoutEntry,
+            _ => UpperSlot::Entry,
+        },
+        Err(Errno::ENOENT) => match marker::probe(dir, name)? {
+            Probe::Whiteout => UpperSlot::WhiteoutFile,
+            _ => UpperSlot::Empty,
+        },
+        Err(e) => return Err(e),
+    })
+}
+
+fn wh_file_name(name: &[u8]) -> Vec<u8> {
+    let mut v = marker::WH_PREFIX.to_vec();
+    v.extend_from_slice(name);
+    v
+}
+
+/// Creates the object of `how` at `dir`/`name`; returns an open fd for files.
+fn create_at(dir: BorrowedFd<'_>, name: &CStr, how: &Make) -> Result<Option<OwnedFd>> {
+    match how {
+        Make::File { mode, flags } => {
+            let keep = libc::O_ACCMODE | libc::O_NONBLOCK | libc::O_SYNC | libc::O_DSYNC;
+            let fl = (flags & keep) | libc::O_CREAT | libc::O_EXCL;
+            let fd = sys::openat(dir, name, fl, mode & 0o7777)?;
+            Ok(Some(fd))
+        }
+        Make::Dir { mode } => sys::mkdirat(dir, name, mode & 0o7777).map(|()| None),
+        Make::Node { mode, rdev } => sys::mknodat(dir, name, *mode, *rdev).map(|()| None),
+        Make::Symlink { target } => sys::symlinkat(&sys::cstr(target)?, dir, name).map(|()| None),
+    }
+}
+
+impl Union {
+    fn check_name(&self, name: &[u8]) -> Result<()> {
+        if self.is_read_only() {
+            return Err(Errno::EROFS);
+        }
+        if marker::is_marker_name(name) {
+            // `.wh.*` names are whiteouts in every layer format fimfs reads.
+            return Err(Errno::EPERM);
+        }
+        if name.len() > 255 {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        Ok(())
+    }
+
+    /// Owner of a new entry: the caller when the daemon may give files
+    /// away and no squashing is asked for, else the daemon's own user.
+    fn set_owner(&self, dir: BorrowedFd<'_>, name: &CStr, who: Caller) {
+        let squash = self.opts.squash.uid.is_some() || self.opts.squash.gid.is_some();
+        if self.opts.privileged && !squash {
+            let _ = sys::fchownat(dir, name, who.uid, who.gid);
+        }
+    }
+
+    /// Creates `name` in directory `parent`.
+    pub fn make(
+        &self,
+        parent: u64,
+        name: &[u8],
+        how: Make,
+        who: Caller,
+    ) -> Result<(Arc<Node>, Attr, Option<OwnedFd>)> {
+        self.check_name(name)?;
+        let p = self.node(parent)?;
+        let pl = self.dir_layers_fresh(&p)?;
+        match self.resolve_in(&pl, name) {
+            Ok(_) => return Err(Errno::EEXIST),
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+        let pup = self.ensure_upper_dir(&p)?;
+        let cname = sys::cstr(name)?;
+        let fd = match upper_slot(pup.as_fd(), name)? {
+            UpperSlot::Empty => {
+                let fd = create_at(pup.as_fd(), &cname, &how)?;
+                self.set_owner(pup.as_fd(), &cname, who);
+                fd
+            }
+            UpperSlot::WhiteoutFile => {
+                let fd = create_at(pup.as_fd(), &cname, &how)?;
+                self.set_owner(pup.as_fd(), &cname, who);
+                if matches!(how, Make::Dir { .. }) {
+                    marker::make_opaque(pup.as_fd(), &cname, self.opts.privileged)?;
+                }
+                let _ = sys::unlinkat(pup.as_fd(), &sys::cstr(&wh_file_name(name))?, false);
+                fd
+            }
+            UpperSlot::WhiteoutEntry => self.replace_whiteout(pup.as_fd(), &cname, &how, who)?,
+            UpperSlot::Entry => return Err(Errno::EEXIST),
+        };
+        let pl = self.dir_layers(&p)?;
+        let found = self.resolve_in(&pl, name)?;
+        let attr = self.attr_of(None, &found);
+        let loc = super::node::Loc {
+            parent: Some(p),
+            name: name.to_vec(),
+        };
+        let node = self.nodes.remember(attr.ino, loc, found.state, found.dir);
+        Ok((node, attr, fd))
+    }
+
+    /// Builds the new entry in the workdir and renames it over the
+    /// whiteout at `dir`/`name` (exchanging, for a directory).
+    fn replace_whiteout(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        how: &Make,
+        who: Caller,
+    ) -> Result<Option<OwnedFd>> {
+        let work = self.work.as_ref().ok_or(Errno::EROFS)?;
+        let tmp = work.temp_name();
+        let fd = create_at(work.fd(), &tmp, how)?;
+        self.set_owner(work.fd(), &tmp, who);
+        let res = match how {
+            Make::Dir { .. } => marker::make_opaque(work.fd(), &tmp, self.opts.privileged)
+                .and_then(|()| sys::renameat2(work.fd(), &tmp, dir, name, sys::RENAME_EXCHANGE))
+                .and_then(|()| sys::unlinkat(work.fd(), &tmp, false)),
+            _ => sys::renameat2(work.fd(), &tmp, dir, name, 0),
+        };
+        if let Err(e) = res {
+            let _ = remove_tree(work.fd(), &tmp);
+            return Err(e);
+        }
+        Ok(fd)
+    }
+
+    /// Removes `name` from `parent` (`rmdir` when `dir`).
+    pub fn remove(&self, parent: u64, name: &[u8], dir: bool) -> Result<()> {
+        if self.is_read_only() {
+            return Err(Errno::EROFS);
+        }
+        let p = self.node(parent)?;
+        let pl = self.dir_layers_fresh(&p)?;
+        let found = self.resolve_in(&pl, name)?;
+        match (found.state.kind == Kind::Dir, dir) {
+            (true, false) => return Err(Errno::EISDIR),
+            (false, true) => return Err(Errno::ENOTDIR),
+            _ => {}
+        }
+        if dir {
+            let child = self.transient_child(&p, name, &found);
+            if !self.list_dir(&child)?.is_empty() {
+                return Err(Errno::ENOTEMPTY);
+            }
+        }
+        let needs_whiteout = lower_has(&pl, name)?;
+        let pup = self.ensure_upper_dir(&p)?;
+        let cname = sys::cstr(name)?;
+        match (found.state.upper, needs_whiteout) {
+            (true, true) => self.swap_for_whiteout(pup.as_fd(), &cname),
+            (true, false) if dir => self.remove_upper_dir(pup.as_fd(), &cname),
+            (true, false) => sys::unlinkat(pup.as_fd(), &cname, false),
+            (false, _) => marker::make_whiteout(pup.as_fd(), name),
+        }
+    }
+
+    /// A node for a child that is not handed to the kernel (for listings
+    /// and tree copies).
+    pub(super) fn transient_child(
+        &self,
+        parent: &Arc<Node>,
+        name: &[u8],
+        found: &super::resolve::Found,
+    ) -> Arc<Node> {
+        let node = Node::new(
+            0,
+            super::node::Loc {
+                parent: Some(parent.clone()),
+                name: name.to_vec(),
+            },
+            found.state.clone(),
+        );
+        node.set_dir(found.dir.clone());
+        Arc::new(node)
+    }
+
+    /// Replaces the upper entry `dir`/`name` by a whiteout in one step.
+    pub(super) fn swap_for_whiteout(&self, dir: BorrowedFd<'_>, name: &CStr) -> Result<()> {
+        let work = self.work.as_ref().ok_or(Errno::EROFS)?;
+        let tmp = work.temp_name();
+        match sys::renameat2(dir, name, work.fd(), &tmp, sys::RENAME_WHITEOUT) {
+            Ok(()) => {}
+            Err(Errno::EINVAL | Errno::EPERM | Errno::EOPNOTSUPP) => {
+                marker::make_whiteout(work.fd(), tmp.as_bytes())?;
+                sys::renameat2(work.fd(), &tmp, dir, name, sys::RENAME_EXCHANGE)?;
+            }
+            Err(e) => return Err(e),
+        }
+        remove_tree(work.fd(), &tmp)
+    }
+
+    /// Removes an upper directory that may still hold markers: moved into
+    /// the workdir first (one atomic step), then emptied there.
+    fn remove_upper_dir(&self, dir: BorrowedFd<'_>, name: &CStr) -> Result<()> {
+        match sys::unlinkat(dir, name, true) {
+            Err(Errno::ENOTEMPTY | Errno::EEXIST) => {}
+            other => return other,
+        }
+        let work = self.work.as_ref().ok_or(Errno::EROFS)?;
+        let tmp = work.temp_name();
+        sys::renameat2(dir, name, work.fd(), &tmp, 0)?;
+        remove_tree(work.fd(), &tmp)
+    }
+
+    /// Changes attributes, copying the entry up first.
+    pub fn setattr(&self, ino: u64, set: SetAttr, fh: Option<BorrowedFd<'_>>) -> Result<Attr> {
+        if self.is_read_only() {
+            return Err(Errno::EROFS);
+        }
+        let node = self.node(ino)?;
+        let squash = self.opts.squash;
+        let chown = (set.uid.is_some() && squash.uid.is_none())
+            || (set.gid.is_some() && squash.gid.is_none());
+        let changes = chown
+            || set.mode.is_some()
+            || set.size.is_some()
+            || set.atime.is_some()
+            || set.mtime.is_some();
+        if changes {
+            self.copy_up(&node, set.size == Some(0))?;
+            let (_, place) = self.place(&node)?;
+            self.apply_setattr(&place, set, chown, fh)?;
+        }
+        self.getattr(ino)
+    }
+
+    fn apply_setattr(
+        &self,
+        place: &super::Place,
+        set: SetAttr,
+        chown: bool,
+        fh: Option<BorrowedFd<'_>>,
+    ) -> Result<()> {
+        let (dir, name) = (place.dir.as_fd(), place.name.as_c_str());
+        if chown {
+            let uid = set.uid.filter(|_| self.opts.squash.uid.is_none());
+            let gid = set.gid.filter(|_| self.opts.squash.gid.is_none());
+            sys::fchownat(dir, name, uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX))?;
+        }
+        if let Some(mode) = set.mode {
+            sys::fchmodat(dir, name, mode & 0o7777)?;
+        }
+        if let Some(size) = set.size {
+            match fh {
+                Some(fd) => sys::ftruncate(fd, size)?,
+                None => {
+                    let fd = sys::openat(dir, name, libc::O_WRONLY, 0)?;
+                    sys::ftruncate(fd.as_fd(), size)?;
+                }
+            }
+        }
+        if set.atime.is_some() || set.mtime.is_some() {
+            let omit = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_OMIT,
+            };
+            let ts = |t: Option<(i64, i64)>| {
+                t.map_or(omit, |(s, n)| libc::timespec {
+                    tv_sec: s,
+                    tv_nsec: n,
+                })
+            };
+            sys::utimensat(dir, name, &[ts(set.atime), ts(set.mtime)])?;
+        }
+        Ok(())
+    }
+
+    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
+        if marker::is_private_xattr(name) {
+            return Err(Errno::EPERM);
+        }
+        if self.is_read_only() {
+            return Err(Errno::EROFS);
+        }
+        let node = self.node(ino)?;
+        self.copy_up(&node, false)?;
+        let (_, place) = self.place(&node)?;
+        sys::lsetxattr_at(
+            place.dir.as_fd(),
+            &place.name,
+            &sys::cstr(name)?,
+            value,
+            flags,
+        )
+    }
+
+    pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
+        if marker::is_private_xattr(name) {
+            return Err(Errno::EPERM);
+        }
+        if self.is_read_only() {
+            return Err(Errno::EROFS);
+        }
+        let node = self.node(ino)?;
+        // Nothing to copy up for an attribute that is not there.
+        self.getxattr(ino, name)?;
+        self.copy_up(&node, false)?;
+        let (_, place) = self.place(&node)?;
+        sys::lremovexattr_at(place.dir.as_fd(), &place.name, &sys::cstr(name)?)
+    }
+
+    /// `link(ino, newparent/newname)`: copies the source up, links it in the
+    /// upper, and answers with the source's node (one inode, two names).
+    pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> Result<(Arc<Node>, Attr)> {
+        self.check_name(newname)?;
+        let node = self.node(ino)?;
+        let np = self.node(newparent)?;
+        let npl = self.dir_layers_fresh(&np)?;
+        match self.resolve_in(&npl, newname) {
+            Ok(_) => return Err(Errno::EEXIST),
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+        self.copy_up(&node, false)?;
+        let (found, src) = self.place(&node)?;
+        if found.state.kind == Kind::Dir {
+            return Err(Errno::EPERM);
+        }
+        let dup = self.ensure_upper_dir(&np)?;
+        let cname = sys::cstr(newname)?;
+        match upper_slot(dup.as_fd(), newname)? {
+            UpperSlot::Empty => sys::linkat(src.dir.as_fd(), &src.name, dup.as_fd(), &cname)?,
+            UpperSlot::WhiteoutFile => {
+                sys::linkat(src.dir.as_fd(), &src.name, dup.as_fd(), &cname)?;
+                let _ = sys::unlinkat(dup.as_fd(), &sys::cstr(&wh_file_name(newname))?, false);
+            }
+            UpperSlot::WhiteoutEntry => {
+                let work = self.work.as_ref().ok_or(Errno::EROFS)?;
+                let tmp = work.temp_name();
+                sys::linkat(src.dir.as_fd(), &src.name, work.fd(), &tmp)?;
+                if let Err(e) = sys::renameat2(work.fd(), &tmp, dup.as_fd(), &cname, 0) {
+                    let _ = sys::unlinkat(work.fd(), &tmp, false);
+                    return Err(e);
+                }
+            }
+            UpperSlot::Entry => return Err(Errno::EEXIST),
+        }
+        let attr = self.getattr(ino)?;
+        node.lookups_add(1);
+        Ok((node, attr))
+    }
+
+    /// Opens the upper copy of `ino` for writing (copying it up).
+    pub fn open_for_write(&self, node: &Arc<Node>, truncate: bool) -> Result<()> {
+        self.copy_up(node, truncate)
+    }
 }

@@ -1,0 +1,288 @@
+//! Rename, including directories that live (partly) in the lowers.
+//!
+//! A directory with lower parts cannot be moved by one upper rename (its
+//! lower contents would stay behind, or EXDEV, as on the peers). Instead
+//! the whole merged tree is copied into the workdir as an opaque upper
+//! directory, renamed into place, and the source is whited out. At every
+//! step each file is visible under the old name or the new one (a crash
+//! between the two renames shows both, loses neither).
+use super::copy_up::{copy_attrs, copy_entry};
+use super::marker;
+use super::node::Node;
+use super::write::lower_has;
+use super::{Kind, Union};
+use crate::layer::remove_tree;
+use crate::sys::{self, Errno, Result};
+use std::ffi::CStr;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+pub const RENAME_NOREPLACE: u32 = libc::RENAME_NOREPLACE;
+pub const RENAME_EXCHANGE: u32 = libc::RENAME_EXCHANGE;
+
+impl Union {
+    /// Copies the merged directory `node` into `dir`/`name` (a new, opaque
+    /// upper directory holding everything the union shows below it).
+    fn materialize(&self, node: &Arc<Node>, dir: BorrowedFd<'_>, name: &CStr) -> Result<()> {
+        let (found, place) = self.place(node)?;
+        copy_entry(&place, &found.st, dir, name, false)?;
+        let out = sys::openat(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        let dl = self.dir_layers(node)?;
+        for e in self.list_dir(node)? {
+            let f = self.resolve_in(&dl, &e.name)?;
+            let cname = sys::cstr(&e.name)?;
+            if f.state.kind == Kind::Dir {
+                let child = self.transient_child(node, &e.name, &f);
+                self.materialize(&child, out.as_fd(), &cname)?;
+            } else {
+                let src = super::Place {
+                    dir: dl
+                        .layers
+                        .iter()
+                        .find(|l| l.id == f.winner)
+                        .ok_or(Errno::EIO)?
+                        .fd
+                        .clone(),
+                    name: cname.clone(),
+                };
+                copy_entry(&src, &f.st, out.as_fd(), &cname, false)?;
+            }
+        }
+        marker::make_opaque(out.as_fd(), c"", self.opts.privileged)?;
+        // Children changed the times; set them again last.
+        copy_attrs(&place, &found.st, dir, name);
+        Ok(())
+    }
+
+    /// Makes a directory with lower parts a plain opaque upper directory,
+    /// in place.
+    fn flatten_dir(&self, node: &Arc<Node>) -> Result<()> {
+        let work = self.work.as_ref().ok_or(Errno::EROFS)?;
+        let _once = node.copy_lock.lock();
+        let (found, _) = self.place(node)?;
+        if found.state.upper && !found.state.merged {
+            return Ok(());
+        }
+        let loc = node.loc();
+        let parent = loc.parent.clone().ok_or(Errno::EBUSY)?;
+        let pup = self.ensure_upper_dir(&parent)?;
+        let tmp = work.temp_name();
+        if let Err(e) = self.materialize(node, work.fd(), &tmp) {
+            let _ = remove_tree(work.fd(), &tmp);
+            return Err(e);
+        }
+        let cname = sys::cstr(&loc.name)?;
+        let res = if found.state.upper {
+            sys::renameat2(work.fd(), &tmp, pup.as_fd(), &cname, RENAME_EXCHANGE)
+                .and_then(|()| remove_tree(work.fd(), &tmp))
+        } else {
+            sys::renameat2(work.fd(), &tmp, pup.as_fd(), &cname, RENAME_NOREPLACE)
+        };
+        if let Err(e) = res {
+            let _ = remove_tree(work.fd(), &tmp);
+            return Err(e);
+        }
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        node.set_dir(None);
+        Ok(())
+    }
+
+    /// `rename(parent/name, newparent/newname, flags)`.
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        flags: u32,
+    ) -> Result<()> {
+        if self.is_read_only() {
+            return Err(Errno::EROFS);
+        }
+        if marker::is_marker_name(newname) {
+            return Err(Errno::EPERM);
+        }
+        if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let p = self.node(parent)?;
+        let np = self.node(newparent)?;
+        let pl = self.dir_layers_fresh(&p)?;
+        let npl = self.dir_layers_fresh(&np)?;
+        let src = self.resolve_in(&pl, name)?;
+        let dst = match self.resolve_in(&npl, newname) {
+            Ok(f) => Some(f),
+            Err(Errno::ENOENT) => None,
+            Err(e) => return Err(e),
+        };
+        let exchange = flags & RENAME_EXCHANGE != 0;
+        match (&dst, exchange) {
+            (Some(_), _) if flags & RENAME_NOREPLACE != 0 => return Err(Errno::EEXIST),
+            (None, true) => return Err(Errno::ENOENT),
+            _ => {}
+        }
+        if parent == newparent && name == newname {
+            return Ok(());
+        }
+        let src_node = self.child_node(&p, name, &src);
+        let dst_node = dst.as_ref().map(|d| self.child_node(&np, newname, d));
+        if !exchange && let (Some(d), Some(dn)) = (&dst, &dst_node) {
+            self.check_overwrite(src.state.kind, d.state.kind, dn)?;
+        }
+        self.promote(&src_node)?;
+        if let Some(dn) = &dst_node
+            && exchange
+        {
+            self.promote(dn)?;
+        }
+        let spup = self.ensure_upper_dir(&p)?;
+        let dpup = self.ensure_upper_dir(&np)?;
+        let (cs, cd) = (sys::cstr(name)?, sys::cstr(newname)?);
+        if exchange {
+            self.opaque_if_shadowing(&src_node, src.state.kind, &npl, newname)?;
+            if let Some(dn) = &dst_node {
+                let kind = dst.as_ref().map_or(Kind::File, |d| d.state.kind);
+                self.opaque_if_shadowing(dn, kind, &pl, name)?;
+            }
+            sys::renameat2(spup.as_fd(), &cs, dpup.as_fd(), &cd, RENAME_EXCHANGE)?;
+        } else {
+            let src_needs_wh = lower_has(&pl, name)?;
+            self.opaque_if_shadowing(&src_node, src.state.kind, &npl, newname)?;
+            self.move_entry(&spup, &cs, &dpup, &cd, src.state.kind, src_needs_wh)?;
+        }
+        if src.state.kind == Kind::Dir || exchange {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        self.relocate(&src_node, &np, newname);
+        if exchange && let Some(dn) = &dst_node {
+            self.relocate(dn, &p, name);
+        }
+        Ok(())
+    }
+
+    fn check_overwrite(&self, src: Kind, dst: Kind, dst_node: &Arc<Node>) -> Result<()> {
+        match (src == Kind::Dir, dst == Kind::Dir) {
+            (true, false) => Err(Errno::ENOTDIR),
+            (false, true) => Err(Errno::EISDIR),
+            (true, true) if !self.list_dir(dst_node)?.is_empty() => Err(Errno::ENOTEMPTY),
+            _ => Ok(()),
+        }
+    }
+
+    /// Gets an entry wholly into the upper: copy-up, or for a directory
+    /// with lower parts, a full tree copy.
+    fn promote(&self, node: &Arc<Node>) -> Result<()> {
+        let st = node.state();
+        if st.kind == Kind::Dir {
+            if st.merged || !st.upper {
+                self.flatten_dir(node)?;
+            }
+            Ok(())
+        } else {
+            self.copy_up(node, false)
+        }
+    }
+
+    /// A directory arriving where a lower holds the name must not merge
+    /// with it: mark it opaque.
+    fn opaque_if_shadowing(
+        &self,
+        node: &Arc<Node>,
+        kind: Kind,
+        target: &super::node::DirLayers,
+        name: &[u8],
+    ) -> Result<()> {
+        if kind != Kind::Dir || !lower_has_any(target, name)? {
+            return Ok(());
+        }
+        let (_, place) = self.place(node)?;
+        marker::make_opaque(place.dir.as_fd(), c"", self.opts.privileged)
+    }
+
+    /// Moves the upper entry `sdir/sname` to `ddir/dname`, replacing what
+    /// the upper holds there, leaving a whiteout behind when needed.
+    fn move_entry(
+        &self,
+        sdir: &Arc<std::os::fd::OwnedFd>,
+        sname: &CStr,
+        ddir: &Arc<std::os::fd::OwnedFd>,
+        dname: &CStr,
+        kind: Kind,
+        whiteout: bool,
+    ) -> Result<()> {
+        let (s, d) = (sdir.as_fd(), ddir.as_fd());
+        let target = match sys::fstatat(d, dname) {
+            Ok(st) => Some(Kind::from_mode(st.st_mode)),
+            Err(Errno::ENOENT) => None,
+            Err(e) => return Err(e),
+        };
+        let plain = match (kind == Kind::Dir, target) {
+            (_, None) => true,
+            (false, Some(k)) => k != Kind::Dir,
+            (true, Some(_)) => false,
+        };
+        if plain {
+            let flags = if whiteout { sys::RENAME_WHITEOUT } else { 0 };
+            match sys::renameat2(s, sname, d, dname, flags) {
+                Ok(()) => return Ok(()),
+                Err(Errno::EINVAL | Errno::EPERM | Errno::EOPNOTSUPP) if whiteout => {
+                    sys::renameat2(s, sname, d, dname, 0)?;
+                    return marker::make_whiteout(s, sname.to_bytes());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // A directory onto an upper whiteout or an upper directory (empty
+        // in the union, perhaps full of markers): exchange, then dispose
+        // of what landed at the source name.
+        sys::renameat2(s, sname, d, dname, RENAME_EXCHANGE)?;
+        if whiteout {
+            self.swap_for_whiteout(s, sname)
+        } else {
+            let work = self.work.as_ref().ok_or(Errno::EROFS)?;
+            let tmp = work.temp_name();
+            sys::renameat2(s, sname, work.fd(), &tmp, 0)?;
+            remove_tree(work.fd(), &tmp)
+        }
+    }
+
+    /// Moves a live node to its new name; its cached directory fds and
+    /// those below it are refreshed (the rename bumped the generation).
+    fn relocate(&self, node: &Arc<Node>, np: &Arc<Node>, newname: &[u8]) {
+        if node.ino == 0 {
+            return;
+        }
+        node.set_loc(super::node::Loc {
+            parent: Some(np.clone()),
+            name: newname.to_vec(),
+        });
+        node.set_dir(None);
+    }
+
+    /// The live node for `parent/name` if the kernel holds one, else a
+    /// transient one.
+    fn child_node(&self, parent: &Arc<Node>, name: &[u8], f: &super::resolve::Found) -> Arc<Node> {
+        let ino = self.inos.encode(f.origin.st_dev, f.origin.st_ino);
+        let live = self.nodes.get(ino).filter(|n| {
+            let l = n.loc();
+            l.name == name && l.parent.as_ref().is_some_and(|x| Arc::ptr_eq(x, parent))
+        });
+        live.unwrap_or_else(|| self.transient_child(parent, name, f))
+    }
+}
+
+/// Does any lower of `dl` hold `name` (visible or not below a whiteout in
+/// the upper)? A directory moved there must then be opaque.
+fn lower_has_any(dl: &super::node::DirLayers, name: &[u8]) -> Result<bool> {
+    if lower_has(dl, name)? {
+        return Ok(true);
+    }
+    // Hidden by an upper whiteout: the lowers still hold it.
+    for l in dl.lowers() {
+        if let marker::Probe::Entry(_) = marker::probe(l.fd.as_fd(), name)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
