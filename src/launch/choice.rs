@@ -12,13 +12,11 @@
 //!
 //! Then casefold (the `--casefold` flag, `FIM_CASEFOLD=1` exactly, or a
 //! non-zero casefold byte) never uses BWRAP: the kernel overlay cannot fold
-//! case. It becomes [`CASEFOLD_BACKEND`], i.e. OVERLAYFS. In fimfs OVERLAYFS
-//! and UNIONFS are the same in-process daemon, so the choice only changes the
-//! label (what `overlay show` prints and what the logs say). We pick OVERLAYFS
-//! because the upper fimfs writes is the overlayfs format (SPEC §2).
-//! FlatImage itself relabels to UNIONFS here (`config.hpp`: "casefold cannot
-//! be used with bwrap overlayfs, falling back to unionfs"); change
-//! [`CASEFOLD_BACKEND`] to match it byte for byte.
+//! case. It becomes [`CASEFOLD_BACKEND`], i.e. UNIONFS, exactly as
+//! FlatImage's source does (`config.hpp`: "casefold cannot be used with
+//! bwrap overlayfs, falling back to unionfs"), so `overlay show` prints what
+//! FlatImage prints. In fimfs OVERLAYFS and UNIONFS are the same in-process
+//! daemon; only the label differs.
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -35,8 +33,8 @@ pub enum Backend {
     Unionfs,
 }
 
-/// What casefold turns BWRAP into. See the module docs for why OVERLAYFS.
-pub const CASEFOLD_BACKEND: Backend = Backend::Overlayfs;
+/// What casefold turns BWRAP into: UNIONFS, as in FlatImage (module docs).
+pub const CASEFOLD_BACKEND: Backend = Backend::Unionfs;
 
 /// All backends, in the order FlatImage declares them.
 pub const ALL_BACKENDS: [Backend; 3] = [Backend::Bwrap, Backend::Overlayfs, Backend::Unionfs];

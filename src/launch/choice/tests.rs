@@ -25,12 +25,12 @@ type Row = (
 const ROWS: &[Row] = &[
     // Nothing set: default BWRAP, casefold turns it into the daemon.
     (None, None, false, Bwrap, Rule::Default, false, false),
-    (None, None, true, Overlayfs, Rule::Default, true, false),
+    (None, None, true, Unionfs, Rule::Default, true, false),
     (None, Some(0x00), false, Bwrap, Rule::Default, false, false),
-    (None, Some(0x00), true, Overlayfs, Rule::Default, true, false),
+    (None, Some(0x00), true, Unionfs, Rule::Default, true, false),
     // The image byte.
     (None, Some(0x02), false, Bwrap, Rule::ImageByte(Bwrap), false, false),
-    (None, Some(0x02), true, Overlayfs, Rule::ImageByte(Bwrap), true, false),
+    (None, Some(0x02), true, Unionfs, Rule::ImageByte(Bwrap), true, false),
     (None, Some(0x04), false, Overlayfs, Rule::ImageByte(Overlayfs), false, false),
     (None, Some(0x04), true, Overlayfs, Rule::ImageByte(Overlayfs), false, false),
     (None, Some(0x08), false, Unionfs, Rule::ImageByte(Unionfs), false, false),
@@ -38,18 +38,18 @@ const ROWS: &[Row] = &[
     // Invalid bytes count as unset.
     (None, Some(0x06), false, Bwrap, Rule::Default, false, false),
     (None, Some(0x01), false, Bwrap, Rule::Default, false, false),
-    (None, Some(0xff), true, Overlayfs, Rule::Default, true, false),
+    (None, Some(0xff), true, Unionfs, Rule::Default, true, false),
     // FIM_OVERLAY beats the byte.
     (Some("unionfs"), Some(0x04), false, Unionfs, Rule::Env(Unionfs), false, false),
     (Some("overlayfs"), Some(0x08), false, Overlayfs, Rule::Env(Overlayfs), false, false),
     (Some("bwrap"), Some(0x08), false, Bwrap, Rule::Env(Bwrap), false, false),
-    (Some("bwrap"), Some(0x08), true, Overlayfs, Rule::Env(Bwrap), true, false),
+    (Some("bwrap"), Some(0x08), true, Unionfs, Rule::Env(Bwrap), true, false),
     (Some("unionfs"), None, true, Unionfs, Rule::Env(Unionfs), false, false),
     // Invalid FIM_OVERLAY values are ignored, and flagged.
     (Some(""), Some(0x08), false, Unionfs, Rule::ImageByte(Unionfs), false, true),
     (Some("BWRAP"), Some(0x04), false, Overlayfs, Rule::ImageByte(Overlayfs), false, true),
     (Some("Unionfs"), None, false, Bwrap, Rule::Default, false, true),
-    (Some(" bwrap"), None, true, Overlayfs, Rule::Default, true, true),
+    (Some(" bwrap"), None, true, Unionfs, Rule::Default, true, true),
     (Some("unionfs\n"), None, false, Bwrap, Rule::Default, false, true),
 ];
 
@@ -84,7 +84,7 @@ fn oracle(env: Option<&[u8]>, byte: Option<u8>, casefold: bool) -> Backend {
         },
     };
     if casefold && requested == Bwrap {
-        Overlayfs
+        Unionfs
     } else {
         requested
     }
