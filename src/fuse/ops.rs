@@ -19,7 +19,7 @@ use std::time::SystemTime;
 const GEN: Generation = Generation(0);
 
 /// Capabilities asked for when the kernel offers them.
-const WANTED: [InitFlags; 6] = [
+const WANTED: [InitFlags; 7] = [
     // Lookups and readdir in one directory run in parallel.
     InitFlags::FUSE_PARALLEL_DIROPS,
     InitFlags::FUSE_DO_READDIRPLUS,
@@ -28,6 +28,8 @@ const WANTED: [InitFlags; 6] = [
     InitFlags::FUSE_ATOMIC_O_TRUNC,
     InitFlags::FUSE_CACHE_SYMLINKS,
     InitFlags::FUSE_MAX_PAGES,
+    // Cached pages are dropped when a refreshed attribute shows new mtime/size.
+    InitFlags::FUSE_AUTO_INVAL_DATA,
 ];
 
 impl FimFs {
@@ -178,7 +180,13 @@ impl Filesystem for FimFs {
         guard("open", || match self.union.open(ino.0, flags.0) {
             Ok((fd, upper)) => {
                 let fh = self.handles.add_file(fd, ino.0, upper);
-                reply.opened(FileHandle(fh), FopenFlags::empty())
+                // A lower file never changes: its cached pages stay valid
+                // across opens. Upper files may change behind the mount.
+                let flags = match upper {
+                    true => FopenFlags::empty(),
+                    false => FopenFlags::FOPEN_KEEP_CACHE,
+                };
+                reply.opened(FileHandle(fh), flags)
             }
             Err(e) => reply.error(errno(e)),
         })
@@ -260,7 +268,12 @@ impl Filesystem for FimFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         guard("opendir", || match self.union.opendir(ino.0) {
-            Ok(_) => reply.opened(FileHandle(self.handles.add_dir()), FopenFlags::empty()),
+            // The kernel caches listings; every change made through the
+            // mount drops that cache, and a changed directory mtime does too.
+            Ok(_) => reply.opened(
+                FileHandle(self.handles.add_dir()),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
             Err(e) => reply.error(errno(e)),
         })
     }

@@ -170,8 +170,67 @@ impl Union {
         Ok((found, place))
     }
 
+    /// Where `node` lives, from its last resolution, when that cannot be
+    /// stale: the winner is the upper (its fd-relative calls fail if it
+    /// went away), or a lower (immutable) and the upper still lacks the
+    /// name. None: resolve again.
+    fn cached_place(&self, node: &Arc<Node>) -> Result<Option<(node::State, Place)>> {
+        let st = node.state();
+        if st.kind == Kind::Dir {
+            let d = self.dir_layers(node)?;
+            let top = d.layers.first().ok_or(Errno::ENOENT)?;
+            if (top.id == crate::layer::UPPER) != st.upper {
+                return Ok(None);
+            }
+            let place = Place {
+                dir: top.fd.clone(),
+                name: CString::default(),
+            };
+            return Ok(Some((st, place)));
+        }
+        let loc = node.loc();
+        let Some(parent) = &loc.parent else {
+            return Ok(None);
+        };
+        let pl = self.dir_layers(parent)?;
+        let winner = match (st.upper, st.lower) {
+            (true, _) => crate::layer::UPPER,
+            (false, Some(l)) => {
+                if let Some(u) = pl.upper()
+                    && !matches!(marker::probe(u.as_fd(), &loc.name)?, marker::Probe::Absent)
+                {
+                    return Ok(None);
+                }
+                l
+            }
+            (false, None) => return Ok(None),
+        };
+        let Some(l) = pl.layers.iter().find(|l| l.id == winner) else {
+            return Ok(None);
+        };
+        let place = Place {
+            dir: l.fd.clone(),
+            name: sys::cstr(&loc.name)?,
+        };
+        Ok(Some((st, place)))
+    }
+
+    /// `place` without its resolution when the cache allows.
+    fn quick_place(&self, node: &Arc<Node>) -> Result<Place> {
+        match self.cached_place(node)? {
+            Some((_, p)) => Ok(p),
+            None => Ok(self.place(node)?.1),
+        }
+    }
+
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
         let node = self.node(ino)?;
+        if let Some((state, place)) = self.cached_place(&node)?
+            && let Ok(st) = sys::fstatat(place.dir.as_fd(), &place.name)
+            && Kind::from_mode(st.st_mode) == state.kind
+        {
+            return Ok(Attr::from_stat(&st, ino, state.merged, self.opts.squash));
+        }
         let (found, _) = self.place(&node)?;
         Ok(self.attr_of(Some(ino), &found))
     }
@@ -195,14 +254,14 @@ impl Union {
             return Err(Errno::ENODATA);
         }
         let node = self.node(ino)?;
-        let (_, place) = self.place(&node)?;
+        let place = self.quick_place(&node)?;
         sys::lgetxattr_at(place.dir.as_fd(), &place.name, &sys::cstr(name)?)
     }
 
     /// The xattr names of `ino`, NUL-separated, private ones left out.
     pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
         let node = self.node(ino)?;
-        let (_, place) = self.place(&node)?;
+        let place = self.quick_place(&node)?;
         let raw = sys::llistxattr_at(place.dir.as_fd(), &place.name)?;
         let mut out = Vec::with_capacity(raw.len());
         for n in raw.split(|&b| b == 0).filter(|n| !n.is_empty()) {
