@@ -69,12 +69,14 @@ struct Shutdown {
 }
 
 impl Shutdown {
-    fn run(&self, why: &str) {
+    fn run(&self, why: &str, mounted: bool) {
         if self.done.swap(true, Ordering::SeqCst) {
             return;
         }
         tracing::info!("stopping: {why}");
-        unmount_lazy(&self.mountpoint);
+        if mounted {
+            unmount_lazy(&self.mountpoint);
+        }
         if let Some(w) = self.union.workdir() {
             w.remove();
         }
@@ -94,16 +96,18 @@ pub fn unmount_lazy(path: &Path) {
         .status();
 }
 
-/// The mount id (first field of mountinfo) of the newest fimfs mount on
-/// `path`, if any.
+/// The mount id (first field of mountinfo) of the newest FUSE mount on
+/// `path`: the one just made (a root mount has type `fuse`, one made
+/// through fusermount3 `fuse.fimfs`).
 fn mount_id(path: &Path) -> Option<String> {
     let info = std::fs::read("/proc/self/mountinfo").ok()?;
     let want = escape_mountinfo(path);
     let mut found = None;
     for line in info.split(|&b| b == b'\n') {
         let f: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
-        let is_ours = f.iter().any(|x| x.starts_with(b"fuse.fimfs"));
-        if f.len() > 4 && f[4] == want.as_slice() && is_ours {
+        let fstype = f.iter().position(|x| *x == b"-").and_then(|i| f.get(i + 1));
+        let fuse = fstype.is_some_and(|t| *t == b"fuse" || t.starts_with(b"fuse."));
+        if f.len() > 4 && f[4] == want.as_slice() && fuse {
             found = Some(String::from_utf8_lossy(f[0]).into_owned());
         }
     }
@@ -143,7 +147,7 @@ fn watch_detach(id: String, stop: Arc<Shutdown>) {
         let _ = std::io::Seek::seek(&mut &f, std::io::SeekFrom::Start(0));
         let _ = std::io::Read::read_to_end(&mut &f, &mut sink);
         if !is_mounted(&id) {
-            stop.run("the mount was detached");
+            stop.run("the mount was detached", false);
             std::process::exit(0);
         }
     }
@@ -179,16 +183,19 @@ pub fn serve(
     let s = stop.clone();
     std::thread::spawn(move || {
         if let Ok(sig) = stop_sigset().wait() {
-            s.run(&format!("{sig:?}"));
+            s.run(&format!("{sig:?}"), true);
             std::process::exit(0);
         }
     });
-    if let Some(id) = mount_id(&cfg.mountpoint) {
-        let s = stop.clone();
-        std::thread::spawn(move || watch_detach(id, s));
+    match mount_id(&cfg.mountpoint) {
+        Some(id) => {
+            let s = stop.clone();
+            std::thread::spawn(move || watch_detach(id, s));
+        }
+        None => tracing::warn!("mount not found in mountinfo; a detach will not be noticed"),
     }
     ready(Ok(()));
     let res = session.run();
-    stop.run("the kernel ended the session");
+    stop.run("the kernel ended the session", false);
     res.map_err(|e| format!("serving {}: {e}", cfg.mountpoint.display()))
 }
