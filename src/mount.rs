@@ -216,9 +216,7 @@ impl Plan {
         let o = &self.req.opts;
         let root = crate::sys::geteuid() == 0;
         let threads = o.threads.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map_or(4, |n| n.get())
-                .max(4)
+            std::thread::available_parallelism().map_or(2, |n| n.get())
         });
         let ttl = match o.timeout_ms {
             Some(ms) => Ttl {
