@@ -1,0 +1,426 @@
+//! FlatImage binaries built for real on disk: an ELF64 with a
+//! `.fim_reserved_offset` section and a `.shstrtab`, the 4 MiB reserved space,
+//! then `[u64 size]DWARFS…` blocks. Checks reading, one-byte writes and errors.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use fimfs::launch::{
+    Backend, ErrorKind, Image, ImageError, Layer, LayerProblem, RESERVED_SIZE, choose,
+};
+
+/// A directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("fimfs-launch-image-{}-{n}-{tag}", std::process::id());
+        let path = std::env::temp_dir().join(name);
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir(&path).unwrap();
+        TempDir(path)
+    }
+
+    fn write(&self, name: &[u8], bytes: &[u8]) -> PathBuf {
+        let path = self.0.join(OsStr::from_bytes(name));
+        fs::write(&path, bytes).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// How to build a test image.
+struct Spec {
+    /// Name of the section holding the offset.
+    section: &'static [u8],
+    /// Its contents (normally the u32 offset).
+    section_data: Vec<u8>,
+    /// Set ELF header bytes 8, 9, 10 to `F`, `I`, 0x01.
+    fim_mark: bool,
+    /// Where the reserved space starts; `None` for an ELF without one.
+    reserved_at: Option<u64>,
+    overlay: u8,
+    casefold: u8,
+    /// Appended after the reserved space, as raw bytes (see [`block`]).
+    blocks: Vec<Vec<u8>>,
+}
+
+const RESERVED_AT: u64 = 8192;
+
+impl Spec {
+    fn new() -> Spec {
+        Spec {
+            section: b".fim_reserved_offset",
+            section_data: (RESERVED_AT as u32).to_le_bytes().to_vec(),
+            fim_mark: true,
+            reserved_at: Some(RESERVED_AT),
+            overlay: 0,
+            casefold: 0,
+            blocks: vec![dwarfs(100, 1), dwarfs(4000, 2)],
+        }
+    }
+}
+
+/// A block: the u64 size field, then `img`.
+fn block(size: u64, img: &[u8]) -> Vec<u8> {
+    let mut out = size.to_le_bytes().to_vec();
+    out.extend_from_slice(img);
+    out
+}
+
+/// A well-formed DwarFS image of `size` bytes: `DWARFS`, then filler.
+fn dwarfs_image(size: usize, seed: u8) -> Vec<u8> {
+    let mut img = b"DWARFS".to_vec();
+    img.extend((6..size).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)));
+    img
+}
+
+/// A well-formed block holding a DwarFS image of `size` bytes.
+fn dwarfs(size: usize, seed: u8) -> Vec<u8> {
+    block(size as u64, &dwarfs_image(size, seed))
+}
+
+/// ELF64 header, section data, `.shstrtab`, section headers (null, ours,
+/// `.shstrtab`), padding, reserved space (a non-zero pattern, so a stray
+/// write shows), blocks.
+fn build(spec: &Spec) -> Vec<u8> {
+    let mut out = vec![0u8; 64];
+    out[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
+    if spec.fim_mark {
+        out[8..11].copy_from_slice(b"FI\x01");
+    }
+    out[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    out[18..20].copy_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+    out[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
+    let data_off = out.len() as u64;
+    out.extend_from_slice(&spec.section_data);
+    let mut names = b"\0".to_vec();
+    names.extend_from_slice(spec.section);
+    names.extend_from_slice(b"\0.shstrtab\0");
+    let strtab_off = out.len() as u64;
+    out.extend_from_slice(&names);
+    let shoff = out.len() as u64;
+    out.extend_from_slice(&[0u8; 64]);
+    let ours = (1u32, 1u32, data_off, spec.section_data.len() as u64);
+    let strtab = (
+        2 + spec.section.len() as u32,
+        3u32,
+        strtab_off,
+        names.len() as u64,
+    );
+    for (name, kind, off, size) in [ours, strtab] {
+        let mut sh = [0u8; 64];
+        sh[0..4].copy_from_slice(&name.to_le_bytes());
+        sh[4..8].copy_from_slice(&kind.to_le_bytes());
+        sh[24..32].copy_from_slice(&off.to_le_bytes());
+        sh[32..40].copy_from_slice(&size.to_le_bytes());
+        out.extend_from_slice(&sh);
+    }
+    out[0x28..0x30].copy_from_slice(&shoff.to_le_bytes());
+    out[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes());
+    out[0x3c..0x3e].copy_from_slice(&3u16.to_le_bytes());
+    out[0x3e..0x40].copy_from_slice(&2u16.to_le_bytes());
+    if let Some(at) = spec.reserved_at {
+        assert!(
+            out.len() as u64 <= at,
+            "test ELF too big for its reserved offset"
+        );
+        out.resize(at as usize, 0xcc);
+        out.extend((0..RESERVED_SIZE).map(|i| (i % 251) as u8 | 1));
+        out[at as usize + 9] = spec.overlay;
+        out[at as usize + 10] = spec.casefold;
+    }
+    for b in &spec.blocks {
+        out.extend_from_slice(b);
+    }
+    out
+}
+
+fn write_image(dir: &TempDir, name: &[u8], spec: &Spec) -> PathBuf {
+    dir.write(name, &build(spec))
+}
+
+/// Asserts `after` equals `before` except at `at`, where it is `want`.
+fn assert_only_byte_changed(before: &[u8], after: &[u8], at: usize, want: u8) {
+    assert_eq!(before.len(), after.len(), "file length changed");
+    assert_eq!(after[at], want, "byte {at}");
+    let diff: Vec<usize> = (0..before.len())
+        .filter(|&i| i != at && before[i] != after[i])
+        .collect();
+    assert!(diff.is_empty(), "unexpected bytes changed at {diff:?}");
+}
+
+#[test]
+fn reads_what_the_file_holds() {
+    let dir = TempDir::new("read");
+    let mut spec = Spec::new();
+    spec.overlay = 0x08;
+    spec.casefold = 1;
+    let path = write_image(&dir, b"app.flatimage", &spec);
+    let img = Image::open(&path).unwrap();
+    assert_eq!(img.path(), path);
+    assert!(img.is_flatimage());
+    assert_eq!(img.reserved_offset(), RESERVED_AT);
+    assert_eq!(img.layers_offset(), RESERVED_AT + RESERVED_SIZE);
+    assert_eq!(img.overlay_byte(), 0x08);
+    assert_eq!(img.overlay(), Some(Backend::Unionfs));
+    assert!(img.casefold());
+    let first = RESERVED_AT + RESERVED_SIZE + 8;
+    let second = first + 100 + 8;
+    assert_eq!(
+        img.layers().unwrap(),
+        vec![
+            Layer {
+                offset: first,
+                size: 100
+            },
+            Layer {
+                offset: second,
+                size: 4000
+            }
+        ]
+    );
+    assert_eq!(second + 4000, img.file_len());
+}
+
+#[test]
+fn fresh_image_and_plain_elf() {
+    let dir = TempDir::new("fresh");
+    let mut spec = Spec::new();
+    spec.fim_mark = false;
+    spec.blocks.clear();
+    let path = write_image(&dir, b"plain", &spec);
+    let img = Image::open(&path).unwrap();
+    assert!(!img.is_flatimage(), "mark reported but not required");
+    assert_eq!(img.overlay(), None);
+    assert!(!img.casefold());
+    assert_eq!(img.layers().unwrap(), vec![]);
+    let c = choose(None, Some(img.overlay_byte()), img.casefold());
+    assert_eq!(c.backend, Backend::Bwrap);
+}
+
+#[test]
+fn set_overlay_changes_only_that_byte() {
+    let dir = TempDir::new("overlay");
+    let path = write_image(&dir, b"app.flatimage", &Spec::new());
+    let at = RESERVED_AT as usize + 9;
+    for backend in [
+        Backend::Overlayfs,
+        Backend::Unionfs,
+        Backend::Bwrap,
+        Backend::Bwrap,
+    ] {
+        let before = fs::read(&path).unwrap();
+        let mut img = Image::open_rw(&path).unwrap();
+        img.set_overlay(backend).unwrap();
+        assert_eq!(img.overlay(), Some(backend));
+        drop(img);
+        assert_only_byte_changed(&before, &fs::read(&path).unwrap(), at, backend.mask());
+        assert_eq!(Image::open(&path).unwrap().overlay(), Some(backend));
+    }
+}
+
+#[test]
+fn set_casefold_changes_only_that_byte() {
+    let dir = TempDir::new("casefold");
+    let path = write_image(&dir, b"app.flatimage", &Spec::new());
+    let at = RESERVED_AT as usize + 10;
+    for on in [true, false, true, true, false] {
+        let before = fs::read(&path).unwrap();
+        let mut img = Image::open_rw(&path).unwrap();
+        img.set_casefold(on).unwrap();
+        assert_eq!(img.casefold(), on);
+        drop(img);
+        assert_only_byte_changed(&before, &fs::read(&path).unwrap(), at, u8::from(on));
+        let img = Image::open(&path).unwrap();
+        assert_eq!(img.casefold(), on);
+        assert_eq!(img.overlay(), None, "overlay byte untouched");
+    }
+}
+
+#[test]
+fn read_only_open_refuses_writes() {
+    let dir = TempDir::new("ro");
+    let path = write_image(&dir, b"app.flatimage", &Spec::new());
+    let before = fs::read(&path).unwrap();
+    let mut img = Image::open(&path).unwrap();
+    let err = img.set_overlay(Backend::Unionfs).unwrap_err();
+    assert!(matches!(err.kind(), ErrorKind::ReadOnly), "{err}");
+    assert!(img.set_casefold(true).is_err());
+    assert_eq!(img.overlay(), None);
+    assert_eq!(fs::read(&path).unwrap(), before);
+}
+
+/// Opens `path`, expects an error, checks the message names the file.
+fn open_err(path: &Path) -> ImageError {
+    let err = Image::open(path).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with(&path.display().to_string()), "{msg}");
+    assert_eq!(err.path(), path);
+    err
+}
+
+#[test]
+fn error_text_file() {
+    let dir = TempDir::new("text");
+    let path = dir.write(b"notes \xff.txt", b"just some text, not an ELF at all\n");
+    let err = open_err(&path);
+    assert!(matches!(err.kind(), ErrorKind::NotElf), "{err}");
+    assert!(err.to_string().contains("not an ELF"), "{err}");
+    assert!(err.to_string().contains("notes \u{fffd}.txt"), "{err}");
+}
+
+#[test]
+fn error_elf_without_the_section() {
+    let dir = TempDir::new("nosection");
+    let mut spec = Spec::new();
+    spec.section = b".fim_other";
+    let path = write_image(&dir, b"app.flatimage", &spec);
+    let err = open_err(&path);
+    assert!(
+        matches!(err.kind(), ErrorKind::NoReservedSection { sections: 3 }),
+        "{err}"
+    );
+    assert!(err.to_string().contains(".fim_reserved_offset"), "{err}");
+}
+
+#[test]
+fn error_section_too_small() {
+    let dir = TempDir::new("small");
+    let mut spec = Spec::new();
+    spec.section_data = vec![0x20, 0x00];
+    let err = open_err(&write_image(&dir, b"app.flatimage", &spec));
+    assert!(
+        matches!(err.kind(), ErrorKind::SectionTooSmall { size: 2 }),
+        "{err}"
+    );
+}
+
+#[test]
+fn error_offset_past_the_end() {
+    let dir = TempDir::new("pastend");
+    let mut spec = Spec::new();
+    spec.section_data = 0x7fff_0000u32.to_le_bytes().to_vec();
+    let path = write_image(&dir, b"app.flatimage", &spec);
+    let len = fs::metadata(&path).unwrap().len();
+    let err = open_err(&path);
+    assert!(
+        matches!(err.kind(), ErrorKind::OffsetPastEnd { offset: 0x7fff_0000, file_len } if *file_len == len),
+        "{err}"
+    );
+    assert!(err.to_string().contains("past the end"), "{err}");
+}
+
+#[test]
+fn error_reserved_space_runs_past_the_end() {
+    let dir = TempDir::new("truncated");
+    let mut spec = Spec::new();
+    spec.blocks.clear();
+    let mut bytes = build(&spec);
+    bytes.truncate(bytes.len() - 1);
+    let path = dir.write(b"app.flatimage", &bytes);
+    let err = open_err(&path);
+    assert!(
+        matches!(err.kind(), ErrorKind::ReservedPastEnd { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn error_unpatched_offset_overlaps_the_elf() {
+    let dir = TempDir::new("zero");
+    let mut spec = Spec::new();
+    spec.section_data = 0u32.to_le_bytes().to_vec();
+    let path = write_image(&dir, b"app.flatimage", &spec);
+    let before = fs::read(&path).unwrap();
+    let err = Image::open_rw(&path).unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::ReservedOverlapsElf { offset: 0, .. }),
+        "{err}"
+    );
+    assert_eq!(fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn error_missing_file_and_directory() {
+    let dir = TempDir::new("io");
+    let missing = dir.0.join("missing.flatimage");
+    let err = open_err(&missing);
+    assert!(matches!(err.kind(), ErrorKind::Io { .. }), "{err}");
+    assert!(std::error::Error::source(&err).is_some());
+    let err = open_err(&dir.0);
+    assert!(matches!(err.kind(), ErrorKind::NotRegularFile), "{err}");
+}
+
+/// Builds an image with `blocks` and returns the walk's items.
+fn walk(blocks: Vec<Vec<u8>>) -> (Vec<Layer>, Option<ImageError>) {
+    let dir = TempDir::new("blocks");
+    let mut spec = Spec::new();
+    spec.blocks = blocks;
+    let img = Image::open(write_image(&dir, b"app.flatimage", &spec)).unwrap();
+    let mut good = Vec::new();
+    let mut items = img.blocks();
+    for item in items.by_ref() {
+        match item {
+            Ok(layer) => good.push(layer),
+            Err(e) => {
+                assert!(items.next().is_none(), "the walk stops after an error");
+                assert!(img.layers().is_err());
+                return (good, Some(e));
+            }
+        }
+    }
+    (good, None)
+}
+
+fn bad_problem(err: &ImageError) -> LayerProblem {
+    match err.kind() {
+        ErrorKind::BadLayer { problem, .. } => *problem,
+        other => panic!("not a layer error: {other}"),
+    }
+}
+
+#[test]
+fn layer_errors() {
+    let first = RESERVED_AT + RESERVED_SIZE;
+    let (good, err) = walk(vec![dwarfs(50, 3), block(50, &[b'X'; 50])]);
+    assert_eq!(good.len(), 1);
+    let err = err.unwrap();
+    assert_eq!(
+        bad_problem(&err),
+        LayerProblem::BadMagic { found: *b"XXXXXX" }
+    );
+    assert!(matches!(err.kind(), ErrorKind::BadLayer { offset, .. } if *offset == first + 58));
+    assert!(err.to_string().contains("DWARFS"), "{err}");
+
+    let (good, err) = walk(vec![dwarfs(50, 3), block(0, &[])]);
+    assert_eq!(
+        (good.len(), bad_problem(&err.unwrap())),
+        (1, LayerProblem::TooSmall { size: 0 })
+    );
+
+    let (good, err) = walk(vec![block(1000, &dwarfs_image(999, 1))]);
+    let problem = bad_problem(&err.unwrap());
+    assert!(good.is_empty() && matches!(problem, LayerProblem::PastEnd { size: 1000, .. }));
+
+    let (good, err) = walk(vec![dwarfs(10, 1), b"\x05\x00\x00".to_vec()]);
+    let err = err.unwrap();
+    assert_eq!(good.len(), 1);
+    assert_eq!(
+        bad_problem(&err),
+        LayerProblem::TruncatedSize { remaining: 3 }
+    );
+
+    let (good, err) = walk(vec![block(u64::MAX, b"DWARFS")]);
+    assert!(good.is_empty() && matches!(bad_problem(&err.unwrap()), LayerProblem::PastEnd { .. }));
+}
