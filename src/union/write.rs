@@ -124,10 +124,14 @@ impl Union {
 
     /// Owner of a new entry: the caller when the daemon may give files
     /// away and no squashing is asked for, else the daemon's own user.
+    /// In a set-group-ID directory the new entry keeps the group the
+    /// kernel gave it (the directory's), as on any filesystem.
     fn set_owner(&self, dir: BorrowedFd<'_>, name: &CStr, who: Caller) {
         let squash = self.opts.squash.uid.is_some() || self.opts.squash.gid.is_some();
         if self.opts.privileged && !squash {
-            let _ = sys::fchownat(dir, name, who.uid, who.gid);
+            let setgid = sys::fstat(dir).is_ok_and(|st| st.st_mode & libc::S_ISGID != 0);
+            let gid = if setgid { u32::MAX } else { who.gid };
+            let _ = sys::fchownat(dir, name, who.uid, gid);
         }
     }
 
