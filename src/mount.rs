@@ -215,9 +215,9 @@ impl Plan {
     fn mount_config(&self) -> MountConfig {
         let o = &self.req.opts;
         let root = crate::sys::geteuid() == 0;
-        let threads = o.threads.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(2, |n| n.get())
-        });
+        let threads = o
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         let ttl = match o.timeout_ms {
             Some(ms) => Ttl {
                 entry: Duration::from_millis(ms),

@@ -61,6 +61,9 @@ pub struct FimFs {
     ttl: Ttl,
     tuning: Tuning,
     notifier: Arc<OnceLock<fuser::Notifier>>,
+    /// Inodes whose cached attributes must be dropped; sent by a side
+    /// thread, never from inside a request handler (that can deadlock).
+    stale: std::sync::mpsc::Sender<u64>,
 }
 
 impl std::fmt::Debug for FimFs {
@@ -71,13 +74,30 @@ impl std::fmt::Debug for FimFs {
 
 impl FimFs {
     pub fn new(union: Arc<Union>, ttl: Ttl, tuning: Tuning) -> FimFs {
+        let notifier: Arc<OnceLock<fuser::Notifier>> = Arc::new(OnceLock::new());
+        let (stale, rx) = std::sync::mpsc::channel::<u64>();
+        let n = notifier.clone();
+        std::thread::spawn(move || {
+            for ino in rx {
+                if let Some(n) = n.get() {
+                    // Offset -1: attributes only.
+                    let _ = n.inval_inode(INodeNo(ino), -1, 0);
+                }
+            }
+        });
         FimFs {
             union,
             handles: Handles::default(),
             ttl,
             tuning,
-            notifier: Arc::new(OnceLock::new()),
+            notifier,
+            stale,
         }
+    }
+
+    /// Asks the kernel to drop its cached attributes of `ino`.
+    pub fn invalidate_attr(&self, ino: u64) {
+        let _ = self.stale.send(ino);
     }
 
     /// Where the session's notifier goes once the session exists.

@@ -502,7 +502,12 @@ impl Filesystem for FimFs {
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         guard("unlink", || {
             match self.union.remove(parent.0, name.as_bytes(), false) {
-                Ok(()) => reply.ok(),
+                Ok(sibling) => {
+                    reply.ok();
+                    if let Some(ino) = sibling {
+                        self.invalidate_attr(ino);
+                    }
+                }
                 Err(e) => reply.error(errno(e)),
             }
         })
@@ -511,7 +516,7 @@ impl Filesystem for FimFs {
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         guard("rmdir", || {
             match self.union.remove(parent.0, name.as_bytes(), true) {
-                Ok(()) => reply.ok(),
+                Ok(_) => reply.ok(),
                 Err(e) => reply.error(errno(e)),
             }
         })
@@ -551,7 +556,12 @@ impl Filesystem for FimFs {
     ) {
         guard("link", || {
             let res = self.union.link(ino.0, newparent.0, newname.as_bytes());
-            self.entry(reply, res.map(|(_, a)| a))
+            let ok = res.is_ok();
+            self.entry(reply, res.map(|(_, a)| a));
+            // The source's cached link count and number are now stale.
+            if ok {
+                self.invalidate_attr(ino.0);
+            }
         })
     }
 

@@ -235,6 +235,13 @@ pub fn fchownat(dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> Result<
 /// and changed through its `/proc/self/fd` entry, which names that very inode.
 pub fn fchmodat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> Result<()> {
     const SYS_FCHMODAT2: libc::c_long = 452;
+    if name.is_empty() {
+        // `dir` itself, perhaps an O_PATH fd: chmod through its magic link.
+        let p = proc_fd_path(dir, b"");
+        // SAFETY: `p` names the inode behind `dir`.
+        check(unsafe { libc::chmod(p.as_ptr(), mode as libc::mode_t) })?;
+        return Ok(());
+    }
     // SAFETY: plain syscall; AT_SYMLINK_NOFOLLOW keeps a symlink from being followed.
     let ret = unsafe {
         libc::syscall(
@@ -274,8 +281,10 @@ pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> Result<()> {
 /// changes `dir` itself.
 pub fn utimensat(dir: BorrowedFd<'_>, name: &CStr, times: &[libc::timespec; 2]) -> Result<()> {
     if name.is_empty() {
-        // SAFETY: `times` points at two timespecs.
-        check(unsafe { libc::futimens(dir.as_raw_fd(), times.as_ptr()) })?;
+        // `dir` itself, perhaps an O_PATH fd: through its magic link.
+        let p = proc_fd_path(dir, b"");
+        // SAFETY: `times` points at two timespecs; `p` names `dir`'s inode.
+        check(unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), times.as_ptr(), 0) })?;
         return Ok(());
     }
     // SAFETY: `times` points at two timespecs; the name is not followed.

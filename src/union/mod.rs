@@ -30,6 +30,11 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// An upper non-directory with several hard links.
+fn linked_upper(state: &State, st: &libc::stat) -> bool {
+    state.upper && state.kind != Kind::Dir && st.st_nlink > 1
+}
+
 /// Behaviour switches of one mount.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
@@ -112,8 +117,22 @@ impl Union {
         self.nodes.len()
     }
 
+    /// The number an entry reports: its origin's, except for an upper
+    /// file with several links, which reports its own so that every name
+    /// of it agrees (see `attr`).
+    fn ino_of(&self, f: &Found) -> u64 {
+        if linked_upper(&f.state, &f.st) {
+            self.inos.encode(f.st.st_dev, f.st.st_ino)
+        } else {
+            self.inos.encode(f.origin.st_dev, f.origin.st_ino)
+        }
+    }
+
     fn attr_of(&self, node_ino: Option<u64>, f: &Found) -> Attr {
-        let ino = node_ino.unwrap_or_else(|| self.inos.encode(f.origin.st_dev, f.origin.st_ino));
+        let ino = match node_ino {
+            Some(i) if !linked_upper(&f.state, &f.st) => i,
+            _ => self.ino_of(f),
+        };
         Attr::from_stat(&f.st, ino, f.state.merged, self.opts.squash)
     }
 
@@ -138,9 +157,27 @@ impl Union {
         self.nodes.forget(ino, n);
     }
 
-    /// Resolves `node` afresh and returns where it lives.
+    /// Resolves `node` afresh and returns where it lives; a node with
+    /// several names (hard links) is found under any that still exists.
     pub fn place(&self, node: &Arc<Node>) -> Result<(Found, Place)> {
-        let loc = node.loc();
+        let locs = node.locs();
+        let mut first_err = Errno::ENOENT;
+        for (i, loc) in locs.iter().enumerate() {
+            match self.place_at(node, loc) {
+                Ok(r) => {
+                    if i > 0 {
+                        node.add_loc(loc.clone());
+                    }
+                    return Ok(r);
+                }
+                Err(e) if i == 0 => first_err = e,
+                Err(_) => {}
+            }
+        }
+        Err(first_err)
+    }
+
+    fn place_at(&self, node: &Arc<Node>, loc: &Loc) -> Result<(Found, Place)> {
         let (found, parent) = match &loc.parent {
             Some(p) => {
                 let pl = self.dir_layers(p)?;
@@ -229,6 +266,10 @@ impl Union {
             && let Ok(st) = sys::fstatat(place.dir.as_fd(), &place.name)
             && Kind::from_mode(st.st_mode) == state.kind
         {
+            let ino = match linked_upper(&state, &st) {
+                true => self.inos.encode(st.st_dev, st.st_ino),
+                false => ino,
+            };
             return Ok(Attr::from_stat(&st, ino, state.merged, self.opts.squash));
         }
         let (found, _) = self.place(&node)?;

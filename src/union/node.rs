@@ -28,6 +28,19 @@ pub struct Loc {
     pub name: Vec<u8>,
 }
 
+impl Loc {
+    pub fn is(&self, parent: &Arc<Node>, name: &[u8]) -> bool {
+        self.name == name && self.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent))
+    }
+
+    fn same(&self, other: &Loc) -> bool {
+        match &other.parent {
+            Some(p) => self.is(p, &other.name),
+            None => self.parent.is_none(),
+        }
+    }
+}
+
 /// Which layers hold a node, as of its last resolution.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct State {
@@ -74,7 +87,9 @@ impl DirLayers {
 #[derive(Debug)]
 pub struct Node {
     pub ino: u64,
-    loc: RwLock<Loc>,
+    /// Every name the kernel reached this node by, most recent first
+    /// (hard links give a file several).
+    locs: RwLock<Vec<Loc>>,
     state: RwLock<State>,
     dir: Mutex<Option<DirLayers>>,
     /// Serialises copy-up of this node (one copy even when threads race).
@@ -86,7 +101,7 @@ impl Node {
     pub fn new(ino: u64, loc: Loc, state: State) -> Node {
         Node {
             ino,
-            loc: RwLock::new(loc),
+            locs: RwLock::new(vec![loc]),
             state: RwLock::new(state),
             dir: Mutex::new(None),
             copy_lock: Mutex::new(()),
@@ -94,12 +109,44 @@ impl Node {
         }
     }
 
+    /// The node's primary name.
     pub fn loc(&self) -> Loc {
-        self.loc.read().clone()
+        self.locs.read().first().cloned().unwrap_or(Loc {
+            parent: None,
+            name: Vec::new(),
+        })
     }
 
+    /// Every name of the node, primary first.
+    pub fn locs(&self) -> Vec<Loc> {
+        self.locs.read().clone()
+    }
+
+    /// Makes `loc` the node's only name.
     pub fn set_loc(&self, loc: Loc) {
-        *self.loc.write() = loc;
+        *self.locs.write() = vec![loc];
+    }
+
+    /// Adds (or promotes) `loc` as the primary name.
+    pub fn add_loc(&self, loc: Loc) {
+        let mut locs = self.locs.write();
+        locs.retain(|l| !l.same(&loc));
+        locs.insert(0, loc);
+    }
+
+    /// Forgets the name `parent/name`, unless it is the last one.
+    pub fn remove_loc(&self, parent: &Arc<Node>, name: &[u8]) {
+        let mut locs = self.locs.write();
+        if locs.len() > 1 {
+            locs.retain(|l| !l.is(parent, name));
+        }
+    }
+
+    /// Moves the name `parent/name` to `to` (a rename).
+    pub fn move_loc(&self, parent: &Arc<Node>, name: &[u8], to: Loc) {
+        let mut locs = self.locs.write();
+        locs.retain(|l| !l.is(parent, name) && !l.same(&to));
+        locs.insert(0, to);
     }
 
     pub fn state(&self) -> State {
@@ -168,7 +215,11 @@ impl NodeTable {
             .or_insert_with(|| Arc::new(Node::new(ino, loc.clone(), state.clone())));
         let live = slot.value();
         if ino != super::attr::ROOT_INO {
-            live.set_loc(loc);
+            match state.kind {
+                // A directory has one name.
+                super::attr::Kind::Dir => live.set_loc(loc),
+                _ => live.add_loc(loc),
+            }
         }
         live.set_state(state);
         if dir.is_some() {

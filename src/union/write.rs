@@ -144,6 +144,13 @@ impl Union {
         who: Caller,
     ) -> Result<(Arc<Node>, Attr, Option<OwnedFd>)> {
         self.check_name(name)?;
+        if let Make::Node { mode, rdev } = how
+            && mode & libc::S_IFMT == libc::S_IFCHR
+            && rdev == sys::WHITEOUT_DEV
+        {
+            // A 0/0 device is a whiteout: the kernel overlay refuses it too.
+            return Err(Errno::EPERM);
+        }
         let p = self.node(parent)?;
         let pl = self.dir_layers_fresh(&p)?;
         match self.resolve_in(&pl, name) {
@@ -208,8 +215,10 @@ impl Union {
         Ok(fd)
     }
 
-    /// Removes `name` from `parent` (`rmdir` when `dir`).
-    pub fn remove(&self, parent: u64, name: &[u8], dir: bool) -> Result<()> {
+    /// Removes `name` from `parent` (`rmdir` when `dir`). Returns the
+    /// inode number of the file's other names when it had several links:
+    /// their cached link count is now wrong.
+    pub fn remove(&self, parent: u64, name: &[u8], dir: bool) -> Result<Option<u64>> {
         if self.is_read_only() {
             return Err(Errno::EROFS);
         }
@@ -231,11 +240,21 @@ impl Union {
         let pup = self.ensure_upper_dir(&p)?;
         let cname = sys::cstr(name)?;
         match (found.state.upper, needs_whiteout) {
-            (true, true) => self.swap_for_whiteout(pup.as_fd(), &cname),
-            (true, false) if dir => self.remove_upper_dir(pup.as_fd(), &cname),
-            (true, false) => sys::unlinkat(pup.as_fd(), &cname, false),
-            (false, _) => marker::make_whiteout(pup.as_fd(), name),
+            (true, true) => self.swap_for_whiteout(pup.as_fd(), &cname)?,
+            (true, false) if dir => self.remove_upper_dir(pup.as_fd(), &cname)?,
+            (true, false) => sys::unlinkat(pup.as_fd(), &cname, false)?,
+            (false, _) => marker::make_whiteout(pup.as_fd(), name)?,
         }
+        let linked = found.state.upper && !dir && found.st.st_nlink > 1;
+        for ino in [
+            self.ino_of(&found),
+            self.inos.encode(found.origin.st_dev, found.origin.st_ino),
+        ] {
+            if let Some(n) = self.nodes.get(ino) {
+                n.remove_loc(&p, name);
+            }
+        }
+        Ok(linked.then(|| self.inos.encode(found.st.st_dev, found.st.st_ino)))
     }
 
     /// A node for a child that is not handed to the kernel (for listings
@@ -419,8 +438,17 @@ impl Union {
             }
             UpperSlot::Entry => return Err(Errno::EEXIST),
         }
-        let attr = self.getattr(ino)?;
-        node.lookups_add(1);
+        drop(node);
+        // The new name is a node of its own (an upper file with several
+        // links reports its own inode number under every name).
+        let npl = self.dir_layers(&np)?;
+        let found = self.resolve_in(&npl, newname)?;
+        let attr = self.attr_of(None, &found);
+        let loc = super::node::Loc {
+            parent: Some(np),
+            name: newname.to_vec(),
+        };
+        let node = self.nodes.remember(attr.ino, loc, found.state, None);
         Ok((node, attr))
     }
 
