@@ -12,7 +12,6 @@ use nix::sys::signal::{SigSet, Signal};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// How to mount.
 #[derive(Debug, Clone)]
@@ -61,18 +60,21 @@ fn fuser_config(cfg: &MountConfig) -> Config {
     c
 }
 
-/// Ends the daemon once: lazy unmount, workdir removed.
+/// Ends the daemon once: lazy unmount, workdir removed. A second caller
+/// waits until the first has finished (it may exit the process next).
 struct Shutdown {
     union: Arc<Union>,
     mountpoint: PathBuf,
-    done: AtomicBool,
+    done: parking_lot::Mutex<bool>,
 }
 
 impl Shutdown {
     fn run(&self, why: &str, mounted: bool) {
-        if self.done.swap(true, Ordering::SeqCst) {
+        let mut done = self.done.lock();
+        if *done {
             return;
         }
+        *done = true;
         tracing::info!("stopping: {why}");
         if mounted {
             unmount_lazy(&self.mountpoint);
@@ -178,7 +180,7 @@ pub fn serve(
     let stop = Arc::new(Shutdown {
         union,
         mountpoint: cfg.mountpoint.clone(),
-        done: AtomicBool::new(false),
+        done: parking_lot::Mutex::new(false),
     });
     let s = stop.clone();
     std::thread::spawn(move || {

@@ -201,15 +201,21 @@ impl Union {
         let pup = self.ensure_upper_dir(&parent)?;
         let tmp = work.temp_name();
         // For a directory, `place` is its own fd with an empty name.
-        let staged = copy_entry(&place, &found.st, work.fd(), &tmp, truncate).and_then(|()| {
-            sys::renameat2(
-                work.fd(),
-                &tmp,
-                pup.as_fd(),
-                &sys::cstr(&loc.name)?,
-                sys::RENAME_NOREPLACE,
-            )
-        });
+        let staged = copy_entry(&place, &found.st, work.fd(), &tmp, truncate)
+            .map(|()| {
+                if found.state.kind != Kind::Dir {
+                    marker::mark_origin(work.fd(), &tmp);
+                }
+            })
+            .and_then(|()| {
+                sys::renameat2(
+                    work.fd(),
+                    &tmp,
+                    pup.as_fd(),
+                    &sys::cstr(&loc.name)?,
+                    sys::RENAME_NOREPLACE,
+                )
+            });
         if let Err(e) = staged {
             let _ = crate::layer::remove_tree(work.fd(), &tmp);
             // Someone (another daemon on the same upper) was faster.

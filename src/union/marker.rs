@@ -107,13 +107,39 @@ pub fn is_xattr_whiteout_name(dir: BorrowedFd<'_>, name: &CStr) -> bool {
 /// Names of xattrs that belong to the overlay machinery: hidden from
 /// listxattr/getxattr through the mount, and refused (EPERM) on set/remove.
 pub fn is_private_xattr(name: &[u8]) -> bool {
-    const PREFIXES: [&[u8]; 4] = [
+    const PREFIXES: [&[u8]; 5] = [
         b"trusted.overlay.",
         b"user.overlay.",
         b"user.fuseoverlayfs.",
         b"user.fimfs.",
+        b"trusted.fimfs.",
     ];
     PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// Marks of an upper entry copied up from the lower entry below it: ours,
+/// and the kernel overlay's (`origin`, both namespaces).
+const ORIGIN_XATTRS: [&CStr; 4] = [
+    c"user.fimfs.origin",
+    c"trusted.fimfs.origin",
+    c"trusted.overlay.origin",
+    c"user.overlay.origin",
+];
+
+/// Was the upper entry `dir/name` copied up (so it reports the number of
+/// the lower entry below it)? A new file made at a whited-out name is not.
+pub fn has_origin(dir: BorrowedFd<'_>, name: &CStr) -> bool {
+    ORIGIN_XATTRS
+        .iter()
+        .any(|x| sys::lgetxattr_at(dir, name, x).is_ok())
+}
+
+/// Marks a staged copy-up. A symlink takes no `user.*` xattr: it gets the
+/// trusted mark when privileged, else none (it then reports its own number).
+pub fn mark_origin(dir: BorrowedFd<'_>, name: &CStr) {
+    if sys::lsetxattr_at(dir, name, ORIGIN_XATTRS[0], b"y", 0).is_err() {
+        let _ = sys::lsetxattr_at(dir, name, ORIGIN_XATTRS[1], b"y", 0);
+    }
 }
 
 /// Set once the upper has refused a device node; from then on whiteouts are

@@ -121,8 +121,12 @@ impl Merge<'_> {
                 let (Some(i), true) = (slot.out, slot.kind == kind) else {
                     return;
                 };
-                // An opaque upper directory has no origin below it.
+                // An opaque upper directory has no origin below it; an upper
+                // file with several links reports its own number.
                 if kind == Kind::Dir && upper_child_opaque(self.upper, o.key()) {
+                    return;
+                }
+                if kind != Kind::Dir && !upper_has_origin(self.upper, o.key()) {
                     return;
                 }
                 self.out[i].ino = ino;
@@ -137,6 +141,17 @@ fn upper_child_opaque(upper: Option<BorrowedFd<'_>>, name: &[u8]) -> bool {
     let Some(dir) = upper else { return false };
     match sys::cstr(name).and_then(|c| sys::openat(dir, &c, libc::O_PATH | libc::O_DIRECTORY, 0)) {
         Ok(fd) => marker::dir_marks(fd.as_fd()).opaque,
+        Err(_) => false,
+    }
+}
+
+/// Does the upper file `name` take its number from the lower below it?
+/// (It does when it was copied up from it and has a single link.)
+fn upper_has_origin(upper: Option<BorrowedFd<'_>>, name: &[u8]) -> bool {
+    let Some(dir) = upper else { return false };
+    let Ok(c) = sys::cstr(name) else { return false };
+    match sys::fstatat(dir, &c) {
+        Ok(st) => st.st_nlink <= 1 && marker::has_origin(dir, &c),
         Err(_) => false,
     }
 }

@@ -13,8 +13,9 @@ use super::write::lower_has;
 use super::{Kind, Union};
 use crate::layer::remove_tree;
 use crate::sys::{self, Errno, Result};
-use std::ffi::CStr;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -24,29 +25,57 @@ pub const RENAME_EXCHANGE: u32 = libc::RENAME_EXCHANGE;
 impl Union {
     /// Copies the merged directory `node` into `dir`/`name` (a new, opaque
     /// upper directory holding everything the union shows below it).
-    fn materialize(&self, node: &Arc<Node>, dir: BorrowedFd<'_>, name: &CStr) -> Result<()> {
+    /// Files with several links inside the tree stay one file (`links`
+    /// maps a source inode to its first copy).
+    fn materialize(
+        &self,
+        node: &Arc<Node>,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        links: &mut HashMap<(u64, u64), (Arc<OwnedFd>, CString)>,
+    ) -> Result<()> {
         let (found, place) = self.place(node)?;
         copy_entry(&place, &found.st, dir, name, false)?;
-        let out = sys::openat(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        let out = Arc::new(sys::openat(
+            dir,
+            name,
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )?);
         let dl = self.dir_layers(node)?;
         for e in self.list_dir(node)? {
             let f = self.resolve_in(&dl, &e.name)?;
             let cname = sys::cstr(&e.name)?;
             if f.state.kind == Kind::Dir {
                 let child = self.transient_child(node, &e.name, &f);
-                self.materialize(&child, out.as_fd(), &cname)?;
-            } else {
-                let src = super::Place {
-                    dir: dl
-                        .layers
-                        .iter()
-                        .find(|l| l.id == f.winner)
-                        .ok_or(Errno::EIO)?
-                        .fd
-                        .clone(),
-                    name: cname.clone(),
-                };
-                copy_entry(&src, &f.st, out.as_fd(), &cname, false)?;
+                self.materialize(&child, out.as_fd(), &cname, links)?;
+                continue;
+            }
+            let layer = dl
+                .layers
+                .iter()
+                .find(|l| l.id == f.winner)
+                .ok_or(Errno::EIO)?;
+            if f.winner == crate::layer::UPPER {
+                // Already in the upper: one more link to the same inode keeps
+                // its identity, its other links and its data (no copy).
+                sys::linkat(layer.fd.as_fd(), &cname, out.as_fd(), &cname)?;
+                continue;
+            }
+            let key = (f.st.st_dev, f.st.st_ino);
+            if f.st.st_nlink > 1
+                && let Some((d, n)) = links.get(&key)
+            {
+                sys::linkat(d.as_fd(), n, out.as_fd(), &cname)?;
+                continue;
+            }
+            let src = super::Place {
+                dir: layer.fd.clone(),
+                name: cname.clone(),
+            };
+            copy_entry(&src, &f.st, out.as_fd(), &cname, false)?;
+            if f.st.st_nlink > 1 {
+                links.insert(key, (out.clone(), cname));
             }
         }
         marker::make_opaque(out.as_fd(), c"", self.opts.privileged)?;
@@ -68,7 +97,7 @@ impl Union {
         let parent = loc.parent.clone().ok_or(Errno::EBUSY)?;
         let pup = self.ensure_upper_dir(&parent)?;
         let tmp = work.temp_name();
-        if let Err(e) = self.materialize(node, work.fd(), &tmp) {
+        if let Err(e) = self.materialize(node, work.fd(), &tmp, &mut HashMap::new()) {
             let _ = remove_tree(work.fd(), &tmp);
             return Err(e);
         }
@@ -106,6 +135,7 @@ impl Union {
         if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0 {
             return Err(Errno::EINVAL);
         }
+        let exchange = flags & RENAME_EXCHANGE != 0;
         let p = self.node(parent)?;
         let np = self.node(newparent)?;
         let pl = self.dir_layers_fresh(&p)?;
@@ -116,7 +146,6 @@ impl Union {
             Err(Errno::ENOENT) => None,
             Err(e) => return Err(e),
         };
-        let exchange = flags & RENAME_EXCHANGE != 0;
         match (&dst, exchange) {
             (Some(_), _) if flags & RENAME_NOREPLACE != 0 => return Err(Errno::EEXIST),
             (None, true) => return Err(Errno::ENOENT),
@@ -124,6 +153,19 @@ impl Union {
         }
         if parent == newparent && name == newname {
             return Ok(());
+        }
+        // What the VFS checks before a rename reaches a filesystem: a
+        // directory cannot move into itself, nor anything onto its ancestor.
+        let (sp, dp) = (child_path(&p, name), child_path(&np, newname));
+        if src.state.kind == Kind::Dir && dp.starts_with(&sp) && dp.get(sp.len()) == Some(&b'/') {
+            return Err(Errno::EINVAL);
+        }
+        if sp.starts_with(&dp) && sp.get(dp.len()) == Some(&b'/') {
+            return Err(if exchange {
+                Errno::EINVAL
+            } else {
+                Errno::ENOTEMPTY
+            });
         }
         let src_node = self.child_node(&p, name, &src);
         let dst_node = dst.as_ref().map(|d| self.child_node(&np, newname, d));
@@ -270,6 +312,16 @@ impl Union {
         });
         live.unwrap_or_else(|| self.transient_child(parent, name, f))
     }
+}
+
+/// The union path of `parent/name`.
+fn child_path(parent: &Arc<Node>, name: &[u8]) -> Vec<u8> {
+    let mut p = parent.path();
+    if !p.is_empty() {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
 }
 
 /// Does any lower of `dl` hold `name` (visible or not below a whiteout in

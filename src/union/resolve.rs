@@ -111,6 +111,12 @@ impl Union {
             if !scan.take(*id, st, dir_fd) {
                 break;
             }
+            // An upper non-directory takes the number of the lower entry
+            // below only when it was copied up from it.
+            let upper_file = *id == UPPER && Kind::from_mode(st.st_mode) != Kind::Dir;
+            if upper_file && !sys::cstr(name).is_ok_and(|c| marker::has_origin(fd.as_fd(), &c)) {
+                break;
+            }
         }
         let (winner, st) = scan.found.ok_or(Errno::ENOENT)?;
         let kind = Kind::from_mode(st.st_mode);

@@ -144,19 +144,19 @@ impl Union {
         who: Caller,
     ) -> Result<(Arc<Node>, Attr, Option<OwnedFd>)> {
         self.check_name(name)?;
-        if let Make::Node { mode, rdev } = how
-            && mode & libc::S_IFMT == libc::S_IFCHR
-            && rdev == sys::WHITEOUT_DEV
-        {
-            // A 0/0 device is a whiteout: the kernel overlay refuses it too.
-            return Err(Errno::EPERM);
-        }
         let p = self.node(parent)?;
         let pl = self.dir_layers_fresh(&p)?;
         match self.resolve_in(&pl, name) {
             Ok(_) => return Err(Errno::EEXIST),
             Err(Errno::ENOENT) => {}
             Err(e) => return Err(e),
+        }
+        if let Make::Node { mode, rdev } = how
+            && mode & libc::S_IFMT == libc::S_IFCHR
+            && rdev == sys::WHITEOUT_DEV
+        {
+            // A 0/0 device is a whiteout: the kernel overlay refuses it too.
+            return Err(Errno::EPERM);
         }
         let pup = self.ensure_upper_dir(&p)?;
         let cname = sys::cstr(name)?;
