@@ -125,13 +125,27 @@ impl Union {
     /// Owner of a new entry: the caller when the daemon may give files
     /// away and no squashing is asked for, else the daemon's own user.
     /// In a set-group-ID directory the new entry keeps the group the
-    /// kernel gave it (the directory's), as on any filesystem.
+    /// kernel gave it (the directory's), as on any filesystem. chown clears
+    /// set-ID bits, so it is skipped when nothing changes and the bits are
+    /// put back after it.
     fn set_owner(&self, dir: BorrowedFd<'_>, name: &CStr, who: Caller) {
         let squash = self.opts.squash.uid.is_some() || self.opts.squash.gid.is_some();
-        if self.opts.privileged && !squash {
-            let setgid = sys::fstat(dir).is_ok_and(|st| st.st_mode & libc::S_ISGID != 0);
-            let gid = if setgid { u32::MAX } else { who.gid };
-            let _ = sys::fchownat(dir, name, who.uid, gid);
+        if !self.opts.privileged || squash {
+            return;
+        }
+        let setgid_dir = sys::fstat(dir).is_ok_and(|st| st.st_mode & libc::S_ISGID != 0);
+        let Ok(st) = sys::fstatat(dir, name) else {
+            return;
+        };
+        let gid = if setgid_dir { st.st_gid } else { who.gid };
+        if (st.st_uid, st.st_gid) == (who.uid, gid) {
+            return;
+        }
+        if sys::fchownat(dir, name, who.uid, gid).is_ok()
+            && st.st_mode & (libc::S_ISUID | libc::S_ISGID) != 0
+            && Kind::from_mode(st.st_mode) != Kind::Symlink
+        {
+            let _ = sys::fchmodat(dir, name, st.st_mode & 0o7777);
         }
     }
 
