@@ -674,10 +674,7 @@ fn overlay_xattrs_cannot_be_set_through_the_mount() {
         names(&[b"common", b"from1", b"from2", b"from3", b"sub"])
     );
     // An ordinary xattr can be set (the refusal above is about the name).
-    assert_eq!(
-        set_xattr(&t.p("shadow.txt"), "user.test", b"1"),
-        Ok(())
-    );
+    assert_eq!(set_xattr(&t.p("shadow.txt"), "user.test", b"1"), Ok(()));
     assert_eq!(
         get_xattr(&t.p("shadow.txt"), "user.test"),
         Ok(b"1".to_vec())

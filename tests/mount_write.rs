@@ -1227,6 +1227,62 @@ fn unlinking_one_name_of_a_hard_link_keeps_the_other() {
     s.assert_lowers_untouched();
 }
 
+/// `ln f link; mv g f` replaces one name of the pair: `link` keeps the old data.
+#[test]
+#[ignore = "open bug (issue 3): renaming over one name of a hard link changes what the other name shows (node aliases)"]
+fn renaming_over_one_name_of_a_hard_link_keeps_the_other() {
+    let mut s = Stack::new("mw-rename-over-link", 1);
+    put(&s.l(1, "lower/f"), "lower F\n");
+    put(&s.l(1, "lower/g"), "lower G\n");
+    put(&s.l(1, "tree/a/f"), "tree F\n");
+    put(&s.l(1, "tree/g"), "tree G\n");
+    s.seal_lowers();
+    let m = s.mount();
+    let r = |rel: &str| m.join(rel);
+    // Upper files.
+    put(&r("up/f"), "upper F\n");
+    put(&r("up/g"), "upper G\n");
+    fs::hard_link(r("up/f"), r("up/link")).unwrap();
+    fs::rename(r("up/g"), r("up/f")).unwrap();
+    // Lower files.
+    fs::hard_link(r("lower/f"), r("lower/link")).unwrap();
+    fs::rename(r("lower/g"), r("lower/f")).unwrap();
+    // A link into a directory that is then renamed (copied up whole), then replaced.
+    fs::hard_link(r("tree/a/f"), r("tree/link")).unwrap();
+    fs::rename(r("tree/a"), r("tree/b")).unwrap();
+    fs::rename(r("tree/g"), r("tree/b/f")).unwrap();
+    let want = [
+        ("up/link", "upper F\n"),
+        ("up/f", "upper G\n"),
+        ("lower/link", "lower F\n"),
+        ("lower/f", "lower G\n"),
+        ("tree/link", "tree F\n"),
+        ("tree/b/f", "tree G\n"),
+    ];
+    let check = |m: &Path, when: &str| {
+        let got: Vec<(&str, String, u64)> = want
+            .iter()
+            .map(|(p, _)| {
+                let c = fs::read_to_string(m.join(p)).unwrap_or_else(|e| format!("<{e}>"));
+                (
+                    *p,
+                    c,
+                    fs::symlink_metadata(m.join(p)).map_or(0, |md| md.nlink()),
+                )
+            })
+            .collect();
+        let expected: Vec<(&str, String, u64)> =
+            want.iter().map(|(p, c)| (*p, c.to_string(), 1)).collect();
+        assert_eq!(got, expected, "(name, content, st_nlink) {when}");
+    };
+    check(m.path(), "through the mount that did it");
+    unmount_clean(m);
+    let m = s.mount();
+    check(m.path(), "after remount");
+    drop(m);
+    s.assert_lowers_untouched();
+}
+
 #[test]
 fn inode_numbers_survive_copy_up() {
     let mut s = Stack::new("mw-ino", 2);

@@ -444,7 +444,12 @@ impl Chooser {
     fn next(&mut self, tree: &[(Vec<u8>, Kind)], queue: &mut Vec<Op>) {
         use Kind::*;
         let r = &mut self.rng;
-        let roll = r.below(100);
+        // With everything deleted, only creations make sense.
+        let roll = if tree.is_empty() {
+            r.below(12)
+        } else {
+            r.below(100)
+        };
         let seed = r.next_u64();
         let len = match r.below(10) {
             0 => 0,

@@ -234,6 +234,8 @@ struct Bench {
     fimfs: RefCell<Option<Fimfs>>,
     /// Why the fimfs side cannot run at all.
     fimfs_error: Option<String>,
+    /// The fimfs binary as found (the daemon runs a copy of it).
+    fimfs_origin: String,
     /// Timed durations per (group, side), warm-up iterations included.
     measured: RefCell<BTreeMap<(String, Side), Vec<Duration>>>,
     /// Failed fimfs runs per group: (count, first error).
@@ -356,19 +358,31 @@ impl Bench {
         let launcher = Launcher::detect();
         eprintln!("fimfs-bench: sandbox: {}", launcher.describe());
         let fmnt = run.join("fimfs-mnt");
-        let (fimfs, fimfs_error) = match find_fimfs() {
-            Ok(bin) => {
-                eprintln!("fimfs-bench: fimfs binary: {}", bin.display());
+        // Run a private copy: other people rebuilding target/release/fimfs
+        // during the run must not change what is being measured.
+        let found = find_fimfs().and_then(|bin| {
+            let pinned = run.join("fimfs");
+            fs::copy(&bin, &pinned)
+                .map_err(|e| format!("copying {} to {}: {e}", bin.display(), pinned.display()))?;
+            Ok((bin, pinned))
+        });
+        let (fimfs, fimfs_error, fimfs_origin) = match found {
+            Ok((bin, pinned)) => {
+                eprintln!(
+                    "fimfs-bench: fimfs binary: {} (run from a copy at {})",
+                    bin.display(),
+                    pinned.display()
+                );
                 let f = Fimfs::new(
-                    bin,
+                    pinned,
                     fmnt.clone(),
                     &tree.lowers,
                     cfg.mount_opts.clone(),
                     run.join("fimfs-daemon.log"),
                 );
-                (Some(f), None)
+                (Some(f), None, bin.display().to_string())
             }
-            Err(e) => (None, Some(e)),
+            Err(e) => (None, Some(e), "unavailable".to_string()),
         };
         Ok(Bench {
             mnt: run.join("mnt"),
@@ -381,6 +395,7 @@ impl Bench {
             exe: env::current_exe().map_err(|e| e.to_string())?,
             fimfs: RefCell::new(fimfs),
             fimfs_error,
+            fimfs_origin,
             measured: RefCell::new(BTreeMap::new()),
             failures: RefCell::new(BTreeMap::new()),
             started,
@@ -740,12 +755,7 @@ impl Bench {
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_default();
-        let fimfs_bin = self
-            .fimfs
-            .borrow()
-            .as_ref()
-            .map(|f| f.bin.display().to_string())
-            .unwrap_or_else(|| "unavailable".into());
+        let fimfs_bin = &self.fimfs_origin;
         let _ = writeln!(r, "# fimfs vs kernel overlay\n");
         let _ = writeln!(
             r,
@@ -796,6 +806,16 @@ impl Bench {
              ratio = fimfs / kernel, below 1 means fimfs is faster."
         );
         let failures = self.failures.borrow();
+        let mut notes = notes.to_vec();
+        if let Some(f) = self.fimfs.borrow().as_ref()
+            && f.warnings > 0
+        {
+            notes.push(format!(
+                "the fimfs daemon did not remove its workdir promptly after {} of its unmounts \
+                 (see the warnings above)",
+                f.warnings
+            ));
+        }
         // One line per distinct skip reason, listing the benchmarks it hit.
         let mut reasons: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for ((g, side), why) in skipped {
@@ -806,7 +826,7 @@ impl Bench {
         }
         if !notes.is_empty() || !failures.is_empty() || !reasons.is_empty() {
             let _ = writeln!(r, "\n## Notes\n");
-            for n in notes {
+            for n in &notes {
                 let _ = writeln!(r, "- {}", n.replace('\n', "\n  "));
             }
             for (why, which) in &reasons {

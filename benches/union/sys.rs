@@ -69,6 +69,7 @@ fn tail(s: &str, max: usize) -> String {
 /// The returned `elapsed` spans spawn to exit. Stdout/stderr are captured
 /// unless the caller redirected them already (`capture == false`).
 pub fn run(mut cmd: Command, timeout: Duration, capture: bool) -> Result<Ran, String> {
+    stop_if_interrupted();
     cmd.stdin(Stdio::null()).process_group(0);
     if capture {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -91,6 +92,7 @@ pub fn run(mut cmd: Command, timeout: Duration, capture: bool) -> Result<Ran, St
     let out = child.wait_with_output();
     let elapsed = start.elapsed();
     CHILD_PGID.store(0, Ordering::SeqCst);
+    stop_if_interrupted();
     drop(tx);
     let timed_out = watchdog.join().unwrap_or(false);
     let out = out.map_err(|e| format!("waiting for {desc}: {e}"))?;
@@ -268,6 +270,17 @@ extern "C" fn on_signal(sig: libc::c_int) {
 }
 
 static CLEANUP_ARMED: AtomicBool = AtomicBool::new(false);
+/// Set once a signal started the cleanup; the main thread then stops at its
+/// next command and waits for the cleanup thread to exit the process.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+fn stop_if_interrupted() {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        loop {
+            thread::sleep(Duration::from_secs(3600));
+        }
+    }
+}
 
 /// On SIGINT/SIGTERM/SIGHUP: kill the running workload, unmount everything
 /// under `run_dir`, remove it (unless `keep`) and exit.
@@ -289,6 +302,7 @@ pub fn install_signal_cleanup(run_dir: PathBuf, keep: bool) {
         if n != 1 {
             return;
         }
+        INTERRUPTED.store(true, Ordering::SeqCst);
         let _ = writeln!(io::stderr(), "\nfimfs-bench: signal {b}, cleaning up");
         let pgid = CHILD_PGID.load(Ordering::SeqCst);
         if pgid > 0 {
@@ -472,6 +486,8 @@ pub struct Fimfs {
     state: State,
     /// Where the daemon keeps `work/<PID>` for a read-write mount.
     workroot: Option<PathBuf>,
+    /// Unmounts after which the daemon did not clean up in time.
+    pub warnings: usize,
 }
 
 impl Fimfs {
@@ -495,6 +511,7 @@ impl Fimfs {
             log,
             state: State::Unmounted,
             workroot: None,
+            warnings: 0,
         }
     }
 
@@ -609,19 +626,32 @@ impl Fimfs {
         // The daemon removes work/<PID> when it exits; wait for that so the
         // next mount and the upper reset do not race it.
         if let Some(w) = self.workroot.take() {
-            let deadline = Instant::now() + Duration::from_secs(10);
+            let start = Instant::now();
             loop {
-                let empty = fs::read_dir(&w)
-                    .map(|mut d| d.next().is_none())
-                    .unwrap_or(true);
-                if empty {
+                let entries: Vec<String> = fs::read_dir(&w)
+                    .map(|d| {
+                        d.flatten()
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if entries.is_empty() {
                     break;
                 }
-                if Instant::now() > deadline {
+                let running: Vec<&String> = entries.iter().filter(|e| process_running(e)).collect();
+                let waited = start.elapsed();
+                if running.is_empty() || waited > Duration::from_secs(10) {
+                    let why = if running.is_empty() {
+                        "exited without removing its workdir".to_string()
+                    } else {
+                        format!("still running {waited:.1?} after the unmount")
+                    };
                     eprintln!(
-                        "fimfs-bench: warning: daemon left {} behind; removing it",
+                        "fimfs-bench: warning: daemon {} {why}; removing {}",
+                        entries.join(","),
                         w.display()
                     );
+                    self.warnings += 1;
                     let _ = fs::remove_dir_all(&w);
                     break;
                 }
@@ -630,6 +660,21 @@ impl Fimfs {
         }
         self.state = State::Unmounted;
         Ok(())
+    }
+}
+
+/// Whether `pid` (a decimal string) names a live, non-zombie process.
+fn process_running(pid: &str) -> bool {
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // "pid (comm) S ...": the state follows the last ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
     }
 }
 
