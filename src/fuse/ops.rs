@@ -94,37 +94,26 @@ impl FimFs {
     ) -> Result<(), Errno> {
         let entries = self.snapshot(ino, fh, offset)?;
         for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-            let next = i as u64 + 1;
-            if e.name == b"." || e.name == b".." {
-                let Ok(a) = self.union.getattr(e.ino) else {
-                    continue;
-                };
-                if reply.add(
-                    INodeNo(e.ino),
-                    next,
-                    OsStr::from_bytes(&e.name),
-                    &self.ttl.entry,
-                    &file_attr(&a),
-                    GEN,
-                ) {
-                    break;
-                }
-                continue;
-            }
-            // Each entry handed out counts as a lookup; one that does not
-            // fit is forgotten again.
-            let Ok((node, a)) = self.union.lookup(ino, &e.name) else {
-                continue;
+            // Each entry but `.` and `..` counts as a lookup; one that does
+            // not fit is forgotten again.
+            let dots = e.name == b"." || e.name == b"..";
+            let found = match dots {
+                true => self.union.getattr(e.ino),
+                false => self.union.lookup(ino, &e.name).map(|(_, a)| a),
             };
+            let Ok(a) = found else { continue };
+            let name = OsStr::from_bytes(&e.name);
             if reply.add(
-                INodeNo(node.ino),
-                next,
-                OsStr::from_bytes(&e.name),
+                INodeNo(a.ino),
+                i as u64 + 1,
+                name,
                 &self.ttl.entry,
                 &file_attr(&a),
                 GEN,
             ) {
-                self.union.forget(node.ino, 1);
+                if !dots {
+                    self.union.forget(a.ino, 1);
+                }
                 break;
             }
         }

@@ -20,7 +20,7 @@ pub use xattr::{
     lsetxattr_at,
 };
 
-use std::ffi::{CStr, CString, OsStr};
+use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
@@ -397,10 +397,6 @@ pub fn proc_fd_path(fd: BorrowedFd<'_>, name: &[u8]) -> CString {
     CString::new(p).unwrap_or_default()
 }
 
-pub fn os(name: &CStr) -> &OsStr {
-    OsStr::from_bytes(name.to_bytes())
-}
-
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit: the daemon keeps one
 /// fd per open file and per cached directory layer.
 pub fn raise_nofile_limit() {
@@ -422,11 +418,6 @@ pub fn geteuid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-pub fn getegid() -> u32 {
-    // SAFETY: always succeeds.
-    unsafe { libc::getegid() }
-}
-
 /// Sets the process umask; the daemon runs with 0 so that the modes the
 /// kernel sends (already masked by the caller's umask) land unchanged.
 pub fn umask(mask: u32) -> u32 {
@@ -436,23 +427,6 @@ pub fn umask(mask: u32) -> u32 {
 
 /// Device number of a 0/0 character device: the whiteout.
 pub const WHITEOUT_DEV: u64 = 0;
-
-pub fn makedev(major: u32, minor: u32) -> u64 {
-    libc::makedev(major, minor)
-}
-
-pub fn major(dev: u64) -> u32 {
-    libc::major(dev)
-}
-
-pub fn minor(dev: u64) -> u32 {
-    libc::minor(dev)
-}
-
-/// Borrow helper so callers can write `sys::fd(&owned)`.
-pub fn fd<T: AsFd>(f: &T) -> BorrowedFd<'_> {
-    f.as_fd()
-}
 
 /// Takes an exclusive, non-blocking `flock` on `fd`; EWOULDBLOCK when
 /// another process holds it. Released when the fd closes (also on SIGKILL).

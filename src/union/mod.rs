@@ -107,14 +107,14 @@ impl Union {
         self.stack.upper().is_none()
     }
 
-    /// The live node numbered `ino`.
-    pub fn node(&self, ino: u64) -> Result<Arc<Node>> {
-        self.nodes.get(ino).ok_or(Errno::ESTALE)
-    }
-
     /// Number of nodes the kernel holds (for tests and memory checks).
     pub fn live_nodes(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// The live node numbered `ino`.
+    pub fn node(&self, ino: u64) -> Result<Arc<Node>> {
+        self.nodes.get(ino).ok_or(Errno::ESTALE)
     }
 
     /// The number an entry reports: its origin's, except for an upper

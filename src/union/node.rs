@@ -157,11 +157,6 @@ impl Node {
         *self.state.write() = s;
     }
 
-    /// One more kernel reference (a hard link answered with this node).
-    pub fn lookups_add(&self, n: u64) {
-        self.lookups.fetch_add(n, Ordering::Relaxed);
-    }
-
     pub fn cached_dir(&self, generation: u64) -> Option<DirLayers> {
         self.dir
             .lock()
@@ -229,6 +224,14 @@ impl NodeTable {
         live.clone()
     }
 
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
     /// The kernel dropped `n` lookups of `ino`.
     pub fn forget(&self, ino: u64, n: u64) {
         if ino == super::attr::ROOT_INO {
@@ -241,13 +244,5 @@ impl NodeTable {
                 e.remove();
             }
         }
-    }
-
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 }

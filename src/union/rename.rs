@@ -19,8 +19,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-pub const RENAME_NOREPLACE: u32 = libc::RENAME_NOREPLACE;
-pub const RENAME_EXCHANGE: u32 = libc::RENAME_EXCHANGE;
+use sys::{RENAME_EXCHANGE, RENAME_NOREPLACE};
 
 impl Union {
     /// Copies the merged directory `node` into `dir`/`name` (a new, opaque
@@ -196,9 +195,9 @@ impl Union {
         if src.state.kind == Kind::Dir || exchange {
             self.generation.fetch_add(1, Ordering::AcqRel);
         }
-        self.relocate(&src_node, &np, newname);
+        self.relocate(&src_node, (&p, name), &np, newname);
         if exchange && let Some(dn) = &dst_node {
-            self.relocate(dn, &p, name);
+            self.relocate(dn, (&np, newname), &p, name);
         }
         Ok(())
     }
@@ -291,14 +290,22 @@ impl Union {
 
     /// Moves a live node to its new name; its cached directory fds and
     /// those below it are refreshed (the rename bumped the generation).
-    fn relocate(&self, node: &Arc<Node>, np: &Arc<Node>, newname: &[u8]) {
+    /// Only the renamed name moves: a hard-linked file keeps its others.
+    fn relocate(
+        &self,
+        node: &Arc<Node>,
+        from: (&Arc<Node>, &[u8]),
+        np: &Arc<Node>,
+        newname: &[u8],
+    ) {
         if node.ino == 0 {
             return;
         }
-        node.set_loc(super::node::Loc {
+        let to = super::node::Loc {
             parent: Some(np.clone()),
             name: newname.to_vec(),
-        });
+        };
+        node.move_loc(from.0, from.1, to);
         node.set_dir(None);
     }
 
@@ -327,10 +334,7 @@ fn child_path(parent: &Arc<Node>, name: &[u8]) -> Vec<u8> {
 /// Does any lower of `dl` hold `name` (visible or not below a whiteout in
 /// the upper)? A directory moved there must then be opaque.
 fn lower_has_any(dl: &super::node::DirLayers, name: &[u8]) -> Result<bool> {
-    if lower_has(dl, name)? {
-        return Ok(true);
-    }
-    // Hidden by an upper whiteout: the lowers still hold it.
+    // Also below an upper whiteout: the lowers still hold it there.
     for l in dl.lowers() {
         if let marker::Probe::Entry(_) = marker::probe(l.fd.as_fd(), name)? {
             return Ok(true);

@@ -72,17 +72,14 @@ enum UpperSlot {
 }
 
 fn upper_slot(dir: BorrowedFd<'_>, name: &[u8]) -> Result<UpperSlot> {
-    let c = sys::cstr(name)?;
-    Ok(match sys::fstatat(dir, &c) {
-        Ok(_) => match marker::probe(dir, name)? {
-            Probe::Whiteout => UpperSlot::WhiteoutEntry,
-            _ => UpperSlot::Entry,
+    Ok(match marker::probe(dir, name)? {
+        Probe::Absent => UpperSlot::Empty,
+        Probe::Entry(_) => UpperSlot::Entry,
+        // Either `name` itself is the whiteout, or a `.wh.<name>` file is.
+        Probe::Whiteout => match sys::fstatat(dir, &sys::cstr(name)?) {
+            Ok(_) => UpperSlot::WhiteoutEntry,
+            Err(_) => UpperSlot::WhiteoutFile,
         },
-        Err(Errno::ENOENT) => match marker::probe(dir, name)? {
-            Probe::Whiteout => UpperSlot::WhiteoutFile,
-            _ => UpperSlot::Empty,
-        },
-        Err(e) => return Err(e),
     })
 }
 
@@ -464,10 +461,5 @@ impl Union {
         };
         let node = self.nodes.remember(attr.ino, loc, found.state, None);
         Ok((node, attr))
-    }
-
-    /// Opens the upper copy of `ino` for writing (copying it up).
-    pub fn open_for_write(&self, node: &Arc<Node>, truncate: bool) -> Result<()> {
-        self.copy_up(node, truncate)
     }
 }
