@@ -874,7 +874,6 @@ fn directory_rename_of_upper_lower_and_merged_dirs() {
 /// that was exchanged, still shows every file it holds (the upper holds them; the
 /// daemon must not keep looking under an old name); and so does a file renamed twice.
 #[test]
-#[ignore = "open bug (issue 3): a live node renamed twice is not found by its new name's inode number; needs a per-directory index of live children"]
 fn entries_renamed_twice_keep_working() {
     let mut s = Stack::new("mw-rename-twice", 1);
     for case in ["c1", "c2", "c3", "c4", "c5", "c6"] {
@@ -1229,7 +1228,6 @@ fn unlinking_one_name_of_a_hard_link_keeps_the_other() {
 
 /// `ln f link; mv g f` replaces one name of the pair: `link` keeps the old data.
 #[test]
-#[ignore = "open bug (issue 3): renaming over one name of a hard link changes what the other name shows (node aliases)"]
 fn renaming_over_one_name_of_a_hard_link_keeps_the_other() {
     let mut s = Stack::new("mw-rename-over-link", 1);
     put(&s.l(1, "lower/f"), "lower F\n");

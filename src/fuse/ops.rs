@@ -66,7 +66,7 @@ impl FimFs {
         let mut snap = h.snapshot.lock();
         if offset == 0 || snap.is_none() {
             let node = self.union.node(ino).map_err(errno)?;
-            let parent = node.loc().parent.map(|p| p.ino).unwrap_or(ino);
+            let parent = node.loc().and_then(|l| l.parent).map_or(ino, |p| p.ino);
             let mut all = vec![
                 DirEntry {
                     name: b".".to_vec(),
@@ -151,10 +151,22 @@ impl Filesystem for FimFs {
         guard("forget", || self.union.forget(ino.0, nlookup))
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        guard("getattr", || match self.union.getattr(ino.0) {
-            Ok(a) => reply.attr(&self.ttl.attr, &file_attr(&a)),
-            Err(e) => reply.error(errno(e)),
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        guard("getattr", || {
+            let res = match self.union.getattr(ino.0) {
+                // Unlinked while open: the handle still knows the file.
+                Err(sys::Errno::ENOENT) if fh.is_some() => {
+                    match fh.and_then(|f| self.handles.file(f.0)) {
+                        Some(h) => self.union.getattr_open(ino.0, h.fd().as_fd()),
+                        None => Err(sys::Errno::ENOENT),
+                    }
+                }
+                other => other,
+            };
+            match res {
+                Ok(a) => reply.attr(&self.ttl.attr, &file_attr(&a)),
+                Err(e) => reply.error(errno(e)),
+            }
         })
     }
 

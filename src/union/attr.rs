@@ -10,7 +10,7 @@
 //! per-device id in the top byte, as the kernel overlay's `xino` does; the
 //! FUSE root is always 1.
 use dashmap::DashMap;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub const ROOT_INO: u64 = 1;
@@ -27,6 +27,18 @@ pub struct InoMap {
     next_fsid: AtomicU8,
     overflow: DashMap<(u64, u64), u64>,
     next_overflow: AtomicU64,
+    /// Lower inodes with several links, some of which were copied up: the
+    /// number they had may still name the copy in the kernel, so the
+    /// names left in the lower take a new one.
+    retired: DashMap<(u64, u64), u64>,
+    /// Upper inodes that carry on an entry known by another number (a
+    /// copy-up, a renamed copy-up, a directory rebuilt by a rename): they
+    /// keep that number while the daemon lives, so the kernel never sees
+    /// one file under two numbers. `sticky_by` maps back, so that a number
+    /// sticks to one upper inode at a time.
+    sticky: DashMap<(u64, u64), u64>,
+    sticky_by: DashMap<u64, (u64, u64)>,
+    remapped: AtomicBool,
 }
 
 impl InoMap {
@@ -53,14 +65,57 @@ impl InoMap {
     }
 
     pub fn encode(&self, dev: u64, ino: u64) -> u64 {
+        if self.remapped.load(Ordering::Acquire)
+            && let Some(n) = self
+                .sticky
+                .get(&(dev, ino))
+                .or_else(|| self.retired.get(&(dev, ino)))
+        {
+            return *n;
+        }
         match self.fsid(dev) {
             Some(id) if ino >> INO_BITS == 0 => (id << INO_BITS) | ino,
             // Only in memory: stable while the daemon lives, which is the
             // best that can be done for such numbers.
-            _ => *self.overflow.entry((dev, ino)).or_insert_with(|| {
-                (OVERFLOW_FSID << INO_BITS) | self.next_overflow.fetch_add(1, Ordering::Relaxed)
-            }),
+            _ => *self
+                .overflow
+                .entry((dev, ino))
+                .or_insert_with(|| self.fresh()),
         }
+    }
+}
+
+impl InoMap {
+    /// Gives the entries of `dev`/`ino` a new number from now on.
+    pub fn retire(&self, dev: u64, ino: u64) {
+        self.retired
+            .entry((dev, ino))
+            .or_insert_with(|| self.fresh());
+        self.remapped.store(true, Ordering::Release);
+    }
+
+    /// The upper inode `dev`/`ino` reports `number` from now on.
+    pub fn stick(&self, dev: u64, ino: u64, number: u64) {
+        if number == 0 || self.encode(dev, ino) == number {
+            return;
+        }
+        if let Some((_, old)) = self.sticky_by.remove(&number) {
+            self.sticky.remove(&old);
+        }
+        self.sticky.insert((dev, ino), number);
+        self.sticky_by.insert(number, (dev, ino));
+        self.remapped.store(true, Ordering::Release);
+    }
+
+    /// The upper inode `dev`/`ino` is gone (its number may be reused).
+    pub fn unstick(&self, dev: u64, ino: u64) {
+        if let Some((_, n)) = self.sticky.remove(&(dev, ino)) {
+            self.sticky_by.remove(&n);
+        }
+    }
+
+    fn fresh(&self) -> u64 {
+        (OVERFLOW_FSID << INO_BITS) | self.next_overflow.fetch_add(1, Ordering::Relaxed)
     }
 }
 

@@ -196,7 +196,11 @@ impl Union {
         if found.state.upper {
             return Ok(());
         }
-        let loc = node.loc();
+        let number = match node.ino {
+            0 => self.ino_of(&found),
+            n => n,
+        };
+        let loc = node.loc().ok_or(Errno::ENOENT)?;
         let parent = loc.parent.ok_or(Errno::EIO)?;
         let pup = self.ensure_upper_dir(&parent)?;
         let tmp = work.temp_name();
@@ -204,7 +208,7 @@ impl Union {
         let staged = copy_entry(&place, &found.st, work.fd(), &tmp, truncate)
             .map(|()| {
                 if found.state.kind != Kind::Dir {
-                    marker::mark_origin(work.fd(), &tmp);
+                    marker::mark_origin(work.fd(), &tmp, &found.st);
                 }
             })
             .and_then(|()| {
@@ -227,7 +231,46 @@ impl Union {
         let _ = sys::fsync(pup.as_fd(), false);
         node.set_dir(None);
         let (again, _) = self.place(node)?;
-        node.set_state(again.state);
+        node.set_state(again.state.clone());
+        if found.state.kind != Kind::Dir {
+            // The copy goes on under the number the file had.
+            self.inos.stick(again.st.st_dev, again.st.st_ino, number);
+        }
+        if found.state.kind != Kind::Dir && found.st.st_nlink > 1 {
+            self.split_lower_links(node, &found.st, &pup, &loc.name);
+        }
         Ok(())
+    }
+
+    /// After copying up one name of a lower file with several links: the
+    /// node's other names (the kernel treats them as one inode) become
+    /// links of the copy, and names still in the lower stop sharing the
+    /// node's number. Best effort: a name that cannot be linked stays a
+    /// separate lower file, as on the kernel overlay.
+    fn split_lower_links(&self, node: &Arc<Node>, lower: &libc::stat, pup: &OwnedFd, name: &[u8]) {
+        self.inos.retire(lower.st_dev, lower.st_ino);
+        let Ok(src) = sys::cstr(name) else { return };
+        for l in node.locs() {
+            let Some(parent) = &l.parent else { continue };
+            let same_lower = self
+                .dir_layers(parent)
+                .and_then(|pl| self.resolve_in(&pl, &l.name))
+                .is_ok_and(|f| {
+                    !f.state.upper && f.st.st_dev == lower.st_dev && f.st.st_ino == lower.st_ino
+                });
+            if !same_lower {
+                continue;
+            }
+            let linked = self.ensure_upper_dir(parent).and_then(|dup| {
+                let c = sys::cstr(&l.name)?;
+                sys::linkat(pup.as_fd(), &src, dup.as_fd(), &c)
+            });
+            if let Err(e) = linked {
+                tracing::debug!(
+                    "copy-up: name {:?} stays a lower file: {e}",
+                    String::from_utf8_lossy(&l.name)
+                );
+            }
+        }
     }
 }

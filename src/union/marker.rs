@@ -126,19 +126,59 @@ const ORIGIN_XATTRS: [&CStr; 4] = [
     c"user.overlay.origin",
 ];
 
-/// Was the upper entry `dir/name` copied up (so it reports the number of
-/// the lower entry below it)? A new file made at a whited-out name is not.
-pub fn has_origin(dir: BorrowedFd<'_>, name: &CStr) -> bool {
-    ORIGIN_XATTRS
-        .iter()
-        .any(|x| sys::lgetxattr_at(dir, name, x).is_ok())
+/// What an upper entry says about the lower entry it was copied up from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Not copied up (made new, perhaps at a whited-out name).
+    None,
+    /// Copied up from the entry below it at the same name; a mark that
+    /// does not say which (the kernel overlay's file handle, or ours from
+    /// before the mark held an identity).
+    Unverified,
+    /// Copied up from the lower inode `dev`/`ino`.
+    Exact(u64, u64),
 }
 
-/// Marks a staged copy-up. A symlink takes no `user.*` xattr: it gets the
-/// trusted mark when privileged, else none (it then reports its own number).
-pub fn mark_origin(dir: BorrowedFd<'_>, name: &CStr) {
-    if sys::lsetxattr_at(dir, name, ORIGIN_XATTRS[0], b"y", 0).is_err() {
-        let _ = sys::lsetxattr_at(dir, name, ORIGIN_XATTRS[1], b"y", 0);
+impl Origin {
+    /// May the upper entry take the number of `lower`, found below it at
+    /// the same name? Not when it was copied from another file and then
+    /// renamed or linked over this name.
+    pub fn admits(self, lower: &libc::stat) -> bool {
+        match self {
+            Origin::None => false,
+            Origin::Unverified => true,
+            Origin::Exact(dev, ino) => dev == lower.st_dev && ino == lower.st_ino,
+        }
+    }
+}
+
+/// Reads the origin mark of the upper entry `dir/name`.
+pub fn origin(dir: BorrowedFd<'_>, name: &CStr) -> Origin {
+    for (i, x) in ORIGIN_XATTRS.iter().enumerate() {
+        let Ok(v) = sys::lgetxattr_at(dir, name, x) else {
+            continue;
+        };
+        return match (i < 2, v.len() == 16) {
+            (true, true) => {
+                let (dev, ino) = v.split_at(8);
+                let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+                Origin::Exact(word(dev), word(ino))
+            }
+            _ => Origin::Unverified,
+        };
+    }
+    Origin::None
+}
+
+/// Marks a staged copy-up of `lower`. A symlink takes no `user.*` xattr:
+/// it gets the trusted mark when privileged, else none (it then reports
+/// its own number).
+pub fn mark_origin(dir: BorrowedFd<'_>, name: &CStr, lower: &libc::stat) {
+    let mut v = Vec::with_capacity(16);
+    v.extend_from_slice(&lower.st_dev.to_le_bytes());
+    v.extend_from_slice(&lower.st_ino.to_le_bytes());
+    if sys::lsetxattr_at(dir, name, ORIGIN_XATTRS[0], &v, 0).is_err() {
+        let _ = sys::lsetxattr_at(dir, name, ORIGIN_XATTRS[1], &v, 0);
     }
 }
 

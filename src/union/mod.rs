@@ -140,16 +140,51 @@ impl Union {
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<(Arc<Node>, Attr)> {
         let p = self.node(parent)?;
         let pl = self.dir_layers_fresh(&p)?;
-        let found = self.resolve_in(&pl, name)?;
+        let found = self.resolve_in(&pl, name);
+        tracing::trace!(parent, name = %String::from_utf8_lossy(name), ok = found.is_ok(), "lookup");
+        Ok(self.hand_out(p, &pl, name, found?))
+    }
+
+    /// Hands the entry `found` at `parent/name` (whose layers are `pl`)
+    /// to the kernel: the node and its attributes, one lookup counted.
+    ///
+    /// A number taken from an upper inode is pinned (an `O_PATH` fd held
+    /// by the node, as libfuse's passthrough_hp does): while the kernel
+    /// knows the number, the upper cannot free that inode and hand its
+    /// number to a new file, which the kernel would then take for this
+    /// node. Lower numbers need no pin: the lowers never change.
+    fn hand_out(
+        &self,
+        parent: Arc<Node>,
+        pl: &node::DirLayers,
+        name: &[u8],
+        found: Found,
+    ) -> (Arc<Node>, Attr) {
         let attr = self.attr_of(None, &found);
+        let own = self.inos.encode(found.st.st_dev, found.st.st_ino);
+        let numbered_by_upper = found.state.upper && attr.ino == own;
+        let dir_fd = found.dir.as_ref().and_then(|d| d.upper().cloned());
+        let pin = || -> Option<Arc<OwnedFd>> {
+            if !numbered_by_upper {
+                return None;
+            }
+            if dir_fd.is_some() {
+                return dir_fd;
+            }
+            let dir = pl.upper()?;
+            let c = sys::cstr(name).ok()?;
+            sys::openat(dir.as_fd(), &c, libc::O_PATH, 0)
+                .ok()
+                .map(Arc::new)
+        };
         let loc = Loc {
-            parent: Some(p),
+            parent: Some(parent),
             name: name.to_vec(),
         };
         let node = self
             .nodes
-            .remember(attr.ino, loc, found.state.clone(), found.dir.clone());
-        Ok((node, attr))
+            .remember(attr.ino, loc, found.state, found.dir, pin);
+        (node, attr)
     }
 
     /// The kernel forgot `n` lookups of `ino`.
@@ -225,7 +260,9 @@ impl Union {
             };
             return Ok(Some((st, place)));
         }
-        let loc = node.loc();
+        let Some(loc) = node.loc() else {
+            return Err(Errno::ENOENT);
+        };
         let Some(parent) = &loc.parent else {
             return Ok(None);
         };
@@ -254,15 +291,16 @@ impl Union {
 
     /// `place` without its resolution when the cache allows.
     fn quick_place(&self, node: &Arc<Node>) -> Result<Place> {
-        match self.cached_place(node)? {
-            Some((_, p)) => Ok(p),
-            None => Ok(self.place(node)?.1),
+        match self.cached_place(node) {
+            Ok(Some((_, p))) => Ok(p),
+            // Not cached, or its primary name went away: try every name.
+            _ => Ok(self.place(node)?.1),
         }
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
         let node = self.node(ino)?;
-        if let Some((state, place)) = self.cached_place(&node)?
+        if let Ok(Some((state, place))) = self.cached_place(&node)
             && let Ok(st) = sys::fstatat(place.dir.as_fd(), &place.name)
             && Kind::from_mode(st.st_mode) == state.kind
         {
@@ -274,6 +312,14 @@ impl Union {
         }
         let (found, _) = self.place(&node)?;
         Ok(self.attr_of(Some(ino), &found))
+    }
+
+    /// The attributes of an open file, for a node that lost its last
+    /// name (unlinked while open): what `fstat` on it reports.
+    pub fn getattr_open(&self, ino: u64, fd: std::os::fd::BorrowedFd<'_>) -> Result<Attr> {
+        let node = self.node(ino)?;
+        let st = sys::fstat(fd)?;
+        Ok(Attr::from_stat(&st, node.ino, false, self.opts.squash))
     }
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {

@@ -95,6 +95,9 @@ pub struct Node {
     /// Serialises copy-up of this node (one copy even when threads race).
     pub copy_lock: Mutex<()>,
     lookups: AtomicU64,
+    /// Keeps the upper inode the number came from allocated (see
+    /// `Union::hand_out`).
+    pin: Mutex<Option<Arc<OwnedFd>>>,
 }
 
 impl Node {
@@ -106,15 +109,14 @@ impl Node {
             dir: Mutex::new(None),
             copy_lock: Mutex::new(()),
             lookups: AtomicU64::new(0),
+            pin: Mutex::new(None),
         }
     }
 
-    /// The node's primary name.
-    pub fn loc(&self) -> Loc {
-        self.locs.read().first().cloned().unwrap_or(Loc {
-            parent: None,
-            name: Vec::new(),
-        })
+    /// The node's primary name; None once its last name is gone (an
+    /// unlinked file the kernel still holds, open or not yet forgotten).
+    pub fn loc(&self) -> Option<Loc> {
+        self.locs.read().first().cloned()
     }
 
     /// Every name of the node, primary first.
@@ -123,7 +125,7 @@ impl Node {
     }
 
     /// Makes `loc` the node's only name.
-    pub fn set_loc(&self, loc: Loc) {
+    fn set_loc(&self, loc: Loc) {
         *self.locs.write() = vec![loc];
     }
 
@@ -134,16 +136,14 @@ impl Node {
         locs.insert(0, loc);
     }
 
-    /// Forgets the name `parent/name`, unless it is the last one.
-    pub fn remove_loc(&self, parent: &Arc<Node>, name: &[u8]) {
-        let mut locs = self.locs.write();
-        if locs.len() > 1 {
-            locs.retain(|l| !l.is(parent, name));
-        }
+    /// Forgets the name `parent/name` (unlinked, or now naming another
+    /// entry).
+    fn remove_loc(&self, parent: &Arc<Node>, name: &[u8]) {
+        self.locs.write().retain(|l| !l.is(parent, name));
     }
 
     /// Moves the name `parent/name` to `to` (a rename).
-    pub fn move_loc(&self, parent: &Arc<Node>, name: &[u8], to: Loc) {
+    fn move_loc(&self, parent: &Arc<Node>, name: &[u8], to: Loc) {
         let mut locs = self.locs.write();
         locs.retain(|l| !l.is(parent, name) && !l.same(&to));
         locs.insert(0, to);
@@ -174,8 +174,12 @@ impl Node {
     pub fn path(&self) -> Vec<u8> {
         let mut parts = Vec::new();
         let mut cur = self.loc();
-        while let Some(p) = cur.parent.clone() {
-            parts.push(cur.name.clone());
+        while let Some(Loc {
+            parent: Some(p),
+            name,
+        }) = cur
+        {
+            parts.push(name);
             cur = p.loc();
         }
         parts.reverse();
@@ -183,10 +187,21 @@ impl Node {
     }
 }
 
-/// ino → node, with the kernel's lookup counts.
+/// A name in a directory: (parent's number, name).
+type NameKey = (u64, Vec<u8>);
+
+fn key(parent: &Arc<Node>, name: &[u8]) -> NameKey {
+    (parent.ino, name.to_vec())
+}
+
+/// ino → node, with the kernel's lookup counts, and name → node: which
+/// node the kernel holds for each name it has looked up. Renames and
+/// unlinks act on exactly that node (inode numbers alone cannot tell: a
+/// renamed copy-up may resolve to another number, hard links share one).
 #[derive(Debug, Default)]
 pub struct NodeTable {
     map: DashMap<u64, Arc<Node>>,
+    names: DashMap<NameKey, u64>,
 }
 
 impl NodeTable {
@@ -203,25 +218,109 @@ impl NodeTable {
     /// Hands the node numbered `ino` to the kernel, counting one lookup:
     /// the live node if there is one (moved to `loc`, with the fresh
     /// `state`), else a new one.
-    pub fn remember(&self, ino: u64, loc: Loc, state: State, dir: Option<DirLayers>) -> Arc<Node> {
-        let slot = self
-            .map
-            .entry(ino)
-            .or_insert_with(|| Arc::new(Node::new(ino, loc.clone(), state.clone())));
-        let live = slot.value();
-        if ino != super::attr::ROOT_INO {
-            match state.kind {
-                // A directory has one name.
-                super::attr::Kind::Dir => live.set_loc(loc),
-                _ => live.add_loc(loc),
+    /// `pin` is asked for an fd only when the node has none.
+    pub fn remember(
+        &self,
+        ino: u64,
+        loc: Loc,
+        state: State,
+        dir: Option<DirLayers>,
+        pin: impl FnOnce() -> Option<Arc<OwnedFd>>,
+    ) -> Arc<Node> {
+        let live = {
+            let slot = self
+                .map
+                .entry(ino)
+                .or_insert_with(|| Arc::new(Node::new(ino, loc.clone(), state.clone())));
+            let live = slot.value().clone();
+            live.lookups.fetch_add(1, Ordering::Relaxed);
+            live
+        };
+        if ino == super::attr::ROOT_INO {
+            return live;
+        }
+        {
+            let mut p = live.pin.lock();
+            if p.is_none() {
+                *p = pin();
             }
+        }
+        let parent = loc.parent.clone();
+        let name = loc.name.clone();
+        match state.kind {
+            // A directory has one name.
+            super::attr::Kind::Dir => live.set_loc(loc),
+            _ => live.add_loc(loc),
         }
         live.set_state(state);
         if dir.is_some() {
             live.set_dir(dir);
         }
-        live.lookups.fetch_add(1, Ordering::Relaxed);
-        live.clone()
+        if let Some(p) = parent {
+            self.name_now(&p, &name, Some(ino));
+        }
+        live
+    }
+
+    /// The node the kernel holds for `parent/name`, if any.
+    pub fn child(&self, parent: &Arc<Node>, name: &[u8]) -> Option<Arc<Node>> {
+        let ino = *self.names.get(&key(parent, name))?;
+        self.get(ino)
+            .filter(|n| n.locs().iter().any(|l| l.is(parent, name)))
+    }
+
+    /// `parent/name` now names `ino` (or nothing): the node it named
+    /// before loses the name.
+    fn name_now(&self, parent: &Arc<Node>, name: &[u8], ino: Option<u64>) {
+        tracing::trace!(parent = parent.ino, name = %String::from_utf8_lossy(name), ?ino, "name now");
+        let k = key(parent, name);
+        let prev = match ino {
+            Some(i) => self.names.insert(k, i),
+            None => self.names.remove(&k).map(|(_, i)| i),
+        };
+        if let Some(prev) = prev
+            && Some(prev) != ino
+            && let Some(old) = self.get(prev)
+        {
+            old.remove_loc(parent, name);
+        }
+    }
+
+    /// `parent/name` was unlinked.
+    pub fn unlinked(&self, parent: &Arc<Node>, name: &[u8]) {
+        self.name_now(parent, name, None);
+    }
+
+    /// `from` was renamed to `to`, replacing what `to` named. With
+    /// `exchange`, the two names swapped their entries.
+    pub fn renamed(&self, from: (&Arc<Node>, &[u8]), to: (&Arc<Node>, &[u8]), exchange: bool) {
+        let src = self.child(from.0, from.1);
+        let dst = self.child(to.0, to.1);
+        tracing::trace!(
+            from = %String::from_utf8_lossy(&from.0.path()), fname = %String::from_utf8_lossy(from.1),
+            to = %String::from_utf8_lossy(&to.0.path()), tname = %String::from_utf8_lossy(to.1),
+            src = ?src.as_ref().map(|n| n.ino), dst = ?dst.as_ref().map(|n| n.ino), exchange, "renamed");
+        let loc = |(p, n): (&Arc<Node>, &[u8])| Loc {
+            parent: Some(p.clone()),
+            name: n.to_vec(),
+        };
+        self.names.remove(&key(from.0, from.1));
+        self.names.remove(&key(to.0, to.1));
+        if let Some(d) = &dst {
+            match exchange {
+                true => d.move_loc(to.0, to.1, loc(from)),
+                false => d.remove_loc(to.0, to.1),
+            }
+        }
+        if let Some(s) = &src {
+            s.move_loc(from.0, from.1, loc(to));
+            s.set_dir(None);
+            self.names.insert(key(to.0, to.1), s.ino);
+        }
+        if exchange && let Some(d) = &dst {
+            d.set_dir(None);
+            self.names.insert(key(from.0, from.1), d.ino);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -241,7 +340,12 @@ impl NodeTable {
             let left = e.get().lookups.load(Ordering::Relaxed).saturating_sub(n);
             e.get().lookups.store(left, Ordering::Relaxed);
             if left == 0 {
-                e.remove();
+                let (_, node) = e.remove_entry();
+                for l in node.locs() {
+                    if let Some(p) = &l.parent {
+                        self.names.remove_if(&key(p, &l.name), |_, i| *i == ino);
+                    }
+                }
             }
         }
     }

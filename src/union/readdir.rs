@@ -82,7 +82,7 @@ struct Merge<'a> {
 }
 
 impl Merge<'_> {
-    fn add(&mut self, id: LayerId, dev: u64, raw: Raw) {
+    fn add(&mut self, id: LayerId, dev: u64, dir: BorrowedFd<'_>, raw: Raw) {
         let (name, kind, ino) = match raw {
             Raw::Hide => return,
             Raw::Whiteout(name) => {
@@ -126,7 +126,7 @@ impl Merge<'_> {
                 if kind == Kind::Dir && upper_child_opaque(self.upper, o.key()) {
                     return;
                 }
-                if kind != Kind::Dir && !upper_has_origin(self.upper, o.key()) {
+                if kind != Kind::Dir && !upper_copy_of(self.upper, o.key(), dir) {
                     return;
                 }
                 self.out[i].ino = ino;
@@ -145,15 +145,16 @@ fn upper_child_opaque(upper: Option<BorrowedFd<'_>>, name: &[u8]) -> bool {
     }
 }
 
-/// Does the upper file `name` take its number from the lower below it?
-/// (It does when it was copied up from it and has a single link.)
-fn upper_has_origin(upper: Option<BorrowedFd<'_>>, name: &[u8]) -> bool {
+/// Does the upper file `name` take its number from the lower entry of
+/// the same name in `lower`? Only when it was copied up from that very
+/// file, and neither has other links.
+fn upper_copy_of(upper: Option<BorrowedFd<'_>>, name: &[u8], lower: BorrowedFd<'_>) -> bool {
     let Some(dir) = upper else { return false };
     let Ok(c) = sys::cstr(name) else { return false };
-    match sys::fstatat(dir, &c) {
-        Ok(st) => st.st_nlink <= 1 && marker::has_origin(dir, &c),
-        Err(_) => false,
-    }
+    let (Ok(up), Ok(low)) = (sys::fstatat(dir, &c), sys::fstatat(lower, &c)) else {
+        return false;
+    };
+    up.st_nlink <= 1 && low.st_nlink <= 1 && marker::origin(dir, &c).admits(&low)
 }
 
 impl Union {
@@ -171,7 +172,7 @@ impl Union {
             let fd = sys::openat(l.fd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
             for e in sys::read_dir_entries(fd.as_fd())? {
                 let raw = classify(fd.as_fd(), l, e);
-                m.add(l.id, dev, raw);
+                m.add(l.id, dev, fd.as_fd(), raw);
             }
         }
         Ok(m.out)

@@ -34,7 +34,12 @@ impl Union {
         links: &mut HashMap<(u64, u64), (Arc<OwnedFd>, CString)>,
     ) -> Result<()> {
         let (found, place) = self.place(node)?;
+        let number = match node.ino {
+            0 => self.ino_of(&found),
+            n => n,
+        };
         copy_entry(&place, &found.st, dir, name, false)?;
+        self.stick_at(dir, name, number);
         let out = Arc::new(sys::openat(
             dir,
             name,
@@ -45,11 +50,14 @@ impl Union {
         for e in self.list_dir(node)? {
             let f = self.resolve_in(&dl, &e.name)?;
             let cname = sys::cstr(&e.name)?;
+            let live = self.nodes.child(node, &e.name);
             if f.state.kind == Kind::Dir {
-                let child = self.transient_child(node, &e.name, &f);
+                let child = live.unwrap_or_else(|| self.transient_child(node, &e.name, &f));
                 self.materialize(&child, out.as_fd(), &cname, links)?;
                 continue;
             }
+            // Every copy keeps the number its entry had.
+            let number = live.map_or_else(|| self.ino_of(&f), |n| n.ino);
             let layer = dl
                 .layers
                 .iter()
@@ -59,6 +67,7 @@ impl Union {
                 // Already in the upper: one more link to the same inode keeps
                 // its identity, its other links and its data (no copy).
                 sys::linkat(layer.fd.as_fd(), &cname, out.as_fd(), &cname)?;
+                self.inos.stick(f.st.st_dev, f.st.st_ino, number);
                 continue;
             }
             let key = (f.st.st_dev, f.st.st_ino);
@@ -73,7 +82,11 @@ impl Union {
                 name: cname.clone(),
             };
             copy_entry(&src, &f.st, out.as_fd(), &cname, false)?;
+            self.stick_at(out.as_fd(), &cname, number);
             if f.st.st_nlink > 1 {
+                // Names of it outside this tree stay lower files: they
+                // take a new number (see `copy_up`).
+                self.inos.retire(f.st.st_dev, f.st.st_ino);
                 links.insert(key, (out.clone(), cname));
             }
         }
@@ -81,6 +94,13 @@ impl Union {
         // Children changed the times; set them again last.
         copy_attrs(&place, &found.st, dir, name);
         Ok(())
+    }
+
+    /// The entry `dir`/`name` (a copy) reports `number`.
+    fn stick_at(&self, dir: BorrowedFd<'_>, name: &CStr, number: u64) {
+        if let Ok(st) = sys::fstatat(dir, name) {
+            self.inos.stick(st.st_dev, st.st_ino, number);
+        }
     }
 
     /// Makes a directory with lower parts a plain opaque upper directory,
@@ -92,7 +112,7 @@ impl Union {
         if found.state.upper && !found.state.merged {
             return Ok(());
         }
-        let loc = node.loc();
+        let loc = node.loc().ok_or(Errno::ENOENT)?;
         let parent = loc.parent.clone().ok_or(Errno::EBUSY)?;
         let pup = self.ensure_upper_dir(&parent)?;
         let tmp = work.temp_name();
@@ -195,10 +215,23 @@ impl Union {
         if src.state.kind == Kind::Dir || exchange {
             self.generation.fetch_add(1, Ordering::AcqRel);
         }
-        self.relocate(&src_node, (&p, name), &np, newname);
-        if exchange && let Some(dn) = &dst_node {
-            self.relocate(dn, (&np, newname), &p, name);
+        // The moved entries keep their numbers; a replaced one is gone.
+        let src_number = match src_node.ino {
+            0 => self.ino_of(&src),
+            n => n,
+        };
+        self.stick_at(dpup.as_fd(), &cd, src_number);
+        match (&dst, &dst_node) {
+            (Some(d), Some(dn)) if exchange => {
+                let n = if dn.ino == 0 { self.ino_of(d) } else { dn.ino };
+                self.stick_at(spup.as_fd(), &cs, n);
+            }
+            (Some(d), _) if d.state.upper && (d.state.kind == Kind::Dir || d.st.st_nlink <= 1) => {
+                self.inos.unstick(d.st.st_dev, d.st.st_ino)
+            }
+            _ => {}
         }
+        self.nodes.renamed((&p, name), (&np, newname), exchange);
         Ok(())
     }
 
@@ -288,36 +321,12 @@ impl Union {
         }
     }
 
-    /// Moves a live node to its new name; its cached directory fds and
-    /// those below it are refreshed (the rename bumped the generation).
-    /// Only the renamed name moves: a hard-linked file keeps its others.
-    fn relocate(
-        &self,
-        node: &Arc<Node>,
-        from: (&Arc<Node>, &[u8]),
-        np: &Arc<Node>,
-        newname: &[u8],
-    ) {
-        if node.ino == 0 {
-            return;
-        }
-        let to = super::node::Loc {
-            parent: Some(np.clone()),
-            name: newname.to_vec(),
-        };
-        node.move_loc(from.0, from.1, to);
-        node.set_dir(None);
-    }
-
     /// The live node for `parent/name` if the kernel holds one, else a
     /// transient one.
     fn child_node(&self, parent: &Arc<Node>, name: &[u8], f: &super::resolve::Found) -> Arc<Node> {
-        let ino = self.inos.encode(f.origin.st_dev, f.origin.st_ino);
-        let live = self.nodes.get(ino).filter(|n| {
-            let l = n.loc();
-            l.name == name && l.parent.as_ref().is_some_and(|x| Arc::ptr_eq(x, parent))
-        });
-        live.unwrap_or_else(|| self.transient_child(parent, name, f))
+        self.nodes
+            .child(parent, name)
+            .unwrap_or_else(|| self.transient_child(parent, name, f))
     }
 }
 

@@ -8,7 +8,7 @@
 //! so entries added to the upper behind the mount are seen at once.
 use super::Union;
 use super::attr::Kind;
-use super::marker::{self, Probe};
+use super::marker::{self, Origin, Probe};
 use super::node::{DirLayers, LayerDir, Node, State};
 use crate::layer::{LayerId, UPPER};
 use crate::sys::{self, Errno, Result};
@@ -57,7 +57,10 @@ impl Scan {
             Some((wid, wst)) => {
                 let winner_dir = Kind::from_mode(wst.st_mode) == Kind::Dir;
                 let same = Kind::from_mode(wst.st_mode) == Kind::from_mode(st.st_mode);
-                if wid == UPPER && same && self.origin.is_none() {
+                // A lower file with several links may have been copied up
+                // under several names, to different upper files: none of
+                // them may take its number (the kernel overlay's rule too).
+                if wid == UPPER && same && self.origin.is_none() && (is_dir || st.st_nlink <= 1) {
                     self.origin = Some(st);
                 }
                 match (winner_dir && is_dir, dir_fd) {
@@ -94,6 +97,7 @@ impl Union {
             layers: Vec::new(),
             opaque: false,
         };
+        let mut mark = Origin::None;
         for LayerDir { id, fd, .. } in &parent.layers {
             let st = match marker::probe(fd.as_fd(), name)? {
                 Probe::Absent => continue,
@@ -114,12 +118,18 @@ impl Union {
             // An upper non-directory takes the number of the lower entry
             // below only when it was copied up from it.
             let upper_file = *id == UPPER && Kind::from_mode(st.st_mode) != Kind::Dir;
-            if upper_file && !sys::cstr(name).is_ok_and(|c| marker::has_origin(fd.as_fd(), &c)) {
-                break;
+            if upper_file {
+                mark = sys::cstr(name).map_or(Origin::None, |c| marker::origin(fd.as_fd(), &c));
+                if mark == Origin::None {
+                    break;
+                }
             }
         }
         let (winner, st) = scan.found.ok_or(Errno::ENOENT)?;
         let kind = Kind::from_mode(st.st_mode);
+        if winner == UPPER && kind != Kind::Dir && !scan.origin.is_some_and(|o| mark.admits(&o)) {
+            scan.origin = None;
+        }
         let dir = (kind == Kind::Dir).then(|| DirLayers {
             generation: self.generation(),
             layers: scan.layers,
@@ -180,7 +190,7 @@ impl Union {
         if let Some(d) = node.cached_dir(self.generation()) {
             return Ok(d);
         }
-        let loc = node.loc();
+        let loc = node.loc().ok_or(Errno::ENOENT)?;
         let d = match loc.parent {
             None => self.root_layers()?,
             Some(p) => {

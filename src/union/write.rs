@@ -191,12 +191,7 @@ impl Union {
         };
         let pl = self.dir_layers(&p)?;
         let found = self.resolve_in(&pl, name)?;
-        let attr = self.attr_of(None, &found);
-        let loc = super::node::Loc {
-            parent: Some(p),
-            name: name.to_vec(),
-        };
-        let node = self.nodes.remember(attr.ino, loc, found.state, found.dir);
+        let (node, attr) = self.hand_out(p, &pl, name, found);
         Ok((node, attr, fd))
     }
 
@@ -257,14 +252,10 @@ impl Union {
             (false, _) => marker::make_whiteout(pup.as_fd(), name)?,
         }
         let linked = found.state.upper && !dir && found.st.st_nlink > 1;
-        for ino in [
-            self.ino_of(&found),
-            self.inos.encode(found.origin.st_dev, found.origin.st_ino),
-        ] {
-            if let Some(n) = self.nodes.get(ino) {
-                n.remove_loc(&p, name);
-            }
+        if found.state.upper && !linked {
+            self.inos.unstick(found.st.st_dev, found.st.st_ino);
         }
+        self.nodes.unlinked(&p, name);
         Ok(linked.then(|| self.inos.encode(found.st.st_dev, found.st.st_ino)))
     }
 
@@ -454,12 +445,6 @@ impl Union {
         // links reports its own inode number under every name).
         let npl = self.dir_layers(&np)?;
         let found = self.resolve_in(&npl, newname)?;
-        let attr = self.attr_of(None, &found);
-        let loc = super::node::Loc {
-            parent: Some(np),
-            name: newname.to_vec(),
-        };
-        let node = self.nodes.remember(attr.ino, loc, found.state, None);
-        Ok((node, attr))
+        Ok(self.hand_out(np, &npl, newname, found))
     }
 }
