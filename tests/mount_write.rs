@@ -38,6 +38,10 @@ fn xattr_names(p: &Path) -> Vec<String> {
         .collect()
 }
 
+fn read_string(p: &Path) -> String {
+    String::from_utf8_lossy(&read(p)).into_owned()
+}
+
 fn mtime(p: &Path) -> (i64, i64) {
     let m = lstat(p);
     (m.mtime(), m.mtime_nsec())
@@ -1326,6 +1330,83 @@ fn inode_numbers_survive_copy_up() {
     assert_eq!(d_ino[b"f".as_slice()], before[1], "d_ino after copy-up");
     assert_eq!(d_ino[b"g".as_slice()], before[2], "d_ino after copy-up");
     assert_eq!(d_ino[b"new".as_slice()], lstat(&m.join("dir/new")).ino());
+    drop(m);
+    s.assert_lowers_untouched();
+}
+
+/// One number names one file, whatever happened to it: lower hard links split by a
+/// copy-up, a copied-up file renamed or linked over a lower name, a renamed file that
+/// keeps its number, and an upper inode number the backing filesystem reuses while
+/// the kernel still holds the old file open.
+#[test]
+fn distinct_files_never_share_an_inode_number() {
+    let mut s = Stack::new("mw-ino-distinct", 1);
+    put(&s.l(1, "hl/a"), "linked\n");
+    fs::hard_link(s.l(1, "hl/a"), s.l(1, "hl/b")).unwrap();
+    fs::hard_link(s.l(1, "hl/a"), s.l(1, "hl/c")).unwrap();
+    put(&s.l(1, "x"), "X\n");
+    put(&s.l(1, "y"), "Y\n");
+    put(&s.l(1, "z"), "Z\n");
+    put(&s.l(1, "moved"), "moved\n");
+    s.seal_lowers();
+    let m = s.mount();
+    let r = |rel: &str| m.join(rel);
+    let no_sharing = |when: &str| {
+        let shared = numbers_naming_several_files(m.path());
+        assert!(shared.is_empty(), "{when}:\n{}", shared.join("\n"));
+    };
+
+    // The kernel knows two of the three lower names when one is written.
+    assert_eq!(
+        lstat(&r("hl/a")).ino(),
+        lstat(&r("hl/b")).ino(),
+        "lower links"
+    );
+    append(&r("hl/a"), b"+a\n");
+    assert_eq!(read_string(&r("hl/a")), "linked\n+a\n");
+    no_sharing("after copying up one name of a lower hard link");
+
+    // Copied up, then renamed (and linked) over names whose lowers hold other files.
+    append(&r("x"), b"+x\n");
+    fs::rename(r("x"), r("y")).unwrap();
+    fs::hard_link(r("y"), r("z2")).unwrap();
+    fs::rename(r("z2"), r("z")).unwrap();
+    assert_eq!(read_string(&r("y")), "X\n+x\n");
+    assert_eq!(
+        lstat(&r("y")).ino(),
+        lstat(&r("z")).ino(),
+        "y and z are one file"
+    );
+    no_sharing("after renames over lower names");
+
+    // A lower file keeps its number under its new name.
+    let ino = lstat(&r("moved")).ino();
+    fs::rename(r("moved"), r("moved2")).unwrap();
+    fs::rename(r("moved2"), r("moved3")).unwrap();
+    assert_eq!(lstat(&r("moved3")).ino(), ino, "st_ino across two renames");
+
+    // Upper inode numbers freed and handed out again by the backing filesystem.
+    put(&r("held"), "held\n");
+    let mut held = File::open(r("held")).unwrap();
+    let held_ino = held.metadata().unwrap().ino();
+    fs::remove_file(r("held")).unwrap();
+    for i in 0..64 {
+        put(&r(&format!("new/{i}")), format!("new {i}\n"));
+    }
+    let mut got = String::new();
+    held.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "held\n", "an open unlinked file keeps its data");
+    assert_eq!(held.metadata().unwrap().ino(), held_ino, "fstat of it");
+    for i in 0..64 {
+        assert_eq!(read_string(&r(&format!("new/{i}"))), format!("new {i}\n"));
+    }
+    no_sharing("after reusing upper inode numbers");
+    drop(held);
+    drop(m);
+    let m = s.mount();
+    let shared = numbers_naming_several_files(m.path());
+    assert!(shared.is_empty(), "after remount:\n{}", shared.join("\n"));
+    assert_eq!(read_string(&m.join("y")), "X\n+x\n");
     drop(m);
     s.assert_lowers_untouched();
 }

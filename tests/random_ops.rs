@@ -709,11 +709,18 @@ fn random_operations_match_a_plain_directory_and_the_kernel() {
             "[{replay}] op #{n} `{op}`: fimfs (left) and a plain directory (right) disagree (Err = errno)\nlast operations:\n{}",
             recent()
         );
-        if (n.is_multiple_of(check_every) || n == ops)
-            && let Err(diff) = compare(&plain, m.path(), "fimfs")
-        {
-            panic!(
-                "[{replay}] after op #{n} the trees differ:\n{diff}\nlast operations:\n{}",
+        if n.is_multiple_of(check_every) || n == ops {
+            if let Err(diff) = compare(&plain, m.path(), "fimfs") {
+                panic!(
+                    "[{replay}] after op #{n} the trees differ:\n{diff}\nlast operations:\n{}",
+                    recent()
+                );
+            }
+            let shared = numbers_naming_several_files(m.path());
+            assert!(
+                shared.is_empty(),
+                "[{replay}] after op #{n}, one inode number names several files:\n{}\nlast operations:\n{}",
+                shared.join("\n"),
                 recent()
             );
         }

@@ -300,6 +300,13 @@ impl Union {
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
         let node = self.node(ino)?;
+        if node.loc().is_none()
+            && let Some(pin) = node.pinned()
+        {
+            // Unlinked, still open (fstat): the pinned inode answers.
+            let st = sys::fstat(pin.as_fd())?;
+            return Ok(Attr::from_stat(&st, ino, false, self.opts.squash));
+        }
         if let Ok(Some((state, place))) = self.cached_place(&node)
             && let Ok(st) = sys::fstatat(place.dir.as_fd(), &place.name)
             && Kind::from_mode(st.st_mode) == state.kind

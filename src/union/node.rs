@@ -149,6 +149,11 @@ impl Node {
         locs.insert(0, to);
     }
 
+    /// The upper inode the node's number came from, held open.
+    pub fn pinned(&self) -> Option<Arc<OwnedFd>> {
+        self.pin.lock().clone()
+    }
+
     pub fn state(&self) -> State {
         self.state.read().clone()
     }

@@ -18,7 +18,7 @@ use std::ffi::{CString, OsStr};
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -505,4 +505,75 @@ pub fn disk_entries(dir: &Path) -> Vec<String> {
         .into_iter()
         .map(|p| String::from_utf8_lossy(&p).into_owned())
         .collect()
+}
+
+// ---------------------------------------------------------------------------------
+// Inode numbers
+
+/// What a file is, for telling two files apart by more than their number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Identity {
+    kind: u32,
+    size: u64,
+    nlink: u64,
+    content: Option<u64>,
+    target: Option<Vec<u8>>,
+}
+
+/// Every `st_ino` under `root` names one file: names that share a number
+/// have the same type, size, link count and contents (they are hard links),
+/// and no directory shares its number. Returns the conflicts, path by path.
+pub fn numbers_naming_several_files(root: &Path) -> Vec<String> {
+    fn walk(
+        dir: &Path,
+        rel: &Path,
+        seen: &mut std::collections::HashMap<u64, (PathBuf, Identity)>,
+        bad: &mut Vec<String>,
+    ) {
+        let Ok(rd) = fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let path = e.path();
+            let rel = rel.join(e.file_name());
+            let Ok(md) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let kind = md.mode() & libc::S_IFMT;
+            let id = Identity {
+                kind,
+                size: if md.is_dir() { 0 } else { md.size() },
+                nlink: if md.is_dir() { 0 } else { md.nlink() },
+                content: md
+                    .is_file()
+                    .then(|| fs::read(&path).map_or(0, |d| fnv1a64(&d))),
+                target: md.is_symlink().then(|| {
+                    fs::read_link(&path).map_or(Vec::new(), |t| t.into_os_string().into_vec())
+                }),
+            };
+            match seen.get(&md.ino()) {
+                Some((other, _)) if md.is_dir() => bad.push(format!(
+                    "{} and {} share st_ino {} (a directory)",
+                    other.display(),
+                    rel.display(),
+                    md.ino()
+                )),
+                Some((other, oid)) if *oid != id => bad.push(format!(
+                    "{} {oid:?} and {} {id:?} share st_ino {}",
+                    other.display(),
+                    rel.display(),
+                    md.ino()
+                )),
+                Some(_) => {}
+                None => {
+                    seen.insert(md.ino(), (rel.clone(), id));
+                }
+            }
+            if md.is_dir() {
+                walk(&path, &rel, seen, bad);
+            }
+        }
+    }
+    let mut seen = std::collections::HashMap::new();
+    let mut bad = Vec::new();
+    walk(root, Path::new(""), &mut seen, &mut bad);
+    bad
 }
