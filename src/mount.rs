@@ -208,6 +208,7 @@ impl Plan {
                 gid: self.req.opts.squash_gid,
             },
             privileged: crate::sys::geteuid() == 0,
+            casefold: self.req.opts.casefold,
         };
         Ok(Union::new(Stack::new(upper, lowers), work, opts))
     }

@@ -12,6 +12,7 @@ pub mod session;
 use crate::union::{Attr, Kind, Union};
 use fuser::{FileAttr, FileType, INodeNo};
 use handles::Handles;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -61,9 +62,18 @@ pub struct FimFs {
     ttl: Ttl,
     tuning: Tuning,
     notifier: Arc<OnceLock<fuser::Notifier>>,
-    /// Inodes whose cached attributes must be dropped; sent by a side
-    /// thread, never from inside a request handler (that can deadlock).
-    stale: std::sync::mpsc::Sender<u64>,
+    /// What the kernel must drop from its caches; sent by a side thread,
+    /// never from inside a request handler (that can deadlock).
+    stale: std::sync::mpsc::Sender<Stale>,
+}
+
+/// A kernel cache entry to drop.
+#[derive(Debug)]
+enum Stale {
+    /// The cached attributes of an inode.
+    Attr(u64),
+    /// A directory entry (casefold: another spelling of a changed name).
+    Entry(u64, Vec<u8>),
 }
 
 impl std::fmt::Debug for FimFs {
@@ -75,14 +85,18 @@ impl std::fmt::Debug for FimFs {
 impl FimFs {
     pub fn new(union: Arc<Union>, ttl: Ttl, tuning: Tuning) -> FimFs {
         let notifier: Arc<OnceLock<fuser::Notifier>> = Arc::new(OnceLock::new());
-        let (stale, rx) = std::sync::mpsc::channel::<u64>();
+        let (stale, rx) = std::sync::mpsc::channel::<Stale>();
         let n = notifier.clone();
         std::thread::spawn(move || {
-            for ino in rx {
-                if let Some(n) = n.get() {
+            for s in rx {
+                let Some(n) = n.get() else { continue };
+                let _ = match s {
                     // Offset -1: attributes only.
-                    let _ = n.inval_inode(INodeNo(ino), -1, 0);
-                }
+                    Stale::Attr(ino) => n.inval_inode(INodeNo(ino), -1, 0),
+                    Stale::Entry(parent, name) => {
+                        n.inval_entry(INodeNo(parent), std::ffi::OsStr::from_bytes(&name))
+                    }
+                };
             }
         });
         FimFs {
@@ -97,7 +111,16 @@ impl FimFs {
 
     /// Asks the kernel to drop its cached attributes of `ino`.
     pub fn invalidate_attr(&self, ino: u64) {
-        let _ = self.stale.send(ino);
+        let _ = self.stale.send(Stale::Attr(ino));
+    }
+
+    /// Casefold: after a name changed, the other spellings the kernel
+    /// holds for its entry lead nowhere; the kernel drops them too.
+    pub fn forget_spellings(&self, parent: u64, names: Vec<Vec<u8>>) {
+        self.union.drop_spellings(parent, &names);
+        for name in names {
+            let _ = self.stale.send(Stale::Entry(parent, name));
+        }
     }
 
     /// Where the session's notifier goes once the session exists.

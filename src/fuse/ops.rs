@@ -502,9 +502,11 @@ impl Filesystem for FimFs {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         guard("unlink", || {
+            let others = self.union.other_spellings(parent.0, name.as_bytes());
             match self.union.remove(parent.0, name.as_bytes(), false) {
                 Ok(sibling) => {
                     reply.ok();
+                    self.forget_spellings(parent.0, others);
                     if let Some(ino) = sibling {
                         self.invalidate_attr(ino);
                     }
@@ -516,8 +518,12 @@ impl Filesystem for FimFs {
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         guard("rmdir", || {
+            let others = self.union.other_spellings(parent.0, name.as_bytes());
             match self.union.remove(parent.0, name.as_bytes(), true) {
-                Ok(_) => reply.ok(),
+                Ok(_) => {
+                    reply.ok();
+                    self.forget_spellings(parent.0, others);
+                }
                 Err(e) => reply.error(errno(e)),
             }
         })
@@ -534,6 +540,8 @@ impl Filesystem for FimFs {
         reply: ReplyEmpty,
     ) {
         guard("rename", || {
+            let from = self.union.other_spellings(parent.0, name.as_bytes());
+            let to = self.union.other_spellings(newparent.0, newname.as_bytes());
             match self.union.rename(
                 parent.0,
                 name.as_bytes(),
@@ -541,7 +549,11 @@ impl Filesystem for FimFs {
                 newname.as_bytes(),
                 flags.bits(),
             ) {
-                Ok(()) => reply.ok(),
+                Ok(()) => {
+                    reply.ok();
+                    self.forget_spellings(parent.0, from);
+                    self.forget_spellings(newparent.0, to);
+                }
                 Err(e) => reply.error(errno(e)),
             }
         })

@@ -28,6 +28,8 @@ pub struct MountOpts {
     pub ro: bool,
     pub debug: bool,
     pub nonempty: bool,
+    /// Case-insensitive, case-preserving names (`casefold`).
+    pub casefold: bool,
     pub squash_uid: Option<u32>,
     pub squash_gid: Option<u32>,
     /// Entry and attribute cache lifetime, in milliseconds.
@@ -160,6 +162,7 @@ impl MountOpts {
             ("ro", None) => self.ro = true,
             ("debug", None) => self.debug = true,
             ("nonempty", None) => self.nonempty = true,
+            ("casefold", None) => self.casefold = true,
             (k, None) if NO_OPS.contains(&k) => {}
             (k, Some(_)) if NO_OP_KEYS.contains(&k) => {}
             (k, Some(_))
@@ -170,6 +173,7 @@ impl MountOpts {
                         "ro",
                         "debug",
                         "nonempty",
+                        "casefold",
                     ]
                     .contains(&k) =>
             {

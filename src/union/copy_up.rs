@@ -192,6 +192,7 @@ impl Union {
     pub(super) fn copy_up(&self, node: &Arc<Node>, truncate: bool) -> Result<()> {
         let work = self.work.as_ref().ok_or(Errno::EROFS)?;
         let _once = node.copy_lock.lock();
+        let _changes = super::write::NamesChange(self);
         let (found, place) = self.place(node)?;
         if found.state.upper {
             return Ok(());
@@ -216,7 +217,7 @@ impl Union {
                     work.fd(),
                     &tmp,
                     pup.as_fd(),
-                    &sys::cstr(&loc.name)?,
+                    &sys::cstr(&found.name)?,
                     sys::RENAME_NOREPLACE,
                 )
             });
@@ -237,7 +238,7 @@ impl Union {
             self.inos.stick(again.st.st_dev, again.st.st_ino, number);
         }
         if found.state.kind != Kind::Dir && found.st.st_nlink > 1 {
-            self.split_lower_links(node, &found.st, &pup, &loc.name);
+            self.split_lower_links(node, &found.st, &pup, &found.name);
         }
         Ok(())
     }

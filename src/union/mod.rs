@@ -9,6 +9,7 @@
 //! - `node`: the inode table, `copy_up` and `write`: the mutating side.
 pub mod attr;
 mod copy_up;
+pub mod fold;
 pub mod marker;
 pub mod node;
 mod readdir;
@@ -35,12 +36,22 @@ fn linked_upper(state: &State, st: &libc::stat) -> bool {
     state.upper && state.kind != Kind::Dir && st.st_nlink > 1
 }
 
+/// With casefold, `.ciopfs` answers lookups in every directory (Wine then
+/// treats the mount as case-insensitive and stops scanning directories
+/// itself, as on ciopfs) but is never listed: one read-only empty file,
+/// under a number no layer entry can have (layer numbers carry a device id
+/// in their top byte).
+pub const CIOPFS_NAME: &[u8] = b".ciopfs";
+pub const CIOPFS_INO: u64 = 2;
+
 /// Behaviour switches of one mount.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
     pub squash: Squash,
     /// The daemon may set `trusted.*` xattrs and any owner (root).
     pub privileged: bool,
+    /// Names match case-insensitively (`-o casefold`, see `fold`).
+    pub casefold: bool,
 }
 
 /// The merged view of one layer stack.
@@ -54,6 +65,10 @@ pub struct Union {
     /// Bumped by every directory rename: cached directory fds of nodes
     /// below a moved directory may point at the wrong layers.
     generation: AtomicU64,
+    /// Folded name indexes of layer directories (casefold only).
+    fold: fold::FoldCache,
+    /// Bumped after every change the engine makes to the upper's names.
+    ns_generation: AtomicU64,
 }
 
 /// Where one union entry lives in its winning layer: `dir` plus `name`,
@@ -88,7 +103,15 @@ impl Union {
             inos: InoMap::new(),
             opts,
             generation: AtomicU64::new(0),
+            fold: fold::FoldCache::default(),
+            ns_generation: AtomicU64::new(0),
         }
+    }
+
+    /// Notes that the upper's names changed (folded indexes of upper
+    /// directories are then rebuilt on their next use).
+    pub(crate) fn names_changed(&self) {
+        self.ns_generation.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn generation(&self) -> u64 {
@@ -140,6 +163,10 @@ impl Union {
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<(Arc<Node>, Attr)> {
         let p = self.node(parent)?;
         let pl = self.dir_layers_fresh(&p)?;
+        if self.opts.casefold && name == CIOPFS_NAME {
+            let node = self.nodes.remember_fixed(CIOPFS_INO);
+            return Ok((node, self.ciopfs_attr()?));
+        }
         let found = self.resolve_in(&pl, name);
         tracing::trace!(parent, name = %String::from_utf8_lossy(name), ok = found.is_ok(), "lookup");
         Ok(self.hand_out(p, &pl, name, found?))
@@ -187,6 +214,48 @@ impl Union {
         (node, attr)
     }
 
+    fn ciopfs_attr(&self) -> Result<Attr> {
+        let mut st = sys::fstat(self.stack.statfs_layer().ok_or(Errno::ENOENT)?.root())?;
+        st.st_mode = libc::S_IFREG | 0o444;
+        st.st_nlink = 1;
+        st.st_size = 0;
+        st.st_blocks = 0;
+        st.st_uid = sys::geteuid();
+        st.st_gid = sys::getegid();
+        Ok(Attr::from_stat(&st, CIOPFS_INO, false, self.opts.squash))
+    }
+
+    /// Casefold: the other spellings of `parent/name` the kernel holds for
+    /// the same entry. Once the name is removed or renamed, those entries
+    /// are stale: see `drop_spellings`.
+    pub fn other_spellings(&self, parent: u64, name: &[u8]) -> Vec<Vec<u8>> {
+        if !self.opts.casefold {
+            return Vec::new();
+        }
+        let Ok(p) = self.node(parent) else {
+            return Vec::new();
+        };
+        let Some(n) = self.nodes.child(&p, name) else {
+            return Vec::new();
+        };
+        let folded = fold::fold(name);
+        n.locs()
+            .into_iter()
+            .filter(|l| l.parent.as_ref().is_some_and(|x| Arc::ptr_eq(x, &p)))
+            .filter(|l| l.name != name && fold::fold(&l.name) == folded)
+            .map(|l| l.name)
+            .collect()
+    }
+
+    /// The names `names` of `parent` no longer lead to their entry.
+    pub fn drop_spellings(&self, parent: u64, names: &[Vec<u8>]) {
+        if let Ok(p) = self.node(parent) {
+            for n in names {
+                self.nodes.unlinked(&p, n);
+            }
+        }
+    }
+
     /// The kernel forgot `n` lookups of `ino`.
     pub fn forget(&self, ino: u64, n: u64) {
         self.nodes.forget(ino, n);
@@ -195,6 +264,9 @@ impl Union {
     /// Resolves `node` afresh and returns where it lives; a node with
     /// several names (hard links) is found under any that still exists.
     pub fn place(&self, node: &Arc<Node>) -> Result<(Found, Place)> {
+        if node.ino == CIOPFS_INO {
+            return Err(Errno::EACCES);
+        }
         let locs = node.locs();
         let mut first_err = Errno::ENOENT;
         for (i, loc) in locs.iter().enumerate() {
@@ -234,7 +306,7 @@ impl Union {
                 let l = pl.layers.iter().find(|l| l.id == found.winner);
                 Place {
                     dir: l.ok_or(Errno::ENOENT)?.fd.clone(),
-                    name: sys::cstr(&loc.name)?,
+                    name: sys::cstr(&found.name)?,
                 }
             }
             (None, None) => return Err(Errno::ENOENT),
@@ -247,6 +319,10 @@ impl Union {
     /// went away), or a lower (immutable) and the upper still lacks the
     /// name. None: resolve again.
     fn cached_place(&self, node: &Arc<Node>) -> Result<Option<(node::State, Place)>> {
+        if self.opts.casefold {
+            // The name the kernel used may not be the entry's spelling.
+            return Ok(None);
+        }
         let st = node.state();
         if st.kind == Kind::Dir {
             let d = self.dir_layers(node)?;
@@ -299,6 +375,9 @@ impl Union {
     }
 
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
+        if ino == CIOPFS_INO && self.opts.casefold {
+            return self.ciopfs_attr();
+        }
         let node = self.node(ino)?;
         if node.loc().is_none()
             && let Some(pin) = node.pinned()

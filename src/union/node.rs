@@ -267,6 +267,25 @@ impl NodeTable {
         live
     }
 
+    /// The node numbered `ino` that is not an entry of any layer (such as
+    /// `.ciopfs`), counting one lookup; it is never forgotten.
+    pub fn remember_fixed(&self, ino: u64) -> Arc<Node> {
+        let slot = self.map.entry(ino).or_insert_with(|| {
+            let loc = Loc {
+                parent: None,
+                name: Vec::new(),
+            };
+            let state = State {
+                kind: super::attr::Kind::File,
+                upper: false,
+                lower: None,
+                merged: false,
+            };
+            Arc::new(Node::new(ino, loc, state))
+        });
+        slot.value().clone()
+    }
+
     /// The node the kernel holds for `parent/name`, if any.
     pub fn child(&self, parent: &Arc<Node>, name: &[u8]) -> Option<Arc<Node>> {
         let ino = *self.names.get(&key(parent, name))?;
@@ -338,7 +357,7 @@ impl NodeTable {
 
     /// The kernel dropped `n` lookups of `ino`.
     pub fn forget(&self, ino: u64, n: u64) {
-        if ino == super::attr::ROOT_INO {
+        if ino == super::attr::ROOT_INO || ino == super::CIOPFS_INO {
             return;
         }
         if let dashmap::Entry::Occupied(e) = self.map.entry(ino) {

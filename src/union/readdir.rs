@@ -32,16 +32,19 @@ enum Raw {
     Entry(Vec<u8>, Kind, u64),
 }
 
-/// The merge state of one name.
+/// The merge state of one name (with casefold, of one folded name).
 struct Slot {
     /// Index into the output; None for a name hidden by a whiteout.
     out: Option<usize>,
     kind: Kind,
+    /// The layer that claimed the name: its other spellings are listed too.
+    layer: LayerId,
     /// Upper winner still looking one layer down for its origin.
     seeking_origin: bool,
     closed: bool,
 }
 
+/// What one raw `getdents` entry of layer `l` means to the union.
 fn classify(dir: BorrowedFd<'_>, l: &LayerDir, e: sys::DirEnt) -> Raw {
     if e.name == OPAQUE_FILE {
         return Raw::Hide;
@@ -82,30 +85,42 @@ struct Merge<'a> {
 }
 
 impl Merge<'_> {
+    fn key(&self, name: &[u8]) -> Vec<u8> {
+        match self.union.opts.casefold {
+            true => super::fold::fold(name),
+            false => name.to_vec(),
+        }
+    }
+
     fn add(&mut self, id: LayerId, dev: u64, dir: BorrowedFd<'_>, raw: Raw) {
         let (name, kind, ino) = match raw {
             Raw::Hide => return,
             Raw::Whiteout(name) => {
-                let slot = self.slots.entry(name).or_insert(Slot {
+                let key = self.key(&name);
+                let slot = self.slots.entry(key).or_insert(Slot {
                     out: None,
                     kind: Kind::Char,
+                    layer: id,
                     seeking_origin: false,
                     closed: true,
                 });
                 // A whiteout below an upper winner ends its origin search.
-                slot.closed = true;
+                if slot.layer != id {
+                    slot.closed = true;
+                }
                 return;
             }
             Raw::Entry(n, k, i) => (n, k, i),
         };
         let ino = self.union.inos.encode(dev, ino);
-        match self.slots.entry(name) {
+        let key = self.key(&name);
+        match self.slots.entry(key) {
             Entry::Vacant(v) => {
                 let upper = id == UPPER;
-                let name = v.key().clone();
                 v.insert(Slot {
                     out: Some(self.out.len()),
                     kind,
+                    layer: id,
                     seeking_origin: upper,
                     closed: !upper,
                 });
@@ -113,6 +128,18 @@ impl Merge<'_> {
             }
             Entry::Occupied(mut o) => {
                 let slot = o.get_mut();
+                if slot.layer == id {
+                    // Another spelling in the same layer (casefold): listed
+                    // too; a whiteout of the layer does not hide it.
+                    if slot.out.is_none() {
+                        slot.out = Some(self.out.len());
+                        slot.kind = kind;
+                        slot.seeking_origin = id == UPPER;
+                        slot.closed = id != UPPER;
+                    }
+                    self.out.push(DirEntry { name, ino, kind });
+                    return;
+                }
                 if slot.closed {
                     return;
                 }
@@ -123,10 +150,11 @@ impl Merge<'_> {
                 };
                 // An opaque upper directory has no origin below it; an upper
                 // file with several links reports its own number.
-                if kind == Kind::Dir && upper_child_opaque(self.upper, o.key()) {
+                let upper_name = self.out[i].name.clone();
+                if kind == Kind::Dir && upper_child_opaque(self.upper, &upper_name) {
                     return;
                 }
-                if kind != Kind::Dir && !upper_copy_of(self.upper, o.key(), dir) {
+                if kind != Kind::Dir && !upper_copy_of(self.upper, &upper_name, dir, &name) {
                     return;
                 }
                 self.out[i].ino = ino;
@@ -148,10 +176,17 @@ fn upper_child_opaque(upper: Option<BorrowedFd<'_>>, name: &[u8]) -> bool {
 /// Does the upper file `name` take its number from the lower entry of
 /// the same name in `lower`? Only when it was copied up from that very
 /// file, and neither has other links.
-fn upper_copy_of(upper: Option<BorrowedFd<'_>>, name: &[u8], lower: BorrowedFd<'_>) -> bool {
+fn upper_copy_of(
+    upper: Option<BorrowedFd<'_>>,
+    name: &[u8],
+    lower: BorrowedFd<'_>,
+    lower_name: &[u8],
+) -> bool {
     let Some(dir) = upper else { return false };
-    let Ok(c) = sys::cstr(name) else { return false };
-    let (Ok(up), Ok(low)) = (sys::fstatat(dir, &c), sys::fstatat(lower, &c)) else {
+    let (Ok(c), Ok(lc)) = (sys::cstr(name), sys::cstr(lower_name)) else {
+        return false;
+    };
+    let (Ok(up), Ok(low)) = (sys::fstatat(dir, &c), sys::fstatat(lower, &lc)) else {
         return false;
     };
     up.st_nlink <= 1 && low.st_nlink <= 1 && marker::origin(dir, &c).admits(&low)
@@ -171,6 +206,9 @@ impl Union {
             let dev = self.stack.get(l.id).map(|x| x.dev()).unwrap_or(0);
             let fd = sys::openat(l.fd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
             for e in sys::read_dir_entries(fd.as_fd())? {
+                if self.opts.casefold && e.name == super::CIOPFS_NAME {
+                    continue;
+                }
                 let raw = classify(fd.as_fd(), l, e);
                 m.add(l.id, dev, fd.as_fd(), raw);
             }

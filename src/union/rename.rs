@@ -9,7 +9,7 @@
 use super::copy_up::{copy_attrs, copy_entry};
 use super::marker;
 use super::node::Node;
-use super::write::lower_has;
+use super::write::NamesChange;
 use super::{Kind, Union};
 use crate::layer::remove_tree;
 use crate::sys::{self, Errno, Result};
@@ -108,6 +108,7 @@ impl Union {
     fn flatten_dir(&self, node: &Arc<Node>) -> Result<()> {
         let work = self.work.as_ref().ok_or(Errno::EROFS)?;
         let _once = node.copy_lock.lock();
+        let _changes = NamesChange(self);
         let (found, _) = self.place(node)?;
         if found.state.upper && !found.state.merged {
             return Ok(());
@@ -120,7 +121,7 @@ impl Union {
             let _ = remove_tree(work.fd(), &tmp);
             return Err(e);
         }
-        let cname = sys::cstr(&loc.name)?;
+        let cname = sys::cstr(&found.name)?;
         let res = if found.state.upper {
             sys::renameat2(work.fd(), &tmp, pup.as_fd(), &cname, RENAME_EXCHANGE)
                 .and_then(|()| remove_tree(work.fd(), &tmp))
@@ -148,6 +149,8 @@ impl Union {
         if self.is_read_only() {
             return Err(Errno::EROFS);
         }
+        // The names the kernel knows the entries by.
+        let (kname, knewname) = (name, newname);
         if marker::is_marker_name(newname) {
             return Err(Errno::EPERM);
         }
@@ -165,6 +168,8 @@ impl Union {
             Err(Errno::ENOENT) => None,
             Err(e) => return Err(e),
         };
+        // Casefold: `mv a A` finds `a` at the new name; it only respells.
+        let dst = dst.filter(|d| !(parent == newparent && d.name == src.name && name != newname));
         match (&dst, exchange) {
             (Some(_), _) if flags & RENAME_NOREPLACE != 0 => return Err(Errno::EEXIST),
             (None, true) => return Err(Errno::ENOENT),
@@ -197,8 +202,15 @@ impl Union {
         {
             self.promote(dn)?;
         }
+        let _changes = NamesChange(self);
         let spup = self.ensure_upper_dir(&p)?;
         let dpup = self.ensure_upper_dir(&np)?;
+        // The entries' own spellings (casefold: maybe not the caller's); a
+        // new name keeps the caller's.
+        let (name, newname) = (
+            src.name.as_slice(),
+            dst.as_ref().map_or(newname, |d| d.name.as_slice()),
+        );
         let (cs, cd) = (sys::cstr(name)?, sys::cstr(newname)?);
         if exchange {
             self.opaque_if_shadowing(&src_node, src.state.kind, &npl, newname)?;
@@ -208,7 +220,7 @@ impl Union {
             }
             sys::renameat2(spup.as_fd(), &cs, dpup.as_fd(), &cd, RENAME_EXCHANGE)?;
         } else {
-            let src_needs_wh = lower_has(&pl, name)?;
+            let src_needs_wh = self.lower_has(&pl, name)?;
             self.opaque_if_shadowing(&src_node, src.state.kind, &npl, newname)?;
             self.move_entry(&spup, &cs, &dpup, &cd, src.state.kind, src_needs_wh)?;
         }
@@ -231,7 +243,7 @@ impl Union {
             }
             _ => {}
         }
-        self.nodes.renamed((&p, name), (&np, newname), exchange);
+        self.nodes.renamed((&p, kname), (&np, knewname), exchange);
         Ok(())
     }
 
@@ -267,7 +279,7 @@ impl Union {
         target: &super::node::DirLayers,
         name: &[u8],
     ) -> Result<()> {
-        if kind != Kind::Dir || !lower_has_any(target, name)? {
+        if kind != Kind::Dir || !self.lower_has_any(target, name)? {
             return Ok(());
         }
         let (_, place) = self.place(node)?;
@@ -338,16 +350,4 @@ fn child_path(parent: &Arc<Node>, name: &[u8]) -> Vec<u8> {
     }
     p.extend_from_slice(name);
     p
-}
-
-/// Does any lower of `dl` hold `name` (visible or not below a whiteout in
-/// the upper)? A directory moved there must then be opaque.
-fn lower_has_any(dl: &super::node::DirLayers, name: &[u8]) -> Result<bool> {
-    // Also below an upper whiteout: the lowers still hold it there.
-    for l in dl.lowers() {
-        if let marker::Probe::Entry(_) = marker::probe(l.fd.as_fd(), name)? {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }

@@ -6,19 +6,23 @@
 //! the same-named directories below it until one of them is opaque.
 //! Resolution always reads the layers (no cached guess decides what exists),
 //! so entries added to the upper behind the mount are seen at once.
-use super::Union;
 use super::attr::Kind;
 use super::marker::{self, Origin, Probe};
 use super::node::{DirLayers, LayerDir, Node, State};
+use super::{Union, fold};
 use crate::layer::{LayerId, UPPER};
 use crate::sys::{self, Errno, Result};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// The outcome of resolving one name.
 #[derive(Debug, Clone)]
 pub struct Found {
     pub state: State,
+    /// The winner's name in its layer: the name looked up, or with
+    /// casefold, the spelling found there.
+    pub name: Vec<u8>,
     /// The winning layer and its entry.
     pub winner: LayerId,
     pub st: libc::stat,
@@ -86,6 +90,41 @@ impl Scan {
 }
 
 impl Union {
+    /// What one layer directory holds under `name`, and under which
+    /// spelling. With casefold, a name missing there is looked up in the
+    /// directory's folded index: an entry of another spelling wins over a
+    /// whiteout (a whiteout only hides the layers below), the first in
+    /// byte order among several.
+    pub(super) fn probe_in(&self, l: &LayerDir, name: &[u8]) -> Result<(Probe, Vec<u8>)> {
+        let exact = marker::probe(l.fd.as_fd(), name)?;
+        if !self.opts.casefold || matches!(exact, Probe::Entry(_)) {
+            return Ok((exact, name.to_vec()));
+        }
+        let generation = (l.id == UPPER).then(|| self.ns_generation.load(Ordering::Acquire));
+        let index = self.fold.index(l.fd.as_fd(), generation)?;
+        let mut whiteout = matches!(exact, Probe::Whiteout);
+        for real in index.get(&fold::fold(name)) {
+            if real.as_slice() == name {
+                continue;
+            }
+            if real.starts_with(marker::WH_PREFIX) {
+                whiteout = true;
+                continue;
+            }
+            match marker::probe(l.fd.as_fd(), real)? {
+                Probe::Entry(st) => return Ok((Probe::Entry(st), real.clone())),
+                Probe::Whiteout => whiteout = true,
+                Probe::Absent => {}
+            }
+        }
+        let probe = if whiteout {
+            Probe::Whiteout
+        } else {
+            Probe::Absent
+        };
+        Ok((probe, name.to_vec()))
+    }
+
     /// Resolves `name` in the directory whose layers are `parent`.
     pub(super) fn resolve_in(&self, parent: &DirLayers, name: &[u8]) -> Result<Found> {
         if marker::is_marker_name(name) {
@@ -98,12 +137,19 @@ impl Union {
             opaque: false,
         };
         let mut mark = Origin::None;
-        for LayerDir { id, fd, .. } in &parent.layers {
-            let st = match marker::probe(fd.as_fd(), name)? {
+        let mut winner_name = None;
+        for layer in &parent.layers {
+            let LayerDir { id, fd, .. } = layer;
+            let (probe, real) = self.probe_in(layer, name)?;
+            let st = match probe {
                 Probe::Absent => continue,
                 Probe::Whiteout => break,
                 Probe::Entry(st) => st,
             };
+            let name = real.as_slice();
+            if winner_name.is_none() {
+                winner_name = Some(real.clone());
+            }
             let wants_dir = Kind::from_mode(st.st_mode) == Kind::Dir
                 && scan
                     .found
@@ -147,6 +193,7 @@ impl Union {
                 lower: (winner != UPPER).then_some(winner),
                 merged,
             },
+            name: winner_name.unwrap_or_else(|| name.to_vec()),
             winner,
             st,
             origin,
@@ -232,6 +279,7 @@ impl Union {
                 lower: (*winner != UPPER).then_some(*winner),
                 merged: d.layers.len() > 1,
             },
+            name: Vec::new(),
             winner: *winner,
             st,
             origin: st,

@@ -50,15 +50,38 @@ pub struct Caller {
 
 /// Does a lower below `dl` hold a visible `name`? (A whiteout or an opaque
 /// cut ends the search; an opaque directory has no lowers at all.)
-pub(super) fn lower_has(dl: &DirLayers, name: &[u8]) -> Result<bool> {
-    for l in dl.lowers() {
-        match marker::probe(l.fd.as_fd(), name)? {
-            Probe::Absent => continue,
-            Probe::Whiteout => return Ok(false),
-            Probe::Entry(_) => return Ok(true),
+impl Union {
+    pub(super) fn lower_has(&self, dl: &DirLayers, name: &[u8]) -> Result<bool> {
+        for l in dl.lowers() {
+            match self.probe_in(l, name)?.0 {
+                Probe::Absent => continue,
+                Probe::Whiteout => return Ok(false),
+                Probe::Entry(_) => return Ok(true),
+            }
         }
+        Ok(false)
     }
-    Ok(false)
+
+    /// Does any lower of `dl` hold `name`, visible or below a whiteout?
+    /// A directory made or moved there must then be opaque.
+    pub(super) fn lower_has_any(&self, dl: &DirLayers, name: &[u8]) -> Result<bool> {
+        for l in dl.lowers() {
+            if let Probe::Entry(_) = self.probe_in(l, name)?.0 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// Bumps the engine's namespace generation when dropped: at the end of
+/// every operation that changes names in the upper, however it ends.
+pub(super) struct NamesChange<'a>(pub &'a Union);
+
+impl Drop for NamesChange<'_> {
+    fn drop(&mut self) {
+        self.0.names_changed();
+    }
 }
 
 /// What the upper directory holds under `name`.
@@ -169,12 +192,21 @@ impl Union {
             // A 0/0 device is a whiteout: the kernel overlay refuses it too.
             return Err(Errno::EPERM);
         }
+        let _changes = NamesChange(self);
         let pup = self.ensure_upper_dir(&p)?;
         let cname = sys::cstr(name)?;
         let fd = match upper_slot(pup.as_fd(), name)? {
             UpperSlot::Empty => {
                 let fd = create_at(pup.as_fd(), &cname, &how)?;
                 self.set_owner(pup.as_fd(), &cname, who);
+                // Casefold: a whiteout of another spelling hides a lower
+                // directory this one must not merge with.
+                if self.opts.casefold
+                    && matches!(how, Make::Dir { .. })
+                    && self.lower_has_any(&pl, name)?
+                {
+                    marker::make_opaque(pup.as_fd(), &cname, self.opts.privileged)?;
+                }
                 fd
             }
             UpperSlot::WhiteoutFile => {
@@ -242,8 +274,11 @@ impl Union {
                 return Err(Errno::ENOTEMPTY);
             }
         }
-        let needs_whiteout = lower_has(&pl, name)?;
+        let needs_whiteout = self.lower_has(&pl, name)?;
+        let _changes = NamesChange(self);
         let pup = self.ensure_upper_dir(&p)?;
+        // The entry's own spelling (casefold: maybe not the caller's).
+        let name = found.name.as_slice();
         let cname = sys::cstr(name)?;
         match (found.state.upper, needs_whiteout) {
             (true, true) => self.swap_for_whiteout(pup.as_fd(), &cname)?,
