@@ -461,6 +461,7 @@ impl Drop for MountGuard {
 /// The kernel overlay mounted over the same kind of layers, as a reference.
 pub struct KernelOverlayGuard {
     mnt: PathBuf,
+    mounted: bool,
 }
 
 impl KernelOverlayGuard {
@@ -482,6 +483,21 @@ impl KernelOverlayGuard {
         Self::mount(opts, mnt)
     }
 
+    /// `-o userxattr,lowerdir=...[,upperdir=UPPER,workdir=WORK]` (creating WORK): the
+    /// dialect FlatImage's bwrap backend uses.
+    pub fn userxattr(lowers: &[PathBuf], upper: Option<(&Path, &Path)>, mnt: &Path) -> Self {
+        let mut opts = OsString::from("userxattr,lowerdir=");
+        opts.push(lowers_arg(lowers));
+        if let Some((u, w)) = upper {
+            fs::create_dir_all(w).unwrap_or_else(|e| panic!("mkdir {}: {e}", w.display()));
+            opts.push(",upperdir=");
+            opts.push(u);
+            opts.push(",workdir=");
+            opts.push(w);
+        }
+        Self::mount(opts, mnt)
+    }
+
     fn mount(opts: OsString, mnt: &Path) -> Self {
         let out = Command::new("mount")
             .args(["-t", "overlay", "overlay", "-o"])
@@ -499,17 +515,39 @@ impl KernelOverlayGuard {
         );
         KernelOverlayGuard {
             mnt: mnt.to_path_buf(),
+            mounted: true,
         }
     }
 
     pub fn path(&self) -> &Path {
         &self.mnt
     }
+
+    pub fn join(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    /// A plain `umount` (everything written reaches the upper); fails the test if it
+    /// does not work.
+    pub fn unmount(mut self) {
+        let st = Command::new("umount")
+            .arg(&self.mnt)
+            .status()
+            .expect("run umount");
+        self.mounted = !st.success();
+        assert!(st.success(), "umount {} failed: {st}", self.mnt.display());
+    }
 }
 
 impl Drop for KernelOverlayGuard {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        if self.mounted {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(&self.mnt)
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 // ---------------------------------------------------------------------------------
 // Raw syscalls
@@ -286,79 +286,12 @@ impl Stack {
 
     /// The kernel overlay with `userxattr` over the same lowers and upper.
     pub fn kernel(&self) -> KernelMount {
-        KernelMount::new(&self.lowers, Some((&self.upper, &self.kwork)), &self.mnt)
+        KernelMount::userxattr(&self.lowers, Some((&self.upper, &self.kwork)), &self.mnt)
     }
 }
 
-/// `mount -t overlay -o userxattr,lowerdir=…[,upperdir=…,workdir=…]`; lazily unmounted
-/// on drop.
-pub struct KernelMount {
-    mnt: PathBuf,
-    mounted: bool,
-}
-
-impl KernelMount {
-    pub fn new(lowers: &[PathBuf], upper: Option<(&Path, &Path)>, mnt: &Path) -> KernelMount {
-        let mut opts = std::ffi::OsString::from("userxattr,lowerdir=");
-        opts.push(lowers_arg(lowers));
-        if let Some((u, w)) = upper {
-            mkdirs(w);
-            opts.push(",upperdir=");
-            opts.push(u);
-            opts.push(",workdir=");
-            opts.push(w);
-        }
-        let out = Command::new("mount")
-            .args(["-t", "overlay", "overlay", "-o"])
-            .arg(&opts)
-            .arg(mnt)
-            .output()
-            .expect("run mount(8)");
-        assert!(
-            out.status.success(),
-            "mount -t overlay -o {} {}: {}{}",
-            opts.to_string_lossy(),
-            mnt.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        KernelMount {
-            mnt: mnt.to_path_buf(),
-            mounted: true,
-        }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.mnt
-    }
-
-    pub fn join(&self, rel: impl AsRef<Path>) -> PathBuf {
-        self.mnt.join(rel)
-    }
-
-    /// A plain `umount` (everything written reaches the upper); fails the test if it
-    /// does not work.
-    pub fn unmount(mut self) {
-        let st = Command::new("umount")
-            .arg(&self.mnt)
-            .status()
-            .expect("run umount");
-        self.mounted = !st.success();
-        assert!(st.success(), "umount {} failed: {st}", self.mnt.display());
-    }
-}
-
-impl Drop for KernelMount {
-    fn drop(&mut self) {
-        if self.mounted {
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(&self.mnt)
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-}
+/// The kernel overlay with `userxattr`, lazily unmounted on drop.
+pub type KernelMount = KernelOverlayGuard;
 
 /// Unmounts a fimfs mount and requires the daemon to exit cleanly.
 pub fn unmount_clean(m: MountGuard) {
@@ -396,7 +329,7 @@ pub fn add_user_opaque(lower: &Path) {
 pub fn plain_copy_of_lowers(lowers: &[PathBuf], scratch_mnt: &Path, dest: &Path) {
     mkdirs(scratch_mnt);
     mkdirs(dest);
-    let k = KernelMount::new(lowers, None, scratch_mnt);
+    let k = KernelMount::userxattr(lowers, None, scratch_mnt);
     let mut src = k.path().as_os_str().to_os_string();
     src.push("/.");
     let out = Command::new("cp")
