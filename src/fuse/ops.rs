@@ -51,6 +51,23 @@ impl FimFs {
         }
     }
 
+    /// unlink (`dir` false) and rmdir: the other names of a linked file
+    /// get fresh attributes; with casefold, the other spellings the kernel
+    /// cached are dropped.
+    fn remove(&self, parent: u64, name: &OsStr, dir: bool, reply: ReplyEmpty) {
+        let others = self.union.other_spellings(parent, name.as_bytes());
+        match self.union.remove(parent, name.as_bytes(), dir) {
+            Ok(sibling) => {
+                reply.ok();
+                self.forget_spellings(parent, others);
+                if let Some(ino) = sibling {
+                    self.invalidate_attr(ino);
+                }
+            }
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
     fn make(&self, req: &Request, parent: INodeNo, name: &OsStr, how: Make, reply: ReplyEntry) {
         let who = Caller {
             uid: req.uid(),
@@ -501,32 +518,11 @@ impl Filesystem for FimFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        guard("unlink", || {
-            let others = self.union.other_spellings(parent.0, name.as_bytes());
-            match self.union.remove(parent.0, name.as_bytes(), false) {
-                Ok(sibling) => {
-                    reply.ok();
-                    self.forget_spellings(parent.0, others);
-                    if let Some(ino) = sibling {
-                        self.invalidate_attr(ino);
-                    }
-                }
-                Err(e) => reply.error(errno(e)),
-            }
-        })
+        guard("unlink", || self.remove(parent.0, name, false, reply))
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        guard("rmdir", || {
-            let others = self.union.other_spellings(parent.0, name.as_bytes());
-            match self.union.remove(parent.0, name.as_bytes(), true) {
-                Ok(_) => {
-                    reply.ok();
-                    self.forget_spellings(parent.0, others);
-                }
-                Err(e) => reply.error(errno(e)),
-            }
-        })
+        guard("rmdir", || self.remove(parent.0, name, true, reply))
     }
 
     fn rename(

@@ -197,10 +197,7 @@ impl Union {
         if found.state.upper {
             return Ok(());
         }
-        let number = match node.ino {
-            0 => self.ino_of(&found),
-            n => n,
-        };
+        let number = self.number_of(node, &found);
         let loc = node.loc().ok_or(Errno::ENOENT)?;
         let parent = loc.parent.ok_or(Errno::EIO)?;
         let pup = self.ensure_upper_dir(&parent)?;

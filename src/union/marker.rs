@@ -152,9 +152,18 @@ impl Origin {
     }
 }
 
-/// Reads the origin mark of the upper entry `dir/name`.
+/// Reads the origin mark of the upper entry `dir/name`. Asked on every
+/// lookup of an upper file: one `listxattr`, and a read only of a mark
+/// that is there.
 pub fn origin(dir: BorrowedFd<'_>, name: &CStr) -> Origin {
+    let Ok(names) = sys::llistxattr_at(dir, name) else {
+        return Origin::None;
+    };
+    let present = |x: &CStr| names.split(|&b| b == 0).any(|n| n == x.to_bytes());
     for (i, x) in ORIGIN_XATTRS.iter().enumerate() {
+        if !present(x) {
+            continue;
+        }
         let Ok(v) = sys::lgetxattr_at(dir, name, x) else {
             continue;
         };

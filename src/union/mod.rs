@@ -151,6 +151,15 @@ impl Union {
         }
     }
 
+    /// The number `node` goes by: its own when the kernel holds it, else
+    /// (a transient node) what `f`, its resolution, reports.
+    fn number_of(&self, node: &Node, f: &Found) -> u64 {
+        match node.ino {
+            0 => self.ino_of(f),
+            n => n,
+        }
+    }
+
     fn attr_of(&self, node_ino: Option<u64>, f: &Found) -> Attr {
         let ino = match node_ino {
             Some(i) if !linked_upper(&f.state, &f.st) => i,
@@ -162,11 +171,11 @@ impl Union {
     /// Looks `name` up in directory `parent`, counting one kernel lookup.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<(Arc<Node>, Attr)> {
         let p = self.node(parent)?;
-        let pl = self.dir_layers_fresh(&p)?;
         if self.opts.casefold && name == CIOPFS_NAME {
             let node = self.nodes.remember_fixed(CIOPFS_INO);
             return Ok((node, self.ciopfs_attr()?));
         }
+        let pl = self.dir_layers_fresh(&p)?;
         let found = self.resolve_in(&pl, name);
         tracing::trace!(parent, name = %String::from_utf8_lossy(name), ok = found.is_ok(), "lookup");
         Ok(self.hand_out(p, &pl, name, found?))

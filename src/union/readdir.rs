@@ -150,11 +150,11 @@ impl Merge<'_> {
                 };
                 // An opaque upper directory has no origin below it; an upper
                 // file with several links reports its own number.
-                let upper_name = self.out[i].name.clone();
-                if kind == Kind::Dir && upper_child_opaque(self.upper, &upper_name) {
+                let upper_name = &self.out[i].name;
+                if kind == Kind::Dir && upper_child_opaque(self.upper, upper_name) {
                     return;
                 }
-                if kind != Kind::Dir && !upper_copy_of(self.upper, &upper_name, dir, &name) {
+                if kind != Kind::Dir && !upper_copy_of(self.upper, upper_name, dir, &name) {
                     return;
                 }
                 self.out[i].ino = ino;

@@ -34,10 +34,7 @@ impl Union {
         links: &mut HashMap<(u64, u64), (Arc<OwnedFd>, CString)>,
     ) -> Result<()> {
         let (found, place) = self.place(node)?;
-        let number = match node.ino {
-            0 => self.ino_of(&found),
-            n => n,
-        };
+        let number = self.number_of(node, &found);
         copy_entry(&place, &found.st, dir, name, false)?;
         self.stick_at(dir, name, number);
         let out = Arc::new(sys::openat(
@@ -228,15 +225,10 @@ impl Union {
             self.generation.fetch_add(1, Ordering::AcqRel);
         }
         // The moved entries keep their numbers; a replaced one is gone.
-        let src_number = match src_node.ino {
-            0 => self.ino_of(&src),
-            n => n,
-        };
-        self.stick_at(dpup.as_fd(), &cd, src_number);
+        self.stick_at(dpup.as_fd(), &cd, self.number_of(&src_node, &src));
         match (&dst, &dst_node) {
             (Some(d), Some(dn)) if exchange => {
-                let n = if dn.ino == 0 { self.ino_of(d) } else { dn.ino };
-                self.stick_at(spup.as_fd(), &cs, n);
+                self.stick_at(spup.as_fd(), &cs, self.number_of(dn, d));
             }
             (Some(d), _) if d.state.upper && (d.state.kind == Kind::Dir || d.st.st_nlink <= 1) => {
                 self.inos.unstick(d.st.st_dev, d.st.st_ino)
