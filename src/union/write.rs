@@ -456,6 +456,7 @@ impl Union {
         if found.state.kind == Kind::Dir {
             return Err(Errno::EPERM);
         }
+        let _changes = NamesChange(self);
         let dup = self.ensure_upper_dir(&np)?;
         let cname = sys::cstr(newname)?;
         match upper_slot(dup.as_fd(), newname)? {
