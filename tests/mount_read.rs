@@ -758,23 +758,24 @@ fn wait_exit_of(pid: u32) -> bool {
     true
 }
 
-#[test]
-fn foreground_daemon_exits_and_removes_its_workdir_on_fusermount_u() {
-    let t = mount_fixtures("mr-exit-fusermount", true, &[]);
+/// Detaches the mount with `cmd MNT`, then requires the foreground daemon to exit
+/// cleanly and its workdir to be gone.
+fn detach_and_expect_clean_exit(t: Mounted, cmd: &[&str]) {
     let work = workdir_of(&t, t.m.pid());
     assert!(
         work.is_dir(),
         "default workdir {} missing while mounted",
         work.display()
     );
-    let out = Command::new("fusermount3")
-        .arg("-u")
+    let out = Command::new(cmd[0])
+        .args(&cmd[1..])
         .arg(t.m.path())
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "fusermount3 -u: {}",
+        "{}: {}",
+        cmd.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
     let Mounted {
@@ -791,26 +792,15 @@ fn foreground_daemon_exits_and_removes_its_workdir_on_fusermount_u() {
 }
 
 #[test]
+fn foreground_daemon_exits_and_removes_its_workdir_on_fusermount_u() {
+    let t = mount_fixtures("mr-exit-fusermount", true, &[]);
+    detach_and_expect_clean_exit(t, &["fusermount3", "-u"]);
+}
+
+#[test]
 fn foreground_daemon_exits_on_umount() {
     let t = mount_fixtures("mr-exit-umount", true, &[]);
-    let work = workdir_of(&t, t.m.pid());
-    let out = Command::new("umount").arg(t.m.path()).output().unwrap();
-    assert!(
-        out.status.success(),
-        "umount: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let Mounted {
-        m,
-        layers: _,
-        tmp: _tmp,
-    } = t;
-    let (status, log) = m.wait_exit();
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "daemon exit {status:?}:\n{log}"
-    );
-    assert!(!work.exists(), "workdir {} left behind", work.display());
+    detach_and_expect_clean_exit(t, &["umount"]);
 }
 
 #[test]
