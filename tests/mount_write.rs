@@ -140,16 +140,7 @@ fn create_every_kind_of_node() {
             "top-file"
         ]
     );
-    let before = view(m.path(), true);
-    unmount_clean(m);
-    let m = s.mount();
-    assert_same_view(
-        "before remount",
-        &before,
-        "after remount",
-        &view(m.path(), true),
-    );
-    drop(m);
+    remount_keeps_the_view(&s, m);
     s.assert_lowers_untouched();
 }
 
@@ -287,16 +278,7 @@ fn copy_up_keeps_mode_owner_times_xattrs_and_data() {
     assert_eq!(lstat_errno(&s.u("meta/d/inner")), libc::ENOENT);
     assert_eq!(lstat_errno(&s.u("other")), libc::ENOENT);
 
-    let before = view(m.path(), true);
-    unmount_clean(m);
-    let m = s.mount();
-    assert_same_view(
-        "before remount",
-        &before,
-        "after remount",
-        &view(m.path(), true),
-    );
-    drop(m);
+    remount_keeps_the_view(&s, m);
     s.assert_lowers_untouched();
 }
 
@@ -1682,16 +1664,7 @@ fn attribute_and_data_operations_on_lower_files() {
         .expect("fsync of a directory");
     assert_eq!(read_str(&s.u("o/sync")), "SYNC456789 sync\n");
 
-    let before = view(m.path(), true);
-    unmount_clean(m);
-    let m = s.mount();
-    assert_same_view(
-        "before remount",
-        &before,
-        "after remount",
-        &view(m.path(), true),
-    );
-    drop(m);
+    remount_keeps_the_view(&s, m);
     s.assert_lowers_untouched();
 }
 
@@ -1727,16 +1700,7 @@ fn attributes_of_directories() {
         assert_eq!(mtime(&s.u(d)), t, "mtime of upper {d}");
     }
     assert_eq!(names(&m.join("merged")), ["a", "b"]);
-    let before = view(m.path(), true);
-    unmount_clean(m);
-    let m = s.mount();
-    assert_same_view(
-        "before remount",
-        &before,
-        "after remount",
-        &view(m.path(), true),
-    );
-    drop(m);
+    remount_keeps_the_view(&s, m);
     s.assert_lowers_untouched();
 }
 

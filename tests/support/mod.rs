@@ -510,3 +510,17 @@ pub fn numbers_naming_several_files(root: &Path) -> Vec<String> {
     walk(root, Path::new(""), &mut seen, &mut bad);
     bad
 }
+
+/// Unmounts `m` (the daemon must exit cleanly), mounts `s` again, and requires the
+/// fresh daemon to show exactly what `m` showed.
+pub fn remount_keeps_the_view(s: &Stack, m: MountGuard) {
+    let before = view(m.path(), true);
+    unmount_clean(m);
+    let m = s.mount();
+    assert_same_view(
+        "before remount",
+        &before,
+        "after remount",
+        &view(m.path(), true),
+    );
+}
