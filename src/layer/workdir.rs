@@ -112,6 +112,13 @@ pub fn remove_tree(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> Result<(), Err
         Err(Errno::EISDIR) | Err(Errno::EPERM) => {}
         Err(e) => return Err(e),
     }
+    // An empty directory goes without being opened: the kernel overlay
+    // leaves `work/work` with mode 000, which its owner cannot list.
+    match sys::unlinkat(dir, name, true) {
+        Ok(()) => return Ok(()),
+        Err(Errno::ENOTEMPTY) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(e),
+    }
     let sub = sys::openat(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
     for e in sys::read_dir_entries(sub.as_fd())? {
         remove_tree(sub.as_fd(), &sys::cstr(&e.name)?)?;

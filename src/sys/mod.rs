@@ -441,6 +441,45 @@ pub fn flock_exclusive(fd: BorrowedFd<'_>) -> Result<()> {
     Ok(())
 }
 
+/// Takes a shared, non-blocking `flock` on `fd`; EWOULDBLOCK while another
+/// process holds it exclusively.
+pub fn flock_shared(fd: BorrowedFd<'_>) -> Result<()> {
+    // SAFETY: plain syscall on a borrowed fd.
+    check(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) })?;
+    Ok(())
+}
+
+/// Gives the calling thread its own umask, cwd and root (`unshare(CLONE_FS)`):
+/// threads it starts afterwards share them, the rest of the process does not.
+/// The in-process daemon needs umask 0 while the command it runs keeps the
+/// user's umask.
+pub fn unshare_fs() -> Result<()> {
+    // SAFETY: CLONE_FS only copies the calling thread's fs_struct.
+    check(unsafe { libc::unshare(libc::CLONE_FS) })?;
+    Ok(())
+}
+
+/// Clears `FD_CLOEXEC` on `fd`, so that the next exec'd child inherits it.
+pub fn inherit_on_exec(fd: BorrowedFd<'_>) -> Result<()> {
+    // SAFETY: fcntl on a borrowed fd.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, 0) })?;
+    Ok(())
+}
+
+/// Closes every fd of the process except 0, 1, 2 and `keep`. For a freshly
+/// forked, single-threaded child that must not hold its parent's files.
+pub fn close_other_fds(keep: BorrowedFd<'_>) {
+    let keep = keep.as_raw_fd();
+    // SAFETY: the caller is single-threaded and owns every fd it closes;
+    // `keep` and the standard fds stay open.
+    unsafe {
+        if keep > 3 {
+            libc::close_range(3, (keep - 1) as libc::c_uint, 0);
+        }
+        libc::close_range((keep.max(2) + 1) as libc::c_uint, libc::c_uint::MAX, 0);
+    }
+}
+
 /// An all-zero `struct stat`, for building test values.
 pub fn zeroed_stat() -> libc::stat {
     // SAFETY: `struct stat` is plain old data; all-zero is a valid value.
