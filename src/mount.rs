@@ -26,7 +26,7 @@ pub struct Plan {
     mountpoint: PathBuf,
 }
 
-fn is_dir_named(what: &str, p: &Path) -> Result<(), String> {
+pub(crate) fn is_dir_named(what: &str, p: &Path) -> Result<(), String> {
     match std::fs::metadata(p) {
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) => Err(format!("{what} {}: is not a directory", p.display())),
@@ -39,7 +39,7 @@ fn is_dir_named(what: &str, p: &Path) -> Result<(), String> {
 
 /// The absolute, symlink-free form of `p`, which need not exist yet: its
 /// deepest existing ancestor is resolved and the rest appended.
-fn absolute(p: &Path) -> Result<PathBuf, String> {
+pub(crate) fn absolute(p: &Path) -> Result<PathBuf, String> {
     let p = std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()))?;
     let mut existing = p.as_path();
     let mut rest = Vec::new();
@@ -62,16 +62,16 @@ fn absolute(p: &Path) -> Result<PathBuf, String> {
     }
 }
 
-fn nearest_dev(p: &Path) -> Option<u64> {
+pub(crate) fn nearest_dev(p: &Path) -> Option<u64> {
     p.ancestors()
         .find_map(|a| std::fs::metadata(a).ok().map(|m| m.dev()))
 }
 
-fn inside(a: &Path, b: &Path) -> bool {
+pub(crate) fn inside(a: &Path, b: &Path) -> bool {
     a.starts_with(b)
 }
 
-fn default_work_base(upper: &Path) -> PathBuf {
+pub(crate) fn default_work_base(upper: &Path) -> PathBuf {
     upper
         .parent()
         .map(|p| p.join("work"))
@@ -183,7 +183,7 @@ impl Plan {
     }
 
     /// Creates the upper and the workdir, opens every layer.
-    fn build(&self) -> Result<Union, String> {
+    pub(crate) fn build(&self) -> Result<Union, String> {
         let mut lowers = Vec::new();
         for l in &self.lowers {
             lowers.push(Layer::open(l).map_err(|e| format!("lower directory {e}"))?);
@@ -213,7 +213,7 @@ impl Plan {
         Ok(Union::new(Stack::new(upper, lowers), work, opts))
     }
 
-    fn mount_config(&self) -> MountConfig {
+    pub(crate) fn mount_config(&self) -> MountConfig {
         let o = &self.req.opts;
         let root = crate::sys::geteuid() == 0;
         let threads = o

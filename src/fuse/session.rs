@@ -201,3 +201,77 @@ pub fn serve(
     stop.run("the kernel ended the session", false);
     res.map_err(|e| format!("serving {}: {e}", cfg.mountpoint.display()))
 }
+
+/// A union served by threads of the calling process (the launcher's
+/// daemon mode): no signal handling of its own, no `exit`.
+pub struct Running {
+    mountpoint: PathBuf,
+    union: Arc<Union>,
+}
+
+/// Mounts `union` and serves it on background threads of this process.
+///
+/// The session threads get their own fs_struct with umask 0 (the daemon
+/// applies the caller's mode itself), so the rest of the process, and the
+/// command it runs, keeps the user's umask. Signals are not touched: block
+/// them before calling this if other threads should handle them.
+pub fn start(union: Arc<Union>, cfg: &MountConfig) -> Result<Running, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mountpoint = cfg.mountpoint.clone();
+    let config = fuser_config(cfg);
+    let ttl = cfg.ttl;
+    let u = union.clone();
+    let spawned = std::thread::Builder::new()
+        .name("fimfs-session".into())
+        .spawn(move || {
+            if let Err(e) = crate::sys::unshare_fs() {
+                let _ = tx.send(Err(format!("unshare(CLONE_FS): {}", e.desc())));
+                return;
+            }
+            crate::sys::umask(0);
+            let fs = FimFs::new(u, ttl, Tuning::default());
+            let slot = fs.notifier_slot();
+            let session = match Session::new(fs, &mountpoint, &config) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = tx.send(Err(format!("mounting {}: {e}", mountpoint.display())));
+                    return;
+                }
+            };
+            let _ = slot.set(session.notifier());
+            let _ = tx.send(Ok(()));
+            if let Err(e) = session.run() {
+                tracing::warn!("serving {}: {e}", mountpoint.display());
+            }
+        })
+        .map_err(|e| format!("starting the daemon thread: {e}"))?;
+    drop(spawned);
+    match rx.recv() {
+        Ok(Ok(())) => Ok(Running {
+            mountpoint: cfg.mountpoint.clone(),
+            union,
+        }),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err("the daemon thread ended before mounting".into()),
+    }
+}
+
+impl Running {
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Detaches the mount and removes the workdir (as dropping does).
+    pub fn stop(self) {}
+}
+
+impl Drop for Running {
+    /// Detaches the mount (files still open elsewhere keep working until
+    /// they are closed or this process exits) and removes the workdir.
+    fn drop(&mut self) {
+        unmount_lazy(&self.mountpoint);
+        if let Some(w) = self.union.workdir() {
+            w.remove();
+        }
+    }
+}
