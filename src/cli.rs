@@ -2,11 +2,13 @@
 //!
 //! Invoked as `fuse-overlayfs`/`overlayfs` or `unionfs`/`unionfs-fuse`, the
 //! binary takes those tools' command lines unchanged (see `opts`).
+use crate::launch::run::{Environment, LAUNCHER_ERROR, RunRequest};
+use crate::launch::{Backend, Image, casefold_enabled, overlay_show};
 use crate::mount::{Plan, run};
 use crate::opts::{self, MountRequest, OptError};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Parser)]
 #[command(name = "fimfs", version, about = "A union filesystem for FlatImage")]
@@ -33,13 +35,85 @@ enum Command {
         #[arg(value_name = "ARGS", num_args = 1..=3, required = true)]
         args: Vec<OsString>,
     },
+    /// Run COMMAND on the merged view of LOWERS and UPPER: on the kernel
+    /// overlay through bwrap, or on the fimfs daemon in this process
+    /// (FIM_OVERLAY, then the image's overlay byte, then BWRAP; casefold
+    /// never uses BWRAP). Exits with the command's status, 128+N when
+    /// signal N killed it, 125 on the launcher's own errors.
+    Run {
+        /// The FlatImage binary whose reserved bytes choose the backend.
+        #[arg(long, value_name = "FILE")]
+        image: Option<PathBuf>,
+        /// Where each run's `<PID>/` scratch directory goes (on the upper's
+        /// filesystem); default: `work/` next to UPPER.
+        #[arg(long, value_name = "DIR")]
+        workdir: Option<PathBuf>,
+        /// Where the view appears in the sandbox: `/` (the layers are a
+        /// root filesystem), or a path under the host's `/`.
+        #[arg(long, value_name = "PATH", default_value = "/")]
+        target: PathBuf,
+        /// Case-insensitive names (served by the daemon).
+        #[arg(long)]
+        casefold: bool,
+        /// Print the backend, why, and the bwrap command line; run nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// One more bwrap argument (repeatable), after the standard mounts.
+        #[arg(long = "bwrap-arg", value_name = "ARG", allow_hyphen_values = true)]
+        bwrap_args: Vec<OsString>,
+        /// `:`-separated, top-most first.
+        #[arg(value_name = "LOWERS")]
+        lowers: OsString,
+        #[arg(value_name = "UPPER")]
+        upper: PathBuf,
+        #[arg(value_name = "COMMAND", last = true, required = true)]
+        command: Vec<OsString>,
+    },
+    /// Show or set the overlay byte of a FlatImage binary.
+    Overlay {
+        #[command(subcommand)]
+        action: OverlayAction,
+    },
+    /// Show or set the casefold byte of a FlatImage binary.
+    Casefold {
+        action: CasefoldAction,
+        #[arg(long, value_name = "FILE", required = true)]
+        image: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OverlayAction {
+    /// Print the effective backend (after FIM_OVERLAY and casefold).
+    Show {
+        #[arg(long, value_name = "FILE", required = true)]
+        image: PathBuf,
+    },
+    /// Write the overlay byte: bwrap, overlayfs or unionfs (any case).
+    Set {
+        #[arg(value_name = "BACKEND")]
+        value: OsString,
+        #[arg(long, value_name = "FILE", required = true)]
+        image: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CasefoldAction {
+    Show,
+    On,
+    Off,
 }
 
 fn init_logging(debug: bool) {
+    init_logging_with(debug, "info,fuser=warn");
+}
+
+fn init_logging_with(debug: bool, default: &str) {
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => tracing_subscriber::EnvFilter::new(v),
         _ if debug => tracing_subscriber::EnvFilter::new("debug"),
-        _ => tracing_subscriber::EnvFilter::new("info,fuser=warn"),
+        _ => tracing_subscriber::EnvFilter::new(default),
     };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -65,6 +139,70 @@ fn mount(req: Result<MountRequest, OptError>) -> i32 {
     }
 }
 
+fn split_lowers(lowers: &OsString) -> Vec<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    lowers
+        .as_bytes()
+        .split(|&b| b == b':')
+        .filter(|p| !p.is_empty())
+        .map(|p| PathBuf::from(std::ffi::OsStr::from_bytes(p)))
+        .collect()
+}
+
+fn overlay(action: OverlayAction) -> Result<(), String> {
+    match action {
+        OverlayAction::Show { image } => {
+            let img = Image::open(&image).map_err(|e| e.to_string())?;
+            let cf = casefold_enabled(
+                false,
+                std::env::var_os("FIM_CASEFOLD").as_deref(),
+                Some(img.casefold_byte()),
+            );
+            let env = std::env::var_os("FIM_OVERLAY");
+            println!(
+                "{}",
+                overlay_show(env.as_deref(), Some(img.overlay_byte()), cf)
+            );
+            Ok(())
+        }
+        OverlayAction::Set { value, image } => {
+            let backend = Backend::parse_setting(&value).map_err(|e| e.to_string())?;
+            let mut img = Image::open_rw(&image).map_err(|e| e.to_string())?;
+            img.set_overlay(backend).map_err(|e| e.to_string())
+        }
+    }
+}
+
+fn casefold(action: CasefoldAction, image: PathBuf) -> Result<(), String> {
+    match action {
+        CasefoldAction::Show => {
+            let img = Image::open(&image).map_err(|e| e.to_string())?;
+            let on = casefold_enabled(
+                false,
+                std::env::var_os("FIM_CASEFOLD").as_deref(),
+                Some(img.casefold_byte()),
+            );
+            println!("{}", if on { "ON" } else { "OFF" });
+            Ok(())
+        }
+        CasefoldAction::On | CasefoldAction::Off => {
+            let mut img = Image::open_rw(&image).map_err(|e| e.to_string())?;
+            img.set_casefold(matches!(action, CasefoldAction::On))
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+fn status(res: Result<(), String>) -> i32 {
+    match res {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("fimfs: {e}");
+            1
+        }
+    }
+}
+
 /// The process entry: returns the exit code.
 pub fn main() -> i32 {
     let args: Vec<OsString> = std::env::args_os().collect();
@@ -83,7 +221,12 @@ pub fn main() -> i32 {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { 2 } else { 0 };
+            let launching = args.get(1).is_some_and(|a| a == "run");
+            return match (e.use_stderr(), launching) {
+                (false, _) => 0,
+                (true, true) => LAUNCHER_ERROR,
+                (true, false) => 2,
+            };
         }
     };
     match cli.command {
@@ -92,5 +235,34 @@ pub fn main() -> i32 {
             options,
             args,
         } => mount(opts::mount_request(&args, &options, foreground)),
+        Command::Run {
+            image,
+            workdir,
+            target,
+            casefold,
+            dry_run,
+            bwrap_args,
+            lowers,
+            upper,
+            command,
+        } => {
+            // The launcher speaks in `fimfs:` lines; the daemon inside it
+            // only logs what goes wrong.
+            init_logging_with(false, "warn,fuser=error");
+            let req = RunRequest {
+                image,
+                workdir,
+                target,
+                casefold,
+                dry_run,
+                bwrap_args,
+                lowers: split_lowers(&lowers),
+                upper,
+                command,
+            };
+            crate::launch::run::run(req, &Environment::from_process())
+        }
+        Command::Overlay { action } => status(overlay(action)),
+        Command::Casefold { action, image } => status(casefold(action, image)),
     }
 }

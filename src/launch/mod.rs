@@ -8,14 +8,18 @@
 //! - [`image`]: the FlatImage binary: the ELF section `.fim_reserved_offset`,
 //!   the 4 MiB reserved space (overlay byte 9, casefold byte 10) and the
 //!   appended `[u64 size][DWARFS…]` layer blocks;
-//! - `elf`: the minimal ELF32/ELF64 little-endian section lookup behind it.
-//!
-//! Not yet here: mounting, bwrap argv, spawning, fallback detection.
+//! - `elf`: the minimal ELF32/ELF64 little-endian section lookup behind it;
+//! - [`bwrap`]: finding bubblewrap, its version, the sandbox command lines,
+//!   its JSON status documents;
+//! - [`run`]: `fimfs run`, which runs one command on the chosen backend,
+//!   falls back to the daemon when the kernel refuses the overlay, and
+//!   forwards signals;
+//! - [`rundir`]: the per-run directory, its reaper, the upper's lock.
 //!
 //! Invariants:
-//! - Nothing in this module reads the process environment or global state:
-//!   callers pass `FIM_OVERLAY`/`FIM_CASEFOLD` values in, so every decision
-//!   is testable as a table.
+//! - Nothing in this module reads the process environment: callers pass
+//!   `FIM_OVERLAY`/`FIM_CASEFOLD` values in ([`run::Environment`]), so every
+//!   decision is testable as a table.
 //! - Reading an image never panics on a hostile file: every offset is
 //!   bounds-checked against the file's length with checked arithmetic.
 //! - Writing an image changes exactly one byte (overlay or casefold), and
@@ -23,10 +27,13 @@
 //!   reserved space and clear of the ELF headers.
 //! - No `unsafe`; file access is `std::fs` positional I/O (`FileExt`).
 
+pub mod bwrap;
 pub mod choice;
 mod elf;
 pub mod error;
 pub mod image;
+pub mod run;
+pub mod rundir;
 
 pub use choice::{
     ALL_BACKENDS, Backend, CASEFOLD_BACKEND, Choice, ParseBackendError, Reason, Rule,
