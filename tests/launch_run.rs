@@ -812,7 +812,8 @@ fn bwrap_runs_wait_for_an_upper_in_use() {
 #[test]
 fn old_or_missing_bwrap() {
     let s = Scene::new("old-bwrap");
-    // A bwrap that says it is 0.8.0 and otherwise is the real one.
+    // A bwrap that says it is 0.8.0 and, like 0.8, has no --overlay-src;
+    // otherwise it is the real one.
     let real = Command::new("sh")
         .args(["-c", "command -v bwrap"])
         .output()
@@ -823,7 +824,12 @@ fn old_or_missing_bwrap() {
     fs::write(
         &old,
         format!(
-            "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'bubblewrap 0.8.0'; exit 0; fi\nexec {real} \"$@\"\n"
+            "#!/bin/sh\n\
+             if [ \"$1\" = --version ]; then echo 'bubblewrap 0.8.0'; exit 0; fi\n\
+             for a in \"$@\"; do\n\
+               if [ \"$a\" = --overlay-src ]; then echo 'bwrap: Unknown option --overlay-src' >&2; exit 1; fi\n\
+             done\n\
+             exec {real} \"$@\"\n"
         ),
     )
     .unwrap();

@@ -50,13 +50,29 @@ impl Version {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bwrap {
     pub path: PathBuf,
-    pub version: Version,
 }
 
 impl Bwrap {
-    /// True when this bwrap can mount the kernel overlay itself.
-    pub fn has_overlay(&self) -> bool {
-        self.version >= MIN_OVERLAY_VERSION
+    /// Asks the binary (`--version`). Not done on the way to a normal run,
+    /// which costs a process; only to explain a failure or a dry run.
+    pub fn version(&self) -> Result<Version, FindError> {
+        let out = std::process::Command::new(&self.path)
+            .arg("--version")
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .map_err(|e| FindError::Unusable {
+                path: self.path.clone(),
+                why: format!("cannot run it: {e}"),
+            })?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        match Version::parse(&text) {
+            Some(v) if out.status.success() => Ok(v),
+            _ => Err(FindError::Unusable {
+                path: self.path.clone(),
+                why: format!("unexpected `--version` output {:?}", text.trim()),
+            }),
+        }
     }
 }
 
@@ -65,7 +81,7 @@ impl Bwrap {
 pub enum FindError {
     /// Neither `FIMFS_BWRAP` nor `PATH` names one.
     NotFound,
-    /// It exists but `--version` failed or printed something else.
+    /// It exists but cannot be run, or `--version` printed something else.
     Unusable { path: PathBuf, why: String },
 }
 
@@ -83,40 +99,36 @@ impl fmt::Display for FindError {
 }
 
 /// The bwrap to use: `FIMFS_BWRAP` when set (`fimfs_bwrap`), else the first
-/// `bwrap` on `path_var`.
+/// executable `bwrap` on `path_var`.
 pub fn find(fimfs_bwrap: Option<&OsStr>, path_var: Option<&OsStr>) -> Result<Bwrap, FindError> {
-    let path = match fimfs_bwrap.filter(|v| !v.is_empty()) {
-        Some(p) => PathBuf::from(p),
-        None => search_path(path_var).ok_or(FindError::NotFound)?,
-    };
-    let out = std::process::Command::new(&path)
-        .arg("--version")
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .map_err(|e| FindError::Unusable {
-            path: path.clone(),
-            why: format!("cannot run it: {e}"),
-        })?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    match Version::parse(&text) {
-        Some(version) if out.status.success() => Ok(Bwrap { path, version }),
-        _ => Err(FindError::Unusable {
-            path,
-            why: format!("unexpected `--version` output {:?}", text.trim()),
-        }),
+    match fimfs_bwrap.filter(|v| !v.is_empty()) {
+        Some(p) => {
+            let path = PathBuf::from(p);
+            if is_executable(&path) {
+                Ok(Bwrap { path })
+            } else {
+                Err(FindError::Unusable {
+                    path,
+                    why: "(FIMFS_BWRAP) is not an executable file".into(),
+                })
+            }
+        }
+        None => search_path(path_var)
+            .map(|path| Bwrap { path })
+            .ok_or(FindError::NotFound),
     }
 }
 
-fn search_path(path_var: Option<&OsStr>) -> Option<PathBuf> {
+fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    let path_var = path_var?;
-    std::env::split_paths(path_var)
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn search_path(path_var: Option<&OsStr>) -> Option<PathBuf> {
+    std::env::split_paths(path_var?)
         .filter(|d| !d.as_os_str().is_empty())
         .map(|d| d.join("bwrap"))
-        .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
+        .find(|p| is_executable(p))
 }
 
 /// What the sandbox shows at its target.
@@ -387,8 +399,8 @@ mod tests {
         let path = std::env::join_paths([&a, &b]).unwrap();
         let found = find(None, Some(&path)).unwrap();
         assert_eq!(found.path, b.join("bwrap"));
-        assert_eq!(found.version, Version(0, 11, 1));
-        assert!(found.has_overlay());
+        assert_eq!(found.version(), Ok(Version(0, 11, 1)));
+        assert!(find(Some(a.join("bwrap").as_os_str()), None).is_err());
         assert_eq!(find(None, Some(a.as_os_str())), Err(FindError::NotFound));
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -186,16 +186,15 @@ impl Launch {
         let choice = choice::choose(env.fim_overlay.as_deref(), overlay_byte, casefold);
         let bwrap = bwrap::find(env.fimfs_bwrap.as_deref(), env.path.as_deref())
             .map_err(|e| format!("{e}; fimfs run needs bubblewrap to enter the view"))?;
+        // A real run does not ask bwrap its version (a process on every
+        // start): an old bwrap refuses --overlay-src, and the fallback says
+        // why. A dry run asks, to show what would happen.
         let mode = match choice.backend {
-            Backend::Bwrap if bwrap.has_overlay() => Mode::Kernel,
-            Backend::Bwrap => Mode::Daemon {
-                why: Some(format!(
-                    "bwrap {} at {} has no --overlay (needs {}): the fimfs daemon serves the view",
-                    bwrap.version,
-                    bwrap.path.display(),
-                    bwrap::MIN_OVERLAY_VERSION
-                )),
+            Backend::Bwrap if req.dry_run => match too_old(&bwrap) {
+                Some(why) => Mode::Daemon { why: Some(why) },
+                None => Mode::Kernel,
             },
+            Backend::Bwrap => Mode::Kernel,
             _ => Mode::Daemon { why: None },
         };
         Ok(Launch {
@@ -250,7 +249,7 @@ impl Launch {
             )),
             Mode::Daemon { why } => {
                 if let Some(why) = why {
-                    out.push_str(&format!("note: {why}\n"));
+                    out.push_str(&format!("note: {why}: the fimfs daemon serves the view\n"));
                 }
                 out.push_str(&format!(
                     "daemon: fimfs mount {} {} {}{}\n",
@@ -304,9 +303,6 @@ impl Launch {
         let run_dir = RunDir::create(paths)?;
         let kernel = matches!(self.mode, Mode::Kernel);
         let _lock = lock_upper(&self.upper, kernel, self.busy_timeout)?;
-        if let Mode::Daemon { why: Some(why) } = &self.mode {
-            eprintln!("fimfs: {why}");
-        }
         if kernel {
             let work = run_dir.paths().work();
             let view = View::Overlay {
@@ -320,10 +316,16 @@ impl Launch {
             }
             match self.probe_setup(view) {
                 Setup::Works => return Ok(end.code()),
-                Setup::Refused(reason) => eprintln!(
-                    "fimfs: the kernel overlay was refused ({reason}); \
-                     running the command on the fimfs daemon instead"
-                ),
+                Setup::Refused(reason) => {
+                    let why = match reason
+                        .contains("Unknown option")
+                        .then(|| too_old(&self.bwrap))
+                    {
+                        Some(Some(old)) => old,
+                        _ => format!("the kernel overlay was refused ({reason})"),
+                    };
+                    eprintln!("fimfs: {why}; running the command on the fimfs daemon instead");
+                }
             }
         }
         self.run_daemon(run_dir.paths())
@@ -394,6 +396,18 @@ impl Launch {
         TARGET.store(0, Ordering::SeqCst);
         let status = reader.join().unwrap_or_default();
         Ok(BwrapEnd { status, exit })
+    }
+}
+
+/// Why `bwrap` cannot mount the overlay itself, if it is too old.
+fn too_old(bwrap: &Bwrap) -> Option<String> {
+    match bwrap.version() {
+        Ok(v) if v < bwrap::MIN_OVERLAY_VERSION => Some(format!(
+            "bwrap {v} at {} has no --overlay (needs {})",
+            bwrap.path.display(),
+            bwrap::MIN_OVERLAY_VERSION
+        )),
+        _ => None,
     }
 }
 
