@@ -858,3 +858,62 @@ fn old_or_missing_bwrap() {
     assert!(d.stderr.contains("/nonexistent/bwrap"), "{d}");
     s.assert_clean();
 }
+
+#[test]
+fn an_unprivileged_user_runs_on_each_backend() {
+    // FlatImage runs as the desktop user: bwrap makes a user namespace, the
+    // daemon mounts through fusermount3, and requests reach it with the
+    // user's own uid.
+    const NOBODY: u32 = 65534;
+    let s = Scene::new("unprivileged");
+    let data = s.t.join("data");
+    fs::create_dir_all(&s.upper).unwrap();
+    for d in [&data, &s.upper] {
+        std::os::unix::fs::chown(d, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    fs::create_dir_all(s.t.join("host")).unwrap();
+    std::os::unix::fs::chown(s.t.join("host"), Some(NOBODY), Some(NOBODY)).unwrap();
+    let view = view_target(&s);
+    let target = view.to_str().unwrap().to_string();
+    for backend in BACKENDS {
+        let out = s.host(&format!("seen-{backend}"));
+        let script = format!(
+            "id -u > {o}; cat {v}/etc/app/app.conf >> {o}; echo mine > {v}/{b}",
+            o = out.display(),
+            v = view.display(),
+            b = backend
+        );
+        let mut args = vec![
+            OsString::from(format!("--reuid={NOBODY}")),
+            format!("--regid={NOBODY}").into(),
+            "--clear-groups".into(),
+            FIMFS.into(),
+        ];
+        args.extend(s.run_args(&["--target", &target], &script));
+        let l = {
+            let mut cmd = Command::new("setpriv");
+            cmd.args(&args)
+                .env("FIM_OVERLAY", backend)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            cmd.output().unwrap()
+        };
+        assert!(
+            l.status.success(),
+            "{backend}: {}\n{}",
+            l.status,
+            String::from_utf8_lossy(&l.stderr)
+        );
+        assert_eq!(
+            fs::read_to_string(&out).unwrap(),
+            format!("{NOBODY}\nsetting=1\n"),
+            "{backend}"
+        );
+        // The root of the view is the upper's root, which the user owns.
+        let made = s.upper.join(backend);
+        assert_eq!(fs::read_to_string(&made).unwrap(), "mine\n");
+        assert_eq!(fs::metadata(&made).unwrap().uid(), NOBODY, "{backend}");
+        s.assert_clean();
+    }
+}
