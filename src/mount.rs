@@ -62,6 +62,21 @@ pub(crate) fn absolute(p: &Path) -> Result<PathBuf, String> {
     }
 }
 
+/// A FUSE mount whose daemon died answers ENOTCONN to everything; the
+/// mountpoint is usable again once it is detached. Only such a mount is
+/// touched: anything else is left for the checks to report.
+fn detach_if_dead(mountpoint: &Path) {
+    if let Err(e) = std::fs::metadata(mountpoint)
+        && e.raw_os_error() == Some(libc::ENOTCONN)
+    {
+        tracing::warn!(
+            "mountpoint {}: a FUSE mount whose daemon is gone; detaching it",
+            mountpoint.display()
+        );
+        crate::fuse::session::unmount_lazy(mountpoint);
+    }
+}
+
 pub(crate) fn nearest_dev(p: &Path) -> Option<u64> {
     p.ancestors()
         .find_map(|a| std::fs::metadata(a).ok().map(|m| m.dev()))
@@ -86,6 +101,7 @@ impl Plan {
             is_dir_named("lower directory", l)?;
             lowers.push(absolute(l)?);
         }
+        detach_if_dead(&req.mountpoint);
         is_dir_named("mountpoint", &req.mountpoint)?;
         let mountpoint = absolute(&req.mountpoint)?;
         let empty = std::fs::read_dir(&mountpoint)
