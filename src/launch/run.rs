@@ -102,6 +102,9 @@ pub struct Launch {
     bwrap: Bwrap,
     mode: Mode,
     busy_timeout: Duration,
+    /// `RLIMIT_NOFILE` as the launcher found it: the command gets this one,
+    /// not the daemon's raised limit.
+    nofile: (u64, u64),
 }
 
 /// Runs `req`; the process exit status.
@@ -207,6 +210,7 @@ impl Launch {
             bwrap,
             mode,
             busy_timeout: env.busy_timeout,
+            nofile: crate::sys::nofile_limit(),
         })
     }
 
@@ -366,8 +370,10 @@ impl Launch {
             .map_err(|e| format!("pipe: {}", e.desc()))?;
         crate::sys::inherit_on_exec(wr.as_fd()).map_err(|e| format!("fcntl: {}", e.desc()))?;
         let sandbox = self.sandbox(view, Some(wr.as_raw_fd()));
-        let mut child = std::process::Command::new(&self.bwrap.path)
-            .args(sandbox.args())
+        let mut cmd = std::process::Command::new(&self.bwrap.path);
+        cmd.args(sandbox.args());
+        crate::sys::child_nofile_limit(&mut cmd, self.nofile);
+        let mut child = cmd
             .spawn()
             .map_err(|e| format!("running {}: {e}", self.bwrap.path.display()))?;
         drop(wr);

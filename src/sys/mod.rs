@@ -400,16 +400,32 @@ pub fn proc_fd_path(fd: BorrowedFd<'_>, name: &[u8]) -> CString {
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit: the daemon keeps one
 /// fd per open file and per cached directory layer.
 pub fn raise_nofile_limit() {
+    // As high as the kernel allows (`fs.nr_open`) when privileged; else
+    // the soft limit up to the hard one. Each open file and each upper
+    // inode the kernel knows costs the daemon one fd.
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<libc::rlim_t>().ok());
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: `lim` is a valid out-pointer, then a valid in-pointer.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
         }
+        if let Some(max) = nr_open.filter(|&m| m > lim.rlim_max) {
+            let raised = libc::rlimit {
+                rlim_cur: max,
+                rlim_max: max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return;
+            }
+        }
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
     }
 }
 
@@ -515,5 +531,35 @@ pub fn stdio_to_devnull() {
             // SAFETY: dup2 onto the standard descriptors, which we own.
             unsafe { libc::dup2(null.as_raw_fd(), target) };
         }
+    }
+}
+
+/// The current `RLIMIT_NOFILE` (soft, hard).
+pub fn nofile_limit() -> (u64, u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid out-pointer.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    (lim.rlim_cur, lim.rlim_max)
+}
+
+/// Makes `cmd`'s child start with `RLIMIT_NOFILE` = `limit`: the daemon
+/// inside the launcher raised its own limit, and the command it runs should
+/// not inherit that (some programs loop over every possible fd).
+pub fn child_nofile_limit(cmd: &mut std::process::Command, limit: (u64, u64)) {
+    use std::os::unix::process::CommandExt;
+    let lim = libc::rlimit {
+        rlim_cur: limit.0,
+        rlim_max: limit.1,
+    };
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // calls setrlimit, which is async-signal-safe; it captures a plain value.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            Ok(())
+        });
     }
 }
