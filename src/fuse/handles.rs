@@ -4,6 +4,11 @@
 //! A file opened read-only on a lower keeps reading the lower only until
 //! the file is copied up: then the handle is reopened on the upper, so a
 //! reader never sees stale data next to a writer (SPEC §7 item 1).
+//!
+//! Under fd pressure (more open files than a share of `RLIMIT_NOFILE`), a
+//! read-only handle on a lower holds no fd: each request opens the file
+//! again. Lower files never change, so that is safe, and it lets the
+//! daemon serve more open files than it may hold fds.
 use crate::union::DirEntry;
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
@@ -14,12 +19,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 #[derive(Debug)]
 pub struct FileHandle {
     pub ino: u64,
-    fd: RwLock<Arc<OwnedFd>>,
+    /// None: a lazy read-only lower handle (see the module docs).
+    fd: RwLock<Option<Arc<OwnedFd>>>,
     on_upper: AtomicBool,
 }
 
 impl FileHandle {
-    pub fn fd(&self) -> Arc<OwnedFd> {
+    /// The handle's fd; None for a lazy handle, which the caller reopens.
+    pub fn fd(&self) -> Option<Arc<OwnedFd>> {
         self.fd.read().clone()
     }
 
@@ -27,8 +34,8 @@ impl FileHandle {
         self.on_upper.load(Ordering::Acquire)
     }
 
-    pub fn replace(&self, fd: OwnedFd, upper: bool) {
-        *self.fd.write() = Arc::new(fd);
+    pub fn replace(&self, fd: Arc<OwnedFd>, upper: bool) {
+        *self.fd.write() = Some(fd);
         self.on_upper.store(upper, Ordering::Release);
     }
 }
@@ -51,15 +58,21 @@ impl Handles {
         self.next.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    pub fn add_file(&self, fd: OwnedFd, ino: u64, upper: bool) -> u64 {
+    /// A handle on `fd`, or a lazy one when `fd` is None.
+    pub fn add_file(&self, fd: Option<Arc<OwnedFd>>, ino: u64, upper: bool) -> u64 {
         let id = self.next_id();
         let h = FileHandle {
             ino,
-            fd: RwLock::new(Arc::new(fd)),
+            fd: RwLock::new(fd),
             on_upper: AtomicBool::new(upper),
         };
         self.files.insert(id, Arc::new(h));
         id
+    }
+
+    /// How many files are open.
+    pub fn open_files(&self) -> usize {
+        self.files.len()
     }
 
     pub fn file(&self, id: u64) -> Option<Arc<FileHandle>> {

@@ -62,6 +62,9 @@ pub struct FimFs {
     ttl: Ttl,
     tuning: Tuning,
     notifier: Arc<OnceLock<fuser::Notifier>>,
+    /// Open files above which read-only lower handles hold no fd (a
+    /// quarter of `RLIMIT_NOFILE`, see `handles`).
+    lazy_above: usize,
     /// What the kernel must drop from its caches; sent by a side thread,
     /// never from inside a request handler (that can deadlock).
     stale: std::sync::mpsc::Sender<Stale>,
@@ -105,6 +108,10 @@ impl FimFs {
             ttl,
             tuning,
             notifier,
+            // A quarter of the fds the daemon may hold: the rest is for
+            // upper files (which cannot reopen lazily), pins, directories
+            // and the session.
+            lazy_above: usize::try_from(crate::sys::nofile_limit().0 / 4).unwrap_or(usize::MAX),
             stale,
         }
     }

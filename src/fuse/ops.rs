@@ -37,11 +37,26 @@ impl FimFs {
     /// has been copied up behind a read-only handle.
     fn read_fd(&self, fh: u64) -> Result<Arc<std::os::fd::OwnedFd>, Errno> {
         let h = self.handles.file(fh).ok_or(Errno::EBADF)?;
-        if !h.on_upper() && self.union.is_upper(h.ino) {
+        if h.fd().is_some() && !h.on_upper() && self.union.is_upper(h.ino) {
             let (fd, upper) = self.union.open(h.ino, libc::O_RDONLY).map_err(errno)?;
-            h.replace(fd, upper);
+            let fd = Arc::new(fd);
+            h.replace(fd.clone(), upper);
+            return Ok(fd);
         }
-        Ok(h.fd())
+        self.fd_of(&h)
+    }
+
+    /// The handle's fd; a lazy handle (read-only, on a lower, made under fd
+    /// pressure) opens its file again, on the upper once copied up.
+    fn fd_of(&self, h: &super::handles::FileHandle) -> Result<Arc<std::os::fd::OwnedFd>, Errno> {
+        match h.fd() {
+            Some(fd) => Ok(fd),
+            None => self
+                .union
+                .open(h.ino, libc::O_RDONLY)
+                .map(|(fd, _)| Arc::new(fd))
+                .map_err(errno),
+        }
     }
 
     fn entry(&self, reply: ReplyEntry, res: crate::sys::Result<crate::union::Attr>) {
@@ -155,9 +170,17 @@ impl Filesystem for FimFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         guard("lookup", || {
-            match self.union.lookup(parent.0, name.as_bytes()) {
-                Ok((_, a)) => {
-                    reply.entry_with_ttls(&self.ttl.attr, &self.ttl.entry, &file_attr(&a), GEN)
+            match self.union.lookup_spelled(parent.0, name.as_bytes()) {
+                Ok((_, a, exact)) => {
+                    // Casefold: another spelling of a name is looked up
+                    // again on every use, so a rename or unlink through
+                    // the real name never leaves it stale (the kernel
+                    // updates only the spelling a call used).
+                    let entry = match exact {
+                        true => self.ttl.entry,
+                        false => std::time::Duration::ZERO,
+                    };
+                    reply.entry_with_ttls(&self.ttl.attr, &entry, &file_attr(&a), GEN)
                 }
                 Err(e) => reply.error(errno(e)),
             }
@@ -174,7 +197,10 @@ impl Filesystem for FimFs {
                 // Unlinked while open: the handle still knows the file.
                 Err(sys::Errno::ENOENT) if fh.is_some() => {
                     match fh.and_then(|f| self.handles.file(f.0)) {
-                        Some(h) => self.union.getattr_open(ino.0, h.fd().as_fd()),
+                        Some(h) => match self.fd_of(&h) {
+                            Ok(fd) => self.union.getattr_open(ino.0, fd.as_fd()),
+                            Err(_) => Err(sys::Errno::ENOENT),
+                        },
                         None => Err(sys::Errno::ENOENT),
                     }
                 }
@@ -197,7 +223,13 @@ impl Filesystem for FimFs {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         guard("open", || match self.union.open(ino.0, flags.0) {
             Ok((fd, upper)) => {
-                let fh = self.handles.add_file(fd, ino.0, upper);
+                let fd = Arc::new(fd);
+                if upper && let Ok(node) = self.union.node(ino.0) {
+                    node.share_pin(&fd);
+                }
+                let read_only = flags.0 & libc::O_ACCMODE == libc::O_RDONLY;
+                let lazy = !upper && read_only && self.handles.open_files() >= self.lazy_above;
+                let fh = self.handles.add_file((!lazy).then_some(fd), ino.0, upper);
                 // A lower file never changes: its cached pages stay valid
                 // across opens. Upper files may change behind the mount.
                 let flags = match upper {
@@ -276,9 +308,12 @@ impl Filesystem for FimFs {
         reply: ReplyEmpty,
     ) {
         guard("fsync", || match self.handles.file(fh.0) {
-            Some(h) => match sys::fsync(h.fd().as_fd(), datasync) {
+            Some(h) => match self
+                .fd_of(&h)
+                .and_then(|fd| sys::fsync(fd.as_fd(), datasync).map_err(errno))
+            {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(e),
             },
             None => reply.error(Errno::EBADF),
         })
@@ -425,7 +460,7 @@ impl Filesystem for FimFs {
             let h = fh
                 .and_then(|f| self.handles.file(f.0))
                 .filter(|h| h.on_upper());
-            let fd = h.as_ref().map(|h| h.fd());
+            let fd = h.as_ref().and_then(|h| self.fd_of(h).ok());
             match self
                 .union
                 .setattr(ino.0, set, fd.as_ref().map(|f| f.as_fd()))
@@ -499,7 +534,9 @@ impl Filesystem for FimFs {
             let how = Make::File { mode, flags };
             match self.union.make(parent.0, name.as_bytes(), how, who) {
                 Ok((node, a, Some(fd))) => {
-                    let fh = self.handles.add_file(fd, node.ino, true);
+                    let fd = Arc::new(fd);
+                    node.share_pin(&fd);
+                    let fh = self.handles.add_file(Some(fd), node.ino, true);
                     reply.created(
                         &self.ttl.entry,
                         &file_attr(&a),
@@ -590,7 +627,10 @@ impl Filesystem for FimFs {
             let Some(h) = self.handles.file(fh.0) else {
                 return reply.error(Errno::EBADF);
             };
-            let fd = h.fd();
+            let fd = match self.fd_of(&h) {
+                Ok(fd) => fd,
+                Err(e) => return reply.error(e),
+            };
             let mut done = 0;
             while done < data.len() {
                 match sys::pwrite(fd.as_fd(), &data[done..], offset + done as u64) {
@@ -615,9 +655,12 @@ impl Filesystem for FimFs {
         reply: ReplyEmpty,
     ) {
         guard("fallocate", || match self.handles.file(fh.0) {
-            Some(h) => match sys::fallocate(h.fd().as_fd(), mode, offset, length) {
+            Some(h) => match self
+                .fd_of(&h)
+                .and_then(|fd| sys::fallocate(fd.as_fd(), mode, offset, length).map_err(errno))
+            {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(e),
             },
             None => reply.error(Errno::EBADF),
         })
@@ -655,11 +698,14 @@ impl Filesystem for FimFs {
         reply: ReplyWrite,
     ) {
         guard("copy_file_range", || {
-            let (Ok(i), Some(o)) = (self.read_fd(fh_in.0), self.handles.file(fh_out.0)) else {
+            let (Ok(i), Some(Ok(o))) = (
+                self.read_fd(fh_in.0),
+                self.handles.file(fh_out.0).map(|h| self.fd_of(&h)),
+            ) else {
                 return reply.error(Errno::EBADF);
             };
             let len = len.min(u32::MAX as u64) as usize;
-            match sys::copy_file_range(i.as_fd(), offset_in, o.fd().as_fd(), offset_out, len) {
+            match sys::copy_file_range(i.as_fd(), offset_in, o.as_fd(), offset_out, len) {
                 Ok(n) => reply.written(n as u32),
                 Err(e) => reply.error(errno(e)),
             }

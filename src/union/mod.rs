@@ -170,15 +170,26 @@ impl Union {
 
     /// Looks `name` up in directory `parent`, counting one kernel lookup.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<(Arc<Node>, Attr)> {
+        self.lookup_spelled(parent, name).map(|(n, a, _)| (n, a))
+    }
+
+    /// [`Union::lookup`], also saying whether `name` is the entry's own
+    /// spelling (always, without casefold). The kernel must not cache a
+    /// folded spelling for long: when the entry is renamed or removed,
+    /// it updates only the spelling the call used.
+    pub fn lookup_spelled(&self, parent: u64, name: &[u8]) -> Result<(Arc<Node>, Attr, bool)> {
         let p = self.node(parent)?;
         if self.opts.casefold && name == CIOPFS_NAME {
             let node = self.nodes.remember_fixed(CIOPFS_INO);
-            return Ok((node, self.ciopfs_attr()?));
+            return Ok((node, self.ciopfs_attr()?, true));
         }
         let pl = self.dir_layers_fresh(&p)?;
         let found = self.resolve_in(&pl, name);
         tracing::trace!(parent, name = %String::from_utf8_lossy(name), ok = found.is_ok(), "lookup");
-        Ok(self.hand_out(p, &pl, name, found?))
+        let found = found?;
+        let exact = found.name == name;
+        let (node, attr) = self.hand_out(p, &pl, name, found);
+        Ok((node, attr, exact))
     }
 
     /// Hands the entry `found` at `parent/name` (whose layers are `pl`)
@@ -477,7 +488,12 @@ impl Union {
         // and fails on some uppers.
         let keep =
             libc::O_ACCMODE | libc::O_TRUNC | libc::O_NONBLOCK | libc::O_SYNC | libc::O_DSYNC;
-        let fd = sys::openat(place.dir.as_fd(), &place.name, flags & keep, 0)?;
+        let fd = match sys::openat(place.dir.as_fd(), &place.name, flags & keep, 0) {
+            // Deleted since it was found: the name is now a whiteout (a 0/0
+            // device, which has no driver).
+            Err(Errno::ENXIO) => return Err(Errno::ENOENT),
+            other => other?,
+        };
         Ok((fd, found.state.upper))
     }
 

@@ -154,6 +154,30 @@ impl Node {
         self.pin.lock().clone()
     }
 
+    /// Lets an fd opened on the node's upper inode serve as its pin, so
+    /// that an open upper file costs the daemon one fd, not two (an
+    /// `O_PATH` pin and the open file). Only when both are the same inode.
+    pub fn share_pin(&self, fd: &Arc<OwnedFd>) {
+        use std::os::fd::AsFd;
+        let mut pin = self.pin.lock();
+        let Some(old) = pin.as_ref() else {
+            return;
+        };
+        if Arc::ptr_eq(old, fd) {
+            return;
+        }
+        let same = match (
+            crate::sys::fstat(old.as_fd()),
+            crate::sys::fstat(fd.as_fd()),
+        ) {
+            (Ok(a), Ok(b)) => a.st_ino == b.st_ino && a.st_dev == b.st_dev,
+            _ => false,
+        };
+        if same {
+            *pin = Some(fd.clone());
+        }
+    }
+
     pub fn state(&self) -> State {
         self.state.read().clone()
     }
