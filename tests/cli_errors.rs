@@ -415,3 +415,35 @@ fn unknown_option() {
         },
     );
 }
+
+#[test]
+fn bad_numbers() {
+    let st = Setup::new("cli-bad-numbers");
+    for (opt, name) in [
+        ("squash_to_uid=abc", "squash_to_uid"),
+        ("squash_to_gid=-1", "squash_to_gid"),
+        ("squash_to_uid=99999999999", "squash_to_uid"),
+        ("threads=0", "threads"),
+        ("threads=many", "threads"),
+        ("timeout=-1", "timeout"),
+        ("timeout=1e400", "timeout"),
+    ] {
+        assert_refused(
+            &st,
+            &Refusal {
+                args: mount_args(&st.fx.lowers, Some(&st.fx.upper), &st.fx.mnt, &[opt]),
+                mnt: &st.fx.mnt,
+                names: vec![name.into()],
+                reasons: &[
+                    "invalid",
+                    "number",
+                    "integer",
+                    "out of range",
+                    "at least",
+                    "must be",
+                ],
+                not_created: vec![st.default_work()],
+            },
+        );
+    }
+}

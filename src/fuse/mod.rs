@@ -36,11 +36,15 @@ impl Default for Ttl {
 }
 
 /// Kernel-connection tunables, settled at INIT.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Tuning {
     pub max_write: u32,
     pub max_readahead: u32,
     pub max_background: u16,
+    /// Fault injection for the tests: a lookup of exactly this name panics
+    /// inside its handler (`FIMFS_FAULT_PANIC_ON_LOOKUP`), to prove that a
+    /// panic costs one request an EIO and never the daemon.
+    pub panic_on_lookup: Option<Vec<u8>>,
 }
 
 impl Default for Tuning {
@@ -51,6 +55,8 @@ impl Default for Tuning {
             max_write: 1 << 20,
             max_readahead: 1 << 20,
             max_background: 64,
+            panic_on_lookup: std::env::var_os("FIMFS_FAULT_PANIC_ON_LOOKUP")
+                .map(|v| std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec()),
         }
     }
 }

@@ -170,6 +170,9 @@ impl Filesystem for FimFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         guard("lookup", || {
+            if self.tuning.panic_on_lookup.as_deref() == Some(name.as_bytes()) {
+                panic!("fault injection: lookup of {name:?}");
+            }
             match self.union.lookup_spelled(parent.0, name.as_bytes()) {
                 Ok((_, a, exact)) => {
                     // Casefold: another spelling of a name is looked up
