@@ -117,6 +117,16 @@ pub fn is_private_xattr(name: &[u8]) -> bool {
     PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
+/// Read-only xattrs the daemon answers on every entry with the layer that
+/// serves it (`fimfs which`); never stored, so never listed. The trusted
+/// twin serves symlinks and devices, where the kernel refuses `user.*`.
+pub const LAYER_XATTR: &CStr = c"user.fimfs.layer";
+pub const LAYER_XATTR_TRUSTED: &CStr = c"trusted.fimfs.layer";
+
+pub fn is_layer_xattr(name: &[u8]) -> bool {
+    name == LAYER_XATTR.to_bytes() || name == LAYER_XATTR_TRUSTED.to_bytes()
+}
+
 /// Marks of an upper entry copied up from the lower entry below it: ours,
 /// and the kernel overlay's (`origin`, both namespaces).
 const ORIGIN_XATTRS: [&CStr; 4] = [

@@ -443,12 +443,35 @@ impl Union {
     }
 
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
+        if marker::is_layer_xattr(name) {
+            return self.layer_of(ino);
+        }
         if marker::is_private_xattr(name) {
             return Err(Errno::ENODATA);
         }
         let node = self.node(ino)?;
         let place = self.quick_place(&node)?;
         sys::lgetxattr_at(place.dir.as_fd(), &place.name, &sys::cstr(name)?)
+    }
+
+    /// Which layer serves `ino` (`user.fimfs.layer`): `upper`, or
+    /// `lower N DIR` (N from 1 at the top-most lower). A merged directory
+    /// names its top-most layer.
+    fn layer_of(&self, ino: u64) -> Result<Vec<u8>> {
+        let node = self.node(ino)?;
+        if ino == CIOPFS_INO && self.opts.casefold {
+            return Err(Errno::ENODATA);
+        }
+        let (found, _) = self.place(&node)?;
+        match (found.winner, self.stack.get(found.winner)) {
+            (crate::layer::UPPER, _) => Ok(b"upper".to_vec()),
+            (id, Some(l)) => {
+                let mut v = format!("lower {id} ").into_bytes();
+                v.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(l.path().as_os_str()));
+                Ok(v)
+            }
+            (_, None) => Err(Errno::ENODATA),
+        }
     }
 
     /// The xattr names of `ino`, NUL-separated, private ones left out.
