@@ -80,6 +80,37 @@ enum Command {
         #[arg(long, value_name = "FILE", required = true)]
         image: PathBuf,
     },
+    /// List what UPPER changes, one line per path: A added, M modified
+    /// (exists below too), D deleted (whiteout), O opaque directory.
+    Diff {
+        /// The lowers (`:`-separated, top-most first), to tell A from M
+        /// exactly; without them, M means "carries a copy-up mark".
+        #[arg(long, value_name = "LOWERS")]
+        lowers: Option<OsString>,
+        /// A JSON array of {"status","path","type"} objects.
+        #[arg(long)]
+        json: bool,
+        #[arg(value_name = "UPPER")]
+        upper: PathBuf,
+    },
+    /// Write UPPER as a layer whose deletions are plain files: whiteouts
+    /// become empty `.wh.NAME` files, opaque directories get an empty
+    /// `.wh..wh..opq`. To OUTDIR (absent or empty), or with --tar to FILE.
+    Export {
+        /// Write a tar archive (absent or empty FILE) instead of a directory.
+        #[arg(long, value_name = "FILE", conflicts_with = "outdir")]
+        tar: Option<PathBuf>,
+        #[arg(value_name = "UPPER")]
+        upper: PathBuf,
+        #[arg(value_name = "OUTDIR", required_unless_present = "tar")]
+        outdir: Option<PathBuf>,
+    },
+    /// Print which layer of a fimfs mount serves each PATH (`upper`, or
+    /// `lower N DIR`), from the read-only xattr `user.fimfs.layer`.
+    Which {
+        #[arg(value_name = "PATH", required = true)]
+        paths: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -193,6 +224,44 @@ fn casefold(action: CasefoldAction, image: PathBuf) -> Result<(), String> {
     }
 }
 
+fn diff(lowers: Option<OsString>, json: bool, upper: PathBuf) -> Result<(), String> {
+    use crate::inspect::diff;
+    let lowers = lowers.as_ref().map(split_lowers);
+    let lines = diff::diff(&upper, lowers.as_deref())?;
+    let out = if json {
+        diff::render_json(&lines)
+    } else {
+        diff::render_text(&lines)
+    };
+    print!("{out}");
+    Ok(())
+}
+
+fn export(tar: Option<PathBuf>, upper: PathBuf, outdir: Option<PathBuf>) -> Result<(), String> {
+    use crate::inspect::export::{Target, export};
+    let target = match (tar, outdir) {
+        (Some(t), _) => Target::Tar(t),
+        (None, Some(d)) => Target::Dir(d),
+        (None, None) => return Err("export: give OUTDIR or --tar FILE".into()),
+    };
+    export(&upper, &target, &mut |w| eprintln!("fimfs: warning: {w}"))
+}
+
+/// Prints `PATH: LAYER` for each path; 1 when any of them failed.
+fn which(paths: Vec<PathBuf>) -> i32 {
+    let mut code = 0;
+    for p in paths {
+        match crate::inspect::which::which(&p) {
+            Ok(layer) => println!("{}: {layer}", p.display()),
+            Err(e) => {
+                eprintln!("fimfs: {e}");
+                code = 1;
+            }
+        }
+    }
+    code
+}
+
 fn status(res: Result<(), String>) -> i32 {
     match res {
         Ok(()) => 0,
@@ -264,5 +333,12 @@ pub fn main() -> i32 {
         }
         Command::Overlay { action } => status(overlay(action)),
         Command::Casefold { action, image } => status(casefold(action, image)),
+        Command::Diff {
+            lowers,
+            json,
+            upper,
+        } => status(diff(lowers, json, upper)),
+        Command::Export { tar, upper, outdir } => status(export(tar, upper, outdir)),
+        Command::Which { paths } => which(paths),
     }
 }
