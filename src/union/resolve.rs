@@ -261,7 +261,17 @@ impl Union {
         }
         match sys::open_beneath(upper.root(), &node.path(), libc::O_PATH | libc::O_DIRECTORY) {
             Ok(_) => {
-                node.set_dir(None);
+                // Its parents were made in the upper too (`mkdir -p`):
+                // every cached listing of layers that lacks the upper is
+                // stale, up to the first ancestor that has it.
+                let mut cur = Some(node.clone());
+                while let Some(n) = cur {
+                    match n.cached_dir(self.generation()) {
+                        Some(c) if c.upper().is_some() || c.opaque => break,
+                        _ => n.set_dir(None),
+                    }
+                    cur = n.loc().and_then(|l| l.parent);
+                }
                 self.dir_layers(node)
             }
             Err(_) => Ok(d),
