@@ -98,6 +98,9 @@ impl FimFs {
         let mut snap = h.snapshot.lock();
         if offset == 0 || snap.is_none() {
             let node = self.union.node(ino).map_err(errno)?;
+            // Taken before the layers are read: a change made meanwhile
+            // makes the next opendir drop the kernel's copy.
+            node.set_listed(self.list_stamp(ino));
             let parent = node.loc().and_then(|l| l.parent).map_or(ino, |p| p.ino);
             let mut all = vec![
                 DirEntry {
@@ -115,6 +118,13 @@ impl FimFs {
             *snap = Some(Arc::new(all));
         }
         snap.clone().ok_or(Errno::EIO)
+    }
+
+    /// What the directory `ino` looks like now, to tell whether the
+    /// listing the kernel may have cached is still right.
+    fn list_stamp(&self, ino: u64) -> Option<crate::union::node::ListStamp> {
+        let a = self.union.getattr(ino).ok()?;
+        Some((a.mtime, a.ctime, a.size))
     }
 
     fn readdirplus_inner(
@@ -324,12 +334,19 @@ impl Filesystem for FimFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         guard("opendir", || match self.union.opendir(ino.0) {
-            // The kernel caches listings; every change made through the
-            // mount drops that cache, and a changed directory mtime does too.
-            Ok(_) => reply.opened(
-                FileHandle(self.handles.add_dir()),
-                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
-            ),
+            // The kernel caches listings, and every change made through the
+            // mount drops that cache. One made behind the mount (in the
+            // upper, by another daemon) changes the directory's stamp: the
+            // kernel then drops its copy here, at the next opendir, not
+            // only once the attributes it holds expire.
+            Ok(node) => {
+                let stamp = node.listed();
+                let mut flags = FopenFlags::FOPEN_CACHE_DIR;
+                if stamp.is_some() && stamp == self.list_stamp(ino.0) {
+                    flags |= FopenFlags::FOPEN_KEEP_CACHE;
+                }
+                reply.opened(FileHandle(self.handles.add_dir()), flags)
+            }
             Err(e) => reply.error(errno(e)),
         })
     }

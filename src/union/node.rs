@@ -98,7 +98,13 @@ pub struct Node {
     /// Keeps the upper inode the number came from allocated (see
     /// `Union::hand_out`).
     pin: Mutex<Option<Arc<OwnedFd>>>,
+    /// Directories: the attributes the last listing started from.
+    listed: Mutex<Option<ListStamp>>,
 }
+
+/// What tells a directory's listing changed behind the mount: its top
+/// layer's mtime, ctime and size (the lowers never change).
+pub type ListStamp = (std::time::SystemTime, std::time::SystemTime, u64);
 
 impl Node {
     pub fn new(ino: u64, loc: Loc, state: State) -> Node {
@@ -110,7 +116,17 @@ impl Node {
             copy_lock: Mutex::new(()),
             lookups: AtomicU64::new(0),
             pin: Mutex::new(None),
+            listed: Mutex::new(None),
         }
+    }
+
+    /// The stamp of the directory when its last listing was taken.
+    pub fn listed(&self) -> Option<ListStamp> {
+        *self.listed.lock()
+    }
+
+    pub fn set_listed(&self, stamp: Option<ListStamp>) {
+        *self.listed.lock() = stamp;
     }
 
     /// The node's primary name; None once its last name is gone (an
