@@ -120,6 +120,58 @@ impl FimFs {
         snap.clone().ok_or(Errno::EIO)
     }
 
+    /// `open(O_CREAT)` without `O_EXCL` of a name that appeared after the
+    /// kernel's lookup (made by another daemon on the same upper, or
+    /// behind the mount): the existing file is opened, as on any
+    /// filesystem. The kernel checked only the directory, so the caller's
+    /// access to the file is checked here.
+    fn open_made_meanwhile(
+        &self,
+        req: &Request,
+        parent: u64,
+        name: &OsStr,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let (node, a) = match self.union.lookup(parent, name.as_bytes()) {
+            Ok(found) => found,
+            Err(e) => return reply.error(errno(e)),
+        };
+        let mut mask = match flags & libc::O_ACCMODE {
+            libc::O_RDONLY => libc::R_OK,
+            libc::O_WRONLY => libc::W_OK,
+            _ => libc::R_OK | libc::W_OK,
+        };
+        if flags & libc::O_TRUNC != 0 {
+            mask |= libc::W_OK;
+        }
+        let ro = self.union.is_read_only();
+        let allowed = match a.kind {
+            Kind::Dir => Err(sys::Errno::EISDIR),
+            _ => super::access::check(&a, req.uid(), req.gid(), mask, ro),
+        };
+        let opened = allowed.and_then(|()| self.union.open(node.ino, flags & !libc::O_CREAT));
+        match opened {
+            Ok((fd, upper)) => {
+                let fd = Arc::new(fd);
+                if upper {
+                    node.share_pin(&fd);
+                }
+                let a = self.union.getattr(node.ino).unwrap_or(a);
+                let fh = self.handles.add_file(Some(fd), node.ino, upper);
+                let keep = match upper {
+                    true => FopenFlags::empty(),
+                    false => FopenFlags::FOPEN_KEEP_CACHE,
+                };
+                reply.created(&self.ttl.entry, &file_attr(&a), GEN, FileHandle(fh), keep)
+            }
+            Err(e) => {
+                self.union.forget(node.ino, 1);
+                reply.error(errno(e))
+            }
+        }
+    }
+
     /// What the directory `ino` looks like now, to tell whether the
     /// listing the kernel may have cached is still right.
     fn list_stamp(&self, ino: u64) -> Option<crate::union::node::ListStamp> {
@@ -568,6 +620,9 @@ impl Filesystem for FimFs {
                 Ok((node, _, None)) => {
                     self.union.forget(node.ino, 1);
                     reply.error(Errno::EIO)
+                }
+                Err(sys::Errno::EEXIST) if flags & libc::O_EXCL == 0 => {
+                    self.open_made_meanwhile(req, parent.0, name, flags, reply)
                 }
                 Err(e) => reply.error(errno(e)),
             }
