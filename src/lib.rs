@@ -11,6 +11,7 @@ pub mod inspect;
 pub mod launch;
 pub mod layer;
 pub mod mount;
+pub mod mountinfo;
 pub mod opts;
 pub mod sys;
 pub mod union;

@@ -98,45 +98,17 @@ pub fn unmount_lazy(path: &Path) {
         .status();
 }
 
-/// The mount id (first field of mountinfo) of the newest FUSE mount on
-/// `path`: the one just made (a root mount has type `fuse`, one made
-/// through fusermount3 `fuse.fimfs`).
-fn mount_id(path: &Path) -> Option<String> {
-    let info = std::fs::read("/proc/self/mountinfo").ok()?;
-    let want = escape_mountinfo(path);
-    let mut found = None;
-    for line in info.split(|&b| b == b'\n') {
-        let f: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
-        let fstype = f.iter().position(|x| *x == b"-").and_then(|i| f.get(i + 1));
-        let fuse = fstype.is_some_and(|t| *t == b"fuse" || t.starts_with(b"fuse."));
-        if f.len() > 4 && f[4] == want.as_slice() && fuse {
-            found = Some(String::from_utf8_lossy(f[0]).into_owned());
-        }
-    }
-    found
-}
-
-fn escape_mountinfo(path: &Path) -> Vec<u8> {
-    use std::os::unix::ffi::OsStrExt;
-    let mut out = Vec::new();
-    for &b in path.as_os_str().as_bytes() {
-        match b {
-            b' ' | b'\t' | b'\n' | b'\\' => out.extend_from_slice(format!("\\{b:03o}").as_bytes()),
-            _ => out.push(b),
-        }
-    }
-    out
-}
-
-fn is_mounted(id: &str) -> bool {
-    std::fs::read("/proc/self/mountinfo").is_ok_and(|info| {
-        info.split(|&b| b == b'\n')
-            .any(|l| l.split(|&b| b == b' ').next() == Some(id.as_bytes()))
-    })
+/// The mount id of the newest FUSE mount on `path`: the one just made.
+fn mount_id(path: &Path) -> Option<u32> {
+    crate::mountinfo::read()
+        .into_iter()
+        .rev()
+        .find(|m| m.is_fuse() && m.point == path)
+        .map(|m| m.id)
 }
 
 /// Waits for mount-table changes and ends the daemon once its mount is gone.
-fn watch_detach(id: String, stop: Arc<Shutdown>) {
+fn watch_detach(id: u32, stop: Arc<Shutdown>) {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     let Ok(f) = std::fs::File::open("/proc/self/mountinfo") else {
         return;
@@ -144,11 +116,14 @@ fn watch_detach(id: String, stop: Arc<Shutdown>) {
     loop {
         let mut fds = [PollFd::new(f.as_fd(), PollFlags::POLLPRI)];
         let _ = poll(&mut fds, PollTimeout::from(1000u16));
-        // Re-arm: the kernel reports a change until the file is read again.
-        let mut sink = Vec::new();
+        // Reading the file again re-arms the poll.
+        let mut info = Vec::new();
         let _ = std::io::Seek::seek(&mut &f, std::io::SeekFrom::Start(0));
-        let _ = std::io::Read::read_to_end(&mut &f, &mut sink);
-        if !is_mounted(&id) {
+        let _ = std::io::Read::read_to_end(&mut &f, &mut info);
+        if !crate::mountinfo::parse_mountinfo(&info)
+            .iter()
+            .any(|m| m.id == id)
+        {
             stop.run("the mount was detached", false);
             std::process::exit(0);
         }
