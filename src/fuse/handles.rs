@@ -12,7 +12,7 @@
 use crate::union::DirEntry;
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -22,6 +22,8 @@ pub struct FileHandle {
     /// None: a lazy read-only lower handle (see the module docs).
     fd: RwLock<Option<Arc<OwnedFd>>>,
     on_upper: AtomicBool,
+    /// The same file opened `O_APPEND`, made on the first append write.
+    append: Mutex<Option<Arc<OwnedFd>>>,
 }
 
 impl FileHandle {
@@ -36,7 +38,23 @@ impl FileHandle {
 
     pub fn replace(&self, fd: Arc<OwnedFd>, upper: bool) {
         *self.fd.write() = Some(fd);
+        *self.append.lock() = None;
         self.on_upper.store(upper, Ordering::Release);
+    }
+
+    /// The handle's file opened `O_APPEND` (the kernel then writes at the
+    /// real end of the file, whatever offset it is given), opened once and
+    /// kept. None for a lazy handle, or when the file cannot be opened
+    /// again (an unprivileged daemon's mode-0444 file, written through the
+    /// fd that created it).
+    pub fn append_fd(&self) -> Option<Arc<OwnedFd>> {
+        let mut slot = self.append.lock();
+        if slot.is_none() {
+            let fd = self.fd()?;
+            let flags = libc::O_WRONLY | libc::O_APPEND;
+            *slot = crate::sys::reopen(fd.as_fd(), flags).ok().map(Arc::new);
+        }
+        slot.clone()
     }
 }
 
@@ -65,6 +83,7 @@ impl Handles {
             ino,
             fd: RwLock::new(fd),
             on_upper: AtomicBool::new(upper),
+            append: Mutex::new(None),
         };
         self.files.insert(id, Arc::new(h));
         id

@@ -702,25 +702,21 @@ impl Filesystem for FimFs {
             let Some(h) = self.handles.file(fh.0) else {
                 return reply.error(Errno::EBADF);
             };
-            let fd = match self.fd_of(&h) {
-                Ok(fd) => fd,
-                Err(e) => return reply.error(e),
-            };
             // O_APPEND: the kernel took the offset from the size it has
             // cached, which another daemon on the same upper (or a writer
-            // behind the mount) may have outgrown. Append to the backing
-            // file itself, so that no one's record is overwritten. (Not for
-            // page-cache writeback, which writes back pages in place; and
-            // at the kernel's offset when the file cannot be opened again.)
-            if flags.0 & libc::O_APPEND != 0
-                && !write_flags.contains(WriteFlags::FUSE_WRITE_CACHE)
-                && let Some(appended) = append(fd.as_fd(), data)
-            {
-                return match appended {
-                    Ok(n) => reply.written(n as u32),
-                    Err(e) => reply.error(e),
-                };
-            }
+            // behind the mount) may have outgrown. An O_APPEND fd of the
+            // backing file writes at its real end (pwrite ignores the
+            // offset there), so that no one's record is overwritten. Not
+            // for page-cache writeback, which writes pages back in place.
+            let appending = flags.0 & libc::O_APPEND != 0
+                && !write_flags.contains(WriteFlags::FUSE_WRITE_CACHE);
+            let fd = match appending.then(|| h.append_fd()).flatten() {
+                Some(fd) => fd,
+                None => match self.fd_of(&h) {
+                    Ok(fd) => fd,
+                    Err(e) => return reply.error(e),
+                },
+            };
             let mut done = 0;
             while done < data.len() {
                 match sys::pwrite(fd.as_fd(), &data[done..], offset + done as u64) {
@@ -862,34 +858,6 @@ fn timespec(t: TimeOrNow) -> (i64, i64) {
             }
         },
     }
-}
-
-/// Appends `data` at the end of the open file `fd`, through a descriptor
-/// of the same file opened `O_APPEND` (the kernel then picks the offset
-/// under the file's lock); returns the bytes written. None when the file
-/// cannot be opened again (an unprivileged daemon's file of mode 0444,
-/// written through the fd that created it).
-fn append(fd: std::os::fd::BorrowedFd<'_>, data: &[u8]) -> Option<Result<usize, Errno>> {
-    use std::io::Write;
-    use std::os::fd::AsRawFd;
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-        .ok()?;
-    let mut done = 0;
-    while done < data.len() {
-        match f.write(&data[done..]) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) if done == 0 => {
-                let errno = e.raw_os_error().unwrap_or(libc::EIO);
-                return Some(Err(Errno::from_i32(errno)));
-            }
-            Err(_) => break,
-        }
-    }
-    Some(Ok(done))
 }
 
 /// getxattr/listxattr answer with the size when asked for 0 bytes.

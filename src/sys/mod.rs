@@ -563,3 +563,11 @@ pub fn child_nofile_limit(cmd: &mut std::process::Command, limit: (u64, u64)) {
         });
     }
 }
+
+/// Opens the inode behind `fd` again with `flags` (through
+/// `/proc/self/fd`, the daemon's own descriptor: no layer path is walked).
+pub fn reopen(fd: BorrowedFd<'_>, flags: i32) -> Result<OwnedFd> {
+    let p = proc_fd_path(fd, b"");
+    // SAFETY: `p` is a NUL-terminated path naming the inode behind `fd`.
+    own(unsafe { libc::open(p.as_ptr(), flags | libc::O_CLOEXEC) })
+}

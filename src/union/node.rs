@@ -179,7 +179,9 @@ impl Node {
         let Some(old) = pin.as_ref() else {
             return;
         };
-        if Arc::ptr_eq(old, fd) {
+        // Already an open file's fd (the handle still holds it): nothing to
+        // gain, and no fstat on this open.
+        if Arc::ptr_eq(old, fd) || Arc::strong_count(old) > 1 {
             return;
         }
         let same = match (
