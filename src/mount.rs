@@ -77,13 +77,46 @@ fn detach_if_dead(mountpoint: &Path) {
     }
 }
 
-pub(crate) fn nearest_dev(p: &Path) -> Option<u64> {
+fn nearest_dev(p: &Path) -> Option<u64> {
     p.ancestors()
         .find_map(|a| std::fs::metadata(a).ok().map(|m| m.dev()))
 }
 
-pub(crate) fn inside(a: &Path, b: &Path) -> bool {
+fn inside(a: &Path, b: &Path) -> bool {
     a.starts_with(b)
+}
+
+/// The rules every upper and workdir obey (absolute paths): neither
+/// overlaps a lower, they do not overlap each other, and they are on one
+/// filesystem (copy-up renames from one into the other).
+pub(crate) fn check_layout(lowers: &[PathBuf], upper: &Path, work: &Path) -> Result<(), String> {
+    for (what, p) in [("upper directory", upper), ("workdir", work)] {
+        for l in lowers {
+            if inside(p, l) || inside(l, p) {
+                return Err(format!(
+                    "{what} {}: overlaps lower directory {}",
+                    p.display(),
+                    l.display()
+                ));
+            }
+        }
+    }
+    if inside(work, upper) || inside(upper, work) {
+        return Err(format!(
+            "workdir {}: overlaps the upper directory {}",
+            work.display(),
+            upper.display()
+        ));
+    }
+    if nearest_dev(work) != nearest_dev(upper) {
+        return Err(format!(
+            "workdir {}: is on another filesystem than the upper directory {} \
+             (copy-up needs an atomic rename between them)",
+            work.display(),
+            upper.display()
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) fn default_work_base(upper: &Path) -> PathBuf {
@@ -152,17 +185,7 @@ impl Plan {
             .workdir
             .clone()
             .unwrap_or_else(|| default_work_base(upper));
-        let named = [("upper directory", upper), ("workdir", &work)];
-        for (what, p) in named {
-            for l in &self.lowers {
-                if inside(p, l) || inside(l, p) {
-                    return Err(format!(
-                        "{what} {}: overlaps lower directory {}",
-                        p.display(),
-                        l.display()
-                    ));
-                }
-            }
+        for (what, p) in [("upper directory", upper), ("workdir", &work)] {
             if inside(p, &self.mountpoint) || inside(&self.mountpoint, p) {
                 return Err(format!(
                     "{what} {}: overlaps the mountpoint {}",
@@ -171,22 +194,7 @@ impl Plan {
                 ));
             }
         }
-        if inside(&work, upper) || inside(upper, &work) {
-            return Err(format!(
-                "workdir {}: overlaps the upper directory {}",
-                work.display(),
-                upper.display()
-            ));
-        }
-        if nearest_dev(&work) != nearest_dev(upper) {
-            return Err(format!(
-                "workdir {}: is on another filesystem than the upper directory {} \
-                 (copy-up needs an atomic rename between them)",
-                work.display(),
-                upper.display()
-            ));
-        }
-        Ok(())
+        check_layout(&self.lowers, upper, &work)
     }
 
     fn workdir_path(&self) -> Option<PathBuf> {

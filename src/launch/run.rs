@@ -19,7 +19,7 @@ use super::choice::{self, Backend, Choice};
 use super::image::Image;
 use super::rundir::{Reaper, RunDir, RunPaths, lock_upper};
 use crate::fuse::session;
-use crate::mount::{Plan, absolute, default_work_base, inside, is_dir_named, nearest_dev};
+use crate::mount::{Plan, absolute, check_layout, default_work_base, is_dir_named};
 use crate::opts::{MountOpts, MountRequest};
 use nix::sys::signal::{SigSet, Signal};
 use std::ffi::OsString;
@@ -151,32 +151,7 @@ impl Launch {
             Some(w) => absolute(w)?,
             None => default_work_base(&upper),
         };
-        for l in &lowers {
-            for (what, p) in [("upper directory", &upper), ("workdir", &base)] {
-                if inside(p, l) || inside(l, p) {
-                    return Err(format!(
-                        "{what} {}: overlaps lower directory {}",
-                        p.display(),
-                        l.display()
-                    ));
-                }
-            }
-        }
-        if inside(&base, &upper) || inside(&upper, &base) {
-            return Err(format!(
-                "workdir {}: overlaps the upper directory {}",
-                base.display(),
-                upper.display()
-            ));
-        }
-        if nearest_dev(&base) != nearest_dev(&upper) {
-            return Err(format!(
-                "workdir {}: is on another filesystem than the upper directory {} \
-                 (copy-up needs an atomic rename between them)",
-                base.display(),
-                upper.display()
-            ));
-        }
+        check_layout(&lowers, &upper, &base)?;
         let (overlay_byte, casefold_byte) = match &req.image {
             Some(path) => {
                 let img = Image::open(path).map_err(|e| e.to_string())?;
@@ -519,7 +494,9 @@ fn signalled() -> Option<i32> {
     }
 }
 
-fn stop_signals() -> SigSet {
+/// The signals the launcher forwards to its command (and its reaper
+/// keeps blocked).
+pub(crate) fn stop_signals() -> SigSet {
     let mut s = SigSet::empty();
     for sig in [
         Signal::SIGINT,

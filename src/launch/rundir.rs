@@ -215,21 +215,11 @@ impl Reaper {
 /// The reaper: waits for its launcher to end; unless told "clean", removes
 /// what the launcher left. Never returns.
 fn reap(rd: OwnedFd, dir: &Path) -> ! {
-    use nix::sys::signal::{SigSet, Signal};
     use std::os::fd::AsRawFd;
     let _ = nix::unistd::setsid();
     // Blocked signals are never delivered: the reaper outlives a Ctrl-C or
     // a SIGTERM sent to its launcher's process group.
-    let mut stop = SigSet::empty();
-    for s in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-    ] {
-        stop.add(s);
-    }
-    let _ = stop.thread_block();
+    let _ = super::run::stop_signals().thread_block();
     sys::close_other_fds(rd.as_fd());
     if let Ok(null) = std::fs::OpenOptions::new()
         .read(true)
