@@ -180,20 +180,22 @@ fn split_lowers(lowers: &OsString) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Opens the image read-only and says whether casefold is on for it
+/// (`FIM_CASEFOLD=1` or its casefold byte).
+fn image_and_casefold(image: &Path) -> Result<(Image, bool), String> {
+    let img = Image::open(image).map_err(|e| e.to_string())?;
+    let env = std::env::var_os("FIM_CASEFOLD");
+    let on = casefold_enabled(false, env.as_deref(), Some(img.casefold_byte()));
+    Ok((img, on))
+}
+
 fn overlay(action: OverlayAction) -> Result<(), String> {
     match action {
         OverlayAction::Show { image } => {
-            let img = Image::open(&image).map_err(|e| e.to_string())?;
-            let cf = casefold_enabled(
-                false,
-                std::env::var_os("FIM_CASEFOLD").as_deref(),
-                Some(img.casefold_byte()),
-            );
+            let (img, casefold) = image_and_casefold(&image)?;
             let env = std::env::var_os("FIM_OVERLAY");
-            println!(
-                "{}",
-                overlay_show(env.as_deref(), Some(img.overlay_byte()), cf)
-            );
+            let shown = overlay_show(env.as_deref(), Some(img.overlay_byte()), casefold);
+            println!("{shown}");
             Ok(())
         }
         OverlayAction::Set { value, image } => {
@@ -207,12 +209,7 @@ fn overlay(action: OverlayAction) -> Result<(), String> {
 fn casefold(action: CasefoldAction, image: PathBuf) -> Result<(), String> {
     match action {
         CasefoldAction::Show => {
-            let img = Image::open(&image).map_err(|e| e.to_string())?;
-            let on = casefold_enabled(
-                false,
-                std::env::var_os("FIM_CASEFOLD").as_deref(),
-                Some(img.casefold_byte()),
-            );
+            let (_, on) = image_and_casefold(&image)?;
             println!("{}", if on { "ON" } else { "OFF" });
             Ok(())
         }
