@@ -13,7 +13,9 @@ use fimfs::launch::{
 };
 
 mod image_support;
-use image_support::{RESERVED_AT, Spec, block, build, dwarfs, dwarfs_image};
+use image_support::{
+    RESERVED_AT, Spec, assert_only_byte_changed, block, build, dwarfs, dwarfs_image,
+};
 
 /// A directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -44,16 +46,6 @@ impl Drop for TempDir {
 
 fn write_image(dir: &TempDir, name: &[u8], spec: &Spec) -> PathBuf {
     dir.write(name, &build(spec))
-}
-
-/// Asserts `after` equals `before` except at `at`, where it is `want`.
-fn assert_only_byte_changed(before: &[u8], after: &[u8], at: usize, want: u8) {
-    assert_eq!(before.len(), after.len(), "file length changed");
-    assert_eq!(after[at], want, "byte {at}");
-    let diff: Vec<usize> = (0..before.len())
-        .filter(|&i| i != at && before[i] != after[i])
-        .collect();
-    assert!(diff.is_empty(), "unexpected bytes changed at {diff:?}");
 }
 
 #[test]

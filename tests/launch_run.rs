@@ -13,7 +13,7 @@ mod common;
 mod image_support;
 
 use common::{MountGuard, TempDir, mounts, require_root_and_fuse};
-use image_support::{RESERVED_AT, Spec, build};
+use image_support::{RESERVED_AT, Spec, assert_only_byte_changed, build};
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -394,15 +394,6 @@ fn dry_run_says_why() {
 
 // ---------------------------------------------------------------------------------
 // overlay set/show, casefold on/off/show on real image files
-
-fn assert_only_byte_changed(before: &[u8], after: &[u8], at: usize, want: u8) {
-    assert_eq!(before.len(), after.len(), "file length changed");
-    assert_eq!(after[at], want, "byte {at}");
-    let diff: Vec<usize> = (0..before.len())
-        .filter(|&i| i != at && before[i] != after[i])
-        .collect();
-    assert!(diff.is_empty(), "unexpected bytes changed at {diff:?}");
-}
 
 #[test]
 fn overlay_and_casefold_commands_write_one_byte() {

@@ -133,42 +133,10 @@ impl Drop for TempDir {
 /// Mount points from /proc/self/mountinfo with their filesystem types.
 pub fn mounts() -> Vec<(PathBuf, String)> {
     let info = fs::read("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
-    let mut out = Vec::new();
-    for line in info.split(|&b| b == b'\n') {
-        let fields: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == b"-") else {
-            continue;
-        };
-        if fields.len() < 5 || fields.len() <= sep + 1 {
-            continue;
-        }
-        let point = PathBuf::from(OsString::from_vec(unescape_mountinfo(fields[4])));
-        let fstype = String::from_utf8_lossy(fields[sep + 1]).into_owned();
-        out.push((point, fstype));
-    }
-    out
-}
-
-/// Mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mountinfo(field: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(field.len());
-    let mut i = 0;
-    while i < field.len() {
-        let oct = field
-            .get(i + 1..i + 4)
-            .filter(|o| o.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match (field[i], oct) {
-            (b'\\', Some(o)) => {
-                out.push(o.iter().fold(0u8, |a, c| a.wrapping_mul(8) + (c - b'0')));
-                i += 4;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    out
+    fimfs::mountinfo::parse_mountinfo(&info)
+        .into_iter()
+        .map(|m| (m.point, m.fstype))
+        .collect()
 }
 
 /// The filesystem type mounted at exactly `path`, if `path` is a mount point.

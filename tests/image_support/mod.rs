@@ -112,3 +112,13 @@ pub fn build(spec: &Spec) -> Vec<u8> {
     }
     out
 }
+
+/// Asserts `after` equals `before` except at `at`, where it is `want`.
+pub fn assert_only_byte_changed(before: &[u8], after: &[u8], at: usize, want: u8) {
+    assert_eq!(before.len(), after.len(), "file length changed");
+    assert_eq!(after[at], want, "byte {at}");
+    let diff: Vec<usize> = (0..before.len())
+        .filter(|&i| i != at && before[i] != after[i])
+        .collect();
+    assert!(diff.is_empty(), "unexpected bytes changed at {diff:?}");
+}
