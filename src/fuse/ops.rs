@@ -391,10 +391,10 @@ impl Filesystem for FimFs {
             // upper, by another daemon) changes the directory's stamp: the
             // kernel then drops its copy here, at the next opendir, not
             // only once the attributes it holds expire.
-            Ok(node) => {
+            Ok((node, a)) => {
                 let stamp = node.listed();
                 let mut flags = FopenFlags::FOPEN_CACHE_DIR;
-                if stamp.is_some() && stamp == self.list_stamp(ino.0) {
+                if stamp == Some((a.mtime, a.ctime, a.size)) {
                     flags |= FopenFlags::FOPEN_KEEP_CACHE;
                 }
                 reply.opened(FileHandle(self.handles.add_dir()), flags)

@@ -526,12 +526,13 @@ impl Union {
     }
 
     /// Opens a directory of the union for a listing; checks it exists.
-    pub fn opendir(&self, ino: u64) -> Result<Arc<Node>> {
+    /// Also gives the directory's attributes, as `getattr` would.
+    pub fn opendir(&self, ino: u64) -> Result<(Arc<Node>, Attr)> {
         let node = self.node(ino)?;
         let (found, _) = self.place(&node)?;
         if found.state.kind != Kind::Dir {
             return Err(Errno::ENOTDIR);
         }
-        Ok(node)
+        Ok((node, self.attr_of(Some(ino), &found)))
     }
 }

@@ -530,7 +530,7 @@ pub fn engine_view(u: &Union, problems: &mut Vec<String>) -> View {
 fn walk(u: &Union, ino: u64, prefix: &str, view: &mut View, problems: &mut Vec<String>) {
     let shown = if prefix.is_empty() { "/" } else { prefix };
     let dir = match u.opendir(ino) {
-        Ok(n) => n,
+        Ok((n, _)) => n,
         Err(e) => return problems.push(format!("{shown}: opendir: {e}")),
     };
     let entries = match u.list_dir(&dir) {
