@@ -243,13 +243,20 @@ impl Plan {
         let threads = o
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-        let ttl = match o.timeout_ms {
-            Some(ms) => Ttl {
-                entry: Duration::from_millis(ms),
-                attr: Duration::from_millis(ms),
-            },
-            None => Ttl::default(),
+        let mut ttl = match self.upper.is_some() {
+            true => Ttl::WRITABLE,
+            false => Ttl::READ_ONLY,
         };
+        if let Some(ms) = o.timeout_ms {
+            let t = Duration::from_millis(ms);
+            (ttl.entry, ttl.attr) = (t, t);
+            if self.upper.is_none() {
+                (ttl.lower, ttl.negative) = (t, t);
+            }
+        }
+        if let Some(ms) = o.lower_timeout_ms {
+            ttl.lower = Duration::from_millis(ms);
+        }
         MountConfig {
             mountpoint: self.mountpoint.clone(),
             threads,

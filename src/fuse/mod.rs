@@ -7,7 +7,9 @@
 mod access;
 mod handles;
 mod ops;
+mod peers;
 pub mod session;
+mod stats;
 
 use crate::union::{Attr, Kind, Union};
 use fuser::{FileAttr, FileType, INodeNo};
@@ -17,21 +19,48 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Cache lifetimes the kernel is given.
+///
+/// What only the lowers hold cannot change behind the daemon's back (the
+/// lowers are read-only; only another daemon sharing the upper could hide
+/// or replace it), so it is cached far longer than what the upper holds.
 #[derive(Debug, Clone, Copy)]
 pub struct Ttl {
+    /// Entries of names found in the upper (or merged directories).
     pub entry: Duration,
+    /// Attributes of objects in the upper.
     pub attr: Duration,
+    /// Entries and attributes of objects only the lowers hold.
+    pub lower: Duration,
+    /// How long a name found nowhere is remembered as missing (0: not
+    /// at all, so a file put into the upper behind the mount is found).
+    pub negative: Duration,
+}
+
+impl Ttl {
+    /// Defaults with an upper: one second for the upper, as
+    /// fuse-overlayfs (changes made to the upper behind the mount show
+    /// within a second; everything fimfs changes itself is reported to
+    /// the kernel at once), a minute for lower-only objects, no negative
+    /// entries.
+    pub const WRITABLE: Ttl = Ttl {
+        entry: Duration::from_secs(1),
+        attr: Duration::from_secs(1),
+        lower: Duration::from_secs(60),
+        negative: Duration::ZERO,
+    };
+    /// Defaults without an upper: nothing can change, so everything,
+    /// negative entries too, is cached for a day.
+    pub const READ_ONLY: Ttl = Ttl {
+        entry: Duration::from_secs(86400),
+        attr: Duration::from_secs(86400),
+        lower: Duration::from_secs(86400),
+        negative: Duration::from_secs(86400),
+    };
 }
 
 impl Default for Ttl {
-    /// One second, as fuse-overlayfs: changes made to the upper behind the
-    /// mount show within a second; everything fimfs changes itself is
-    /// reported to the kernel at once.
     fn default() -> Self {
-        Ttl {
-            entry: Duration::from_secs(1),
-            attr: Duration::from_secs(1),
-        }
+        Ttl::WRITABLE
     }
 }
 
@@ -66,6 +95,8 @@ pub struct FimFs {
     union: Arc<Union>,
     handles: Handles,
     ttl: Ttl,
+    /// Alone on the upper: lower-only objects get `ttl.lower`.
+    alone: peers::Alone,
     tuning: Tuning,
     notifier: Arc<OnceLock<fuser::Notifier>>,
     /// Open files above which read-only lower handles hold no fd (a
@@ -108,8 +139,21 @@ impl FimFs {
                 };
             }
         });
+        let alone = match union.stack().upper() {
+            Some(upper) => {
+                let (u, tx) = (union.clone(), stale.clone());
+                peers::watch(upper.root(), move || {
+                    for (parent, name, ino) in u.lower_only_names() {
+                        let _ = tx.send(Stale::Entry(parent, name));
+                        let _ = tx.send(Stale::Attr(ino));
+                    }
+                })
+            }
+            None => peers::Alone::always(),
+        };
         FimFs {
             union,
+            alone,
             handles: Handles::default(),
             ttl,
             tuning,
@@ -119,6 +163,16 @@ impl FimFs {
             // and the session.
             lazy_above: usize::try_from(crate::sys::nofile_limit().0 / 4).unwrap_or(usize::MAX),
             stale,
+        }
+    }
+
+    /// (attr, entry) lifetimes for an object; `upper`: the upper holds it.
+    /// Lower-only objects are cached for long only while no other daemon
+    /// shares the upper.
+    pub fn ttl_of(&self, upper: bool) -> (Duration, Duration) {
+        match upper || !self.alone.get() {
+            true => (self.ttl.attr, self.ttl.entry),
+            false => (self.ttl.lower, self.ttl.lower),
         }
     }
 
@@ -180,7 +234,8 @@ pub fn errno(e: nix::errno::Errno) -> fuser::Errno {
 
 /// Runs one request handler; a panic inside becomes EIO (the reply,
 /// dropped unanswered, sends it) and a log line.
-pub fn guard<F: FnOnce()>(op: &str, f: F) {
+pub fn guard<F: FnOnce()>(op: &'static str, f: F) {
+    stats::count(op);
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
         tracing::error!("{op}: handler panicked; the request got EIO");
     }

@@ -14,12 +14,12 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 const GEN: Generation = Generation(0);
 
 /// Capabilities asked for when the kernel offers them.
-const WANTED: [InitFlags; 7] = [
+const WANTED: [InitFlags; 8] = [
     // Lookups and readdir in one directory run in parallel.
     InitFlags::FUSE_PARALLEL_DIROPS,
     InitFlags::FUSE_DO_READDIRPLUS,
@@ -30,6 +30,9 @@ const WANTED: [InitFlags; 7] = [
     InitFlags::FUSE_MAX_PAGES,
     // Cached pages are dropped when a refreshed attribute shows new mtime/size.
     InitFlags::FUSE_AUTO_INVAL_DATA,
+    // The kernel caches ACLs (ls -l asks for system.posix_acl_access of
+    // every file) and enforces them, as the kernel overlay does.
+    InitFlags::FUSE_POSIX_ACL,
 ];
 
 impl FimFs {
@@ -192,16 +195,20 @@ impl FimFs {
             // not fit is forgotten again.
             let dots = e.name == b"." || e.name == b"..";
             let found = match dots {
-                true => self.union.getattr(e.ino),
-                false => self.union.lookup(ino, &e.name).map(|(_, a)| a),
+                true => self.union.getattr(e.ino).map(|a| (a, true)),
+                false => self
+                    .union
+                    .lookup(ino, &e.name)
+                    .map(|(n, a)| (a, n.state().upper)),
             };
-            let Ok(a) = found else { continue };
+            let Ok((a, upper)) = found else { continue };
+            let (attr_ttl, entry_ttl) = self.ttl_of(upper);
             let name = OsStr::from_bytes(&e.name);
             if reply.add(
                 INodeNo(a.ino),
                 i as u64 + 1,
                 name,
-                &self.ttl.entry,
+                &entry_ttl.min(attr_ttl),
                 &file_attr(&a),
                 GEN,
             ) {
@@ -236,16 +243,21 @@ impl Filesystem for FimFs {
                 panic!("fault injection: lookup of {name:?}");
             }
             match self.union.lookup_spelled(parent.0, name.as_bytes()) {
-                Ok((_, a, exact)) => {
+                Ok((node, a, exact)) => {
+                    let (attr, mut entry) = self.ttl_of(node.state().upper);
                     // Casefold: another spelling of a name is looked up
                     // again on every use, so a rename or unlink through
                     // the real name never leaves it stale (the kernel
                     // updates only the spelling a call used).
-                    let entry = match exact {
-                        true => self.ttl.entry,
-                        false => std::time::Duration::ZERO,
-                    };
-                    reply.entry_with_ttls(&self.ttl.attr, &entry, &file_attr(&a), GEN)
+                    if !exact {
+                        entry = Duration::ZERO;
+                    }
+                    reply.entry_with_ttls(&attr, &entry, &file_attr(&a), GEN)
+                }
+                // A negative entry (node 0): the kernel answers ENOENT
+                // itself until it expires or the name is made through it.
+                Err(sys::Errno::ENOENT) if !self.ttl.negative.is_zero() => {
+                    reply.entry(&self.ttl.negative, &negative_attr(), GEN)
                 }
                 Err(e) => reply.error(errno(e)),
             }
@@ -272,7 +284,7 @@ impl Filesystem for FimFs {
                 other => other,
             };
             match res {
-                Ok(a) => reply.attr(&self.ttl.attr, &file_attr(&a)),
+                Ok(a) => reply.attr(&self.ttl_of(self.union.is_upper(ino.0)).0, &file_attr(&a)),
                 Err(e) => reply.error(errno(e)),
             }
         })
@@ -345,7 +357,11 @@ impl Filesystem for FimFs {
         _lo: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok()
+        super::stats::count("flush");
+        // Nothing to do at close (writes are not buffered here, locks are
+        // the kernel's): ENOSYS makes the kernel stop sending FLUSH, one
+        // round trip less per close.
+        reply.error(Errno::ENOSYS)
     }
 
     fn release(
@@ -454,6 +470,7 @@ impl Filesystem for FimFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        super::stats::count("releasedir");
         self.handles.remove_dir(fh.0);
         reply.ok()
     }
@@ -868,5 +885,26 @@ fn xattr_reply(reply: ReplyXattr, v: &[u8], size: u32) {
         reply.error(Errno::ERANGE)
     } else {
         reply.data(v)
+    }
+}
+
+/// The attributes of a negative entry: node 0, nothing else read.
+fn negative_attr() -> fuser::FileAttr {
+    fuser::FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: std::time::UNIX_EPOCH,
+        mtime: std::time::UNIX_EPOCH,
+        ctime: std::time::UNIX_EPOCH,
+        crtime: std::time::UNIX_EPOCH,
+        kind: fuser::FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
     }
 }

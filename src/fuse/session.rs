@@ -76,6 +76,7 @@ impl Shutdown {
         }
         *done = true;
         tracing::info!("stopping: {why}");
+        super::stats::dump();
         if mounted {
             unmount_lazy(&self.mountpoint);
         }

@@ -34,6 +34,8 @@ pub struct MountOpts {
     pub squash_gid: Option<u32>,
     /// Entry and attribute cache lifetime, in milliseconds.
     pub timeout_ms: Option<u64>,
+    /// `lower_timeout=S`: cache lifetime of what only the lowers have.
+    pub lower_timeout_ms: Option<u64>,
     lowerdir: Option<OsString>,
     upperdir: Option<PathBuf>,
 }
@@ -148,14 +150,16 @@ impl MountOpts {
             }
             ("squash_to_uid", Some(v)) => self.squash_uid = Some(parse_num("squash_to_uid", v)?),
             ("squash_to_gid", Some(v)) => self.squash_gid = Some(parse_num("squash_to_gid", v)?),
-            ("timeout", Some(v)) => {
-                let t: f64 = parse_num("timeout", v)?;
+            (k @ ("timeout" | "lower_timeout"), Some(v)) => {
+                let t: f64 = parse_num(k, v)?;
                 if !(0.0..=86400.0).contains(&t) {
-                    return err(format!(
-                        "option timeout: {t} is out of range (0 to 86400 s)"
-                    ));
+                    return err(format!("option {k}: {t} is out of range (0 to 86400 s)"));
                 }
-                self.timeout_ms = Some((t * 1000.0) as u64);
+                let ms = Some((t * 1000.0) as u64);
+                match k {
+                    "timeout" => self.timeout_ms = ms,
+                    _ => self.lower_timeout_ms = ms,
+                }
             }
             ("allow_other", None) | ("allow_root", None) => self.allow_other = true,
             ("default_permissions", None) => self.default_permissions = true,
@@ -181,7 +185,17 @@ impl MountOpts {
                     "option {k}: bad value (use {k} or {k}=PATH as documented)"
                 ));
             }
-            (k, None) if ["workdir", "upperdir", "lowerdir", "threads", "timeout"].contains(&k) => {
+            (k, None)
+                if [
+                    "workdir",
+                    "upperdir",
+                    "lowerdir",
+                    "threads",
+                    "timeout",
+                    "lower_timeout",
+                ]
+                .contains(&k) =>
+            {
                 return err(format!("option {k} needs a value ({k}=...)"));
             }
             _ => return err(format!("unknown option: {}", String::from_utf8_lossy(opt))),

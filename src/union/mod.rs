@@ -276,6 +276,13 @@ impl Union {
         }
     }
 
+    /// The names the kernel holds for lower-only nodes, as (parent, name,
+    /// node): what to drop from its caches once the lowers' view may
+    /// change behind this daemon (another daemon shares the upper).
+    pub fn lower_only_names(&self) -> Vec<(u64, Vec<u8>, u64)> {
+        self.nodes.lower_only_names()
+    }
+
     /// The kernel forgot `n` lookups of `ino`.
     pub fn forget(&self, ino: u64, n: u64) {
         self.nodes.forget(ino, n);

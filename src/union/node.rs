@@ -389,6 +389,16 @@ impl NodeTable {
         }
     }
 
+    /// The names the kernel holds for nodes only the lowers have, as
+    /// (parent, name, node).
+    pub fn lower_only_names(&self) -> Vec<(u64, Vec<u8>, u64)> {
+        self.names
+            .iter()
+            .filter(|e| self.get(*e.value()).is_some_and(|n| !n.state().upper))
+            .map(|e| (e.key().0, e.key().1.clone(), *e.value()))
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }
