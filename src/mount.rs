@@ -265,6 +265,7 @@ impl Plan {
             allow_other: o.allow_other || root,
             default_permissions: o.default_permissions || root,
             read_only: o.ro || self.upper.is_none(),
+            passthrough: !o.no_passthrough,
             ttl,
             fsname: self
                 .upper

@@ -6,6 +6,7 @@
 //! the daemon. Handles (open files, directory snapshots) live here.
 mod access;
 mod handles;
+mod iomode;
 mod ops;
 mod peers;
 pub mod session;
@@ -70,10 +71,28 @@ pub struct Tuning {
     pub max_write: u32,
     pub max_readahead: u32,
     pub max_background: u16,
+    /// Ask for FUSE passthrough (upper files).
+    pub passthrough: bool,
+    /// Ask for FUSE_POSIX_ACL: the kernel caches and enforces ACLs. It
+    /// forces `default_permissions`, so only where that is on already
+    /// (an unprivileged squashing mount lets anyone chown, for example).
+    pub posix_acl: bool,
     /// Fault injection for the tests: a lookup of exactly this name panics
     /// inside its handler (`FIMFS_FAULT_PANIC_ON_LOOKUP`), to prove that a
     /// panic costs one request an EIO and never the daemon.
     pub panic_on_lookup: Option<Vec<u8>>,
+}
+
+impl Tuning {
+    /// The defaults, with passthrough where the mount asks for it and the
+    /// daemon is privileged enough.
+    pub fn for_mount(cfg: &session::MountConfig) -> Tuning {
+        Tuning {
+            passthrough: cfg.passthrough && !cfg.read_only && iomode::privileged(),
+            posix_acl: cfg.default_permissions,
+            ..Tuning::default()
+        }
+    }
 }
 
 impl Default for Tuning {
@@ -84,6 +103,8 @@ impl Default for Tuning {
             max_write: 1 << 20,
             max_readahead: 1 << 20,
             max_background: 64,
+            passthrough: false,
+            posix_acl: false,
             panic_on_lookup: std::env::var_os("FIMFS_FAULT_PANIC_ON_LOOKUP")
                 .map(|v| std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec()),
         }
@@ -94,6 +115,8 @@ impl Default for Tuning {
 pub struct FimFs {
     union: Arc<Union>,
     handles: Handles,
+    /// Passthrough or cached mode of each open file.
+    io: iomode::IoModes,
     ttl: Ttl,
     /// Alone on the upper: lower-only objects get `ttl.lower`.
     alone: peers::Alone,
@@ -155,6 +178,7 @@ impl FimFs {
             union,
             alone,
             handles: Handles::default(),
+            io: iomode::IoModes::new(),
             ttl,
             tuning,
             notifier,

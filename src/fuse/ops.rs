@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 const GEN: Generation = Generation(0);
 
 /// Capabilities asked for when the kernel offers them.
-const WANTED: [InitFlags; 8] = [
+const WANTED: [InitFlags; 7] = [
     // Lookups and readdir in one directory run in parallel.
     InitFlags::FUSE_PARALLEL_DIROPS,
     InitFlags::FUSE_DO_READDIRPLUS,
@@ -30,9 +30,6 @@ const WANTED: [InitFlags; 8] = [
     InitFlags::FUSE_MAX_PAGES,
     // Cached pages are dropped when a refreshed attribute shows new mtime/size.
     InitFlags::FUSE_AUTO_INVAL_DATA,
-    // The kernel caches ACLs (ls -l asks for system.posix_acl_access of
-    // every file) and enforces them, as the kernel overlay does.
-    InitFlags::FUSE_POSIX_ACL,
 ];
 
 impl FimFs {
@@ -161,12 +158,19 @@ impl FimFs {
                     node.share_pin(&fd);
                 }
                 let a = self.union.getattr(node.ino).unwrap_or(a);
-                let fh = self.handles.add_file(Some(fd), node.ino, upper);
+                let fh = self.handles.add_file(Some(fd.clone()), node.ino, upper);
                 let keep = match upper {
                     true => FopenFlags::empty(),
                     false => FopenFlags::FOPEN_KEEP_CACHE,
                 };
-                reply.created(&self.ttl.entry, &file_attr(&a), GEN, FileHandle(fh), keep)
+                let (ttl, fa) = (self.ttl.entry, file_attr(&a));
+                match self
+                    .io
+                    .open(fh, node.ino, upper, || reply.open_backing(fd.as_fd()))
+                {
+                    Some(b) => reply.created_passthrough(&ttl, &fa, GEN, FileHandle(fh), keep, &b),
+                    None => reply.created(&ttl, &fa, GEN, FileHandle(fh), keep),
+                }
             }
             Err(e) => {
                 self.union.forget(node.ino, 1);
@@ -234,6 +238,20 @@ impl Filesystem for FimFs {
             let _ = config.set_max_readahead(max);
         }
         let _ = config.set_max_background(self.tuning.max_background);
+        // Passthrough only when backing files can be registered (probed
+        // before asking); depth 1: the upper is not itself stacked, and
+        // the mount can still be a layer of a kernel overlay.
+        // The kernel caches ACLs (ls -l asks for system.posix_acl_access of
+        // every file) and enforces them, as the kernel overlay does.
+        if self.tuning.posix_acl && config.add_capabilities(InitFlags::FUSE_POSIX_ACL).is_err() {
+            tracing::debug!("kernel lacks FUSE_POSIX_ACL");
+        }
+        if self.tuning.passthrough {
+            match config.add_capabilities(InitFlags::FUSE_PASSTHROUGH) {
+                Ok(()) if config.set_max_stack_depth(1).is_ok() => self.io.enable(),
+                r => tracing::info!("no passthrough: {r:?}"),
+            }
+        }
         Ok(())
     }
 
@@ -306,14 +324,22 @@ impl Filesystem for FimFs {
                 }
                 let read_only = flags.0 & libc::O_ACCMODE == libc::O_RDONLY;
                 let lazy = !upper && read_only && self.handles.open_files() >= self.lazy_above;
-                let fh = self.handles.add_file((!lazy).then_some(fd), ino.0, upper);
+                let fh = self
+                    .handles
+                    .add_file((!lazy).then_some(fd.clone()), ino.0, upper);
                 // A lower file never changes: its cached pages stay valid
                 // across opens. Upper files may change behind the mount.
                 let flags = match upper {
                     true => FopenFlags::empty(),
                     false => FopenFlags::FOPEN_KEEP_CACHE,
                 };
-                reply.opened(FileHandle(fh), flags)
+                match self
+                    .io
+                    .open(fh, ino.0, upper, || reply.open_backing(fd.as_fd()))
+                {
+                    Some(b) => reply.opened_passthrough(FileHandle(fh), flags, &b),
+                    None => reply.opened(FileHandle(fh), flags),
+                }
             }
             Err(e) => reply.error(errno(e)),
         })
@@ -376,6 +402,7 @@ impl Filesystem for FimFs {
     ) {
         guard("release", || {
             self.handles.remove_file(fh.0);
+            self.io.release(fh.0);
             reply.ok()
         })
     }
@@ -625,14 +652,17 @@ impl Filesystem for FimFs {
                 Ok((node, a, Some(fd))) => {
                     let fd = Arc::new(fd);
                     node.share_pin(&fd);
-                    let fh = self.handles.add_file(Some(fd), node.ino, true);
-                    reply.created(
-                        &self.ttl.entry,
-                        &file_attr(&a),
-                        GEN,
-                        FileHandle(fh),
-                        FopenFlags::empty(),
-                    )
+                    let fh = self.handles.add_file(Some(fd.clone()), node.ino, true);
+                    let (ttl, fa, none) = (self.ttl.entry, file_attr(&a), FopenFlags::empty());
+                    match self
+                        .io
+                        .open(fh, node.ino, true, || reply.open_backing(fd.as_fd()))
+                    {
+                        Some(b) => {
+                            reply.created_passthrough(&ttl, &fa, GEN, FileHandle(fh), none, &b)
+                        }
+                        None => reply.created(&ttl, &fa, GEN, FileHandle(fh), none),
+                    }
                 }
                 Ok((node, _, None)) => {
                     self.union.forget(node.ino, 1);

@@ -23,6 +23,9 @@ pub struct MountConfig {
     pub read_only: bool,
     pub ttl: Ttl,
     pub fsname: String,
+    /// Open upper files in FUSE passthrough mode where the kernel and
+    /// the daemon's privileges allow it.
+    pub passthrough: bool,
 }
 
 const STOP_SIGNALS: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
@@ -142,7 +145,7 @@ pub fn serve(
     // Every thread started from here on inherits the blocked mask; only the
     // signal thread takes them, with sigwait.
     let _ = stop_sigset().thread_block();
-    let fs = FimFs::new(union.clone(), cfg.ttl, Tuning::default());
+    let fs = FimFs::new(union.clone(), cfg.ttl, Tuning::for_mount(cfg));
     let slot = fs.notifier_slot();
     let session = match Session::new(fs, &cfg.mountpoint, &fuser_config(cfg)) {
         Ok(s) => s,
@@ -196,6 +199,7 @@ pub fn start(union: Arc<Union>, cfg: &MountConfig) -> Result<Running, String> {
     let mountpoint = cfg.mountpoint.clone();
     let config = fuser_config(cfg);
     let ttl = cfg.ttl;
+    let tuning = Tuning::for_mount(cfg);
     let u = union.clone();
     let spawned = std::thread::Builder::new()
         .name("fimfs-session".into())
@@ -205,7 +209,7 @@ pub fn start(union: Arc<Union>, cfg: &MountConfig) -> Result<Running, String> {
                 return;
             }
             crate::sys::umask(0);
-            let fs = FimFs::new(u, ttl, Tuning::default());
+            let fs = FimFs::new(u, ttl, tuning);
             let slot = fs.notifier_slot();
             let session = match Session::new(fs, &mountpoint, &config) {
                 Ok(s) => s,

@@ -34,6 +34,8 @@ pub struct MountOpts {
     pub squash_gid: Option<u32>,
     /// Entry and attribute cache lifetime, in milliseconds.
     pub timeout_ms: Option<u64>,
+    /// `nopassthrough`: never open upper files in FUSE passthrough mode.
+    pub no_passthrough: bool,
     /// `lower_timeout=S`: cache lifetime of what only the lowers have.
     pub lower_timeout_ms: Option<u64>,
     lowerdir: Option<OsString>,
@@ -167,6 +169,7 @@ impl MountOpts {
             ("debug", None) => self.debug = true,
             ("nonempty", None) => self.nonempty = true,
             ("casefold", None) => self.casefold = true,
+            ("nopassthrough", None) => self.no_passthrough = true,
             (k, None) if NO_OPS.contains(&k) => {}
             (k, Some(_)) if NO_OP_KEYS.contains(&k) => {}
             (k, Some(_))
