@@ -114,6 +114,21 @@ impl InoMap {
         }
     }
 
+    /// The upper inode `dev`/`ino` was deleted. If its own number lives on
+    /// in another inode (a directory rebuilt in its place, a copy that took
+    /// over its entry), the filesystem may hand this inode to a new file,
+    /// which must then not show that number: it gets a fresh one.
+    pub fn gone(&self, dev: u64, ino: u64) {
+        self.unstick(dev, ino);
+        let Some(id) = self.fsid(dev).filter(|_| ino >> INO_BITS == 0) else {
+            return;
+        };
+        if self.sticky_by.contains_key(&((id << INO_BITS) | ino)) {
+            self.retired.insert((dev, ino), self.fresh());
+            self.remapped.store(true, Ordering::Release);
+        }
+    }
+
     fn fresh(&self) -> u64 {
         (OVERFLOW_FSID << INO_BITS) | self.next_overflow.fetch_add(1, Ordering::Relaxed)
     }

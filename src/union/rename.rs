@@ -32,11 +32,16 @@ impl Union {
         dir: BorrowedFd<'_>,
         name: &CStr,
         links: &mut HashMap<(u64, u64), (Arc<OwnedFd>, CString)>,
+        replaced: &mut Vec<(u64, u64)>,
     ) -> Result<()> {
         let (found, place) = self.place(node)?;
         let number = self.number_of(node, &found);
         copy_entry(&place, &found.st, dir, name, false)?;
         self.stick_at(dir, name, number);
+        if found.state.upper {
+            // The copy replaces this upper directory, deleted afterwards.
+            replaced.push((found.st.st_dev, found.st.st_ino));
+        }
         let out = Arc::new(sys::openat(
             dir,
             name,
@@ -50,7 +55,7 @@ impl Union {
             let live = self.nodes.child(node, &e.name);
             if f.state.kind == Kind::Dir {
                 let child = live.unwrap_or_else(|| self.transient_child(node, &e.name, &f));
-                self.materialize(&child, out.as_fd(), &cname, links)?;
+                self.materialize(&child, out.as_fd(), &cname, links, replaced)?;
                 continue;
             }
             // Every copy keeps the number its entry had.
@@ -114,7 +119,9 @@ impl Union {
         let parent = loc.parent.clone().ok_or(Errno::EBUSY)?;
         let pup = self.ensure_upper_dir(&parent)?;
         let tmp = work.temp_name();
-        if let Err(e) = self.materialize(node, work.fd(), &tmp, &mut HashMap::new()) {
+        let mut replaced = Vec::new();
+        if let Err(e) = self.materialize(node, work.fd(), &tmp, &mut HashMap::new(), &mut replaced)
+        {
             let _ = remove_tree(work.fd(), &tmp);
             return Err(e);
         }
@@ -128,6 +135,10 @@ impl Union {
         if let Err(e) = res {
             let _ = remove_tree(work.fd(), &tmp);
             return Err(e);
+        }
+        // The old upper directories are gone; their numbers went to the copies.
+        for (dev, ino) in replaced {
+            self.inos.gone(dev, ino);
         }
         self.generation.fetch_add(1, Ordering::AcqRel);
         node.set_dir(None);
@@ -231,7 +242,7 @@ impl Union {
                 self.stick_at(spup.as_fd(), &cs, self.number_of(dn, d));
             }
             (Some(d), _) if d.state.upper && (d.state.kind == Kind::Dir || d.st.st_nlink <= 1) => {
-                self.inos.unstick(d.st.st_dev, d.st.st_ino)
+                self.inos.gone(d.st.st_dev, d.st.st_ino)
             }
             _ => {}
         }

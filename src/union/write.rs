@@ -288,7 +288,7 @@ impl Union {
         }
         let linked = found.state.upper && !dir && found.st.st_nlink > 1;
         if found.state.upper && !linked {
-            self.inos.unstick(found.st.st_dev, found.st.st_ino);
+            self.inos.gone(found.st.st_dev, found.st.st_ino);
         }
         self.nodes.unlinked(&p, name);
         Ok(linked.then(|| self.inos.encode(found.st.st_dev, found.st.st_ino)))
