@@ -1,0 +1,2 @@
+//! Placeholder: filled in by the scale benchmark work.
+fn main() {}
