@@ -1,2 +1,0 @@
-//! Placeholder: filled in by the scale benchmark work.
-fn main() {}
