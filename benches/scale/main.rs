@@ -77,7 +77,14 @@ impl Config {
         let cfg = Config {
             dir: env::var_os("FIMFS_SCALE_DIR")
                 .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("/var/tmp/fimfs-scale")),
+                // The small trees must not replace the full-size ones.
+                .unwrap_or_else(|| {
+                    PathBuf::from(if small {
+                        "/var/tmp/fimfs-scale-test"
+                    } else {
+                        "/var/tmp/fimfs-scale"
+                    })
+                }),
             files: env_num("FIMFS_SCALE_FILES", pick(small, 1_000_000u64, 20_000)).max(1),
             flat_files: env_num("FIMFS_SCALE_FLAT_FILES", pick(small, 20_000u64, 2_000)).max(1),
             lowers: env_num("FIMFS_SCALE_LOWERS", 100usize),
