@@ -1,10 +1,13 @@
 //! Processes, mounts and sandboxes for the union benchmark: running a
 //! workload command with a timeout, the two ways of entering a kernel
-//! overlay (bwrap `--overlay`, or `unshare` + `mount -t overlay`), managing
-//! the fimfs daemon's mount, and never leaving a mount behind.
+//! overlay (bwrap `--overlay`, or `unshare` + `mount -t overlay`), with the
+//! union at a directory or as `/`, managing the FUSE daemons' mounts (fimfs,
+//! fuse-overlayfs, unionfs-fuse) and their CPU time, and never leaving a
+//! mount behind.
 
 use std::fs;
 use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -440,9 +443,9 @@ impl Launcher {
         }
     }
 
-    /// The fimfs side: `script` runs with the fimfs mount at `src` bound onto
+    /// A daemon side: `script` runs with the FUSE mount at `src` bound onto
     /// `mnt`, in the same kind of sandbox as the kernel side.
-    pub fn fimfs(&self, src: &Path, mnt: &Path, script: &str) -> Command {
+    pub fn bind(&self, src: &Path, mnt: &Path, script: &str) -> Command {
         match self {
             Launcher::Bwrap { bin, .. } => {
                 let mut c = Command::new(bin);
@@ -464,10 +467,95 @@ impl Launcher {
             }
         }
     }
+
+    /// The kernel side with the union as the command's root: `/bin/sh -c
+    /// script` from the overlay of `lowers` (top-most first) over
+    /// `upper`/`work`, with a fresh `/dev` and `/proc`. The fallback mounts
+    /// the overlay on `mnt` and `chroot`s into it (no `/dev`, `/proc`).
+    pub fn kernel_root(
+        &self,
+        lowers: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        mnt: &Path,
+        script: &str,
+    ) -> Command {
+        match self {
+            Launcher::Bwrap { bin, .. } => {
+                let mut c = Command::new(bin);
+                for l in lowers.iter().rev() {
+                    c.arg("--overlay-src").arg(l);
+                }
+                c.arg("--overlay").arg(upper).arg(work).arg("/");
+                c.args([
+                    "--dev", "/dev", "--proc", "/proc", "--", "/bin/sh", "-c", script,
+                ]);
+                c
+            }
+            Launcher::Unshare { .. } => {
+                let lowerdir: Vec<String> =
+                    lowers.iter().map(|l| l.display().to_string()).collect();
+                let opts = format!(
+                    "lowerdir={},upperdir={},workdir={}",
+                    lowerdir.join(":"),
+                    upper.display(),
+                    work.display()
+                );
+                let inner = format!(
+                    "mount -t overlay overlay -o {opts} \"$1\" && exec chroot \"$1\" /bin/sh -c \"$2\""
+                );
+                let mut c = Command::new("unshare");
+                c.args([
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    &inner,
+                    "sh",
+                ])
+                .arg(mnt)
+                .arg(script);
+                c
+            }
+        }
+    }
+
+    /// A daemon side with the FUSE mount at `src` as the command's root
+    /// (`bwrap --bind SRC /`), otherwise like [`Launcher::kernel_root`].
+    pub fn bind_root(&self, src: &Path, mnt: &Path, script: &str) -> Command {
+        match self {
+            Launcher::Bwrap { bin, .. } => {
+                let mut c = Command::new(bin);
+                c.arg("--bind").arg(src).arg("/");
+                c.args([
+                    "--dev", "/dev", "--proc", "/proc", "--", "/bin/sh", "-c", script,
+                ]);
+                c
+            }
+            Launcher::Unshare { .. } => {
+                let inner = "mount --bind \"$1\" \"$2\" && exec chroot \"$2\" /bin/sh -c \"$3\"";
+                let mut c = Command::new("unshare");
+                c.args([
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    inner,
+                    "sh",
+                ])
+                .arg(src)
+                .arg(mnt)
+                .arg(script);
+                c
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
-// The fimfs daemon
+// FUSE daemons: fimfs and its peers
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum State {
@@ -476,40 +564,119 @@ enum State {
     ReadWrite,
 }
 
-/// One fimfs mount at `mnt`, read-only (lowers only) or read-write.
-pub struct Fimfs {
-    pub bin: PathBuf,
+/// Which union filesystem daemon, and how to start it.
+#[derive(Clone, Debug)]
+pub enum Flavor {
+    /// `fimfs mount [-o OPTS] L1:…:Ln [UPPER] MNT`; the daemon keeps
+    /// `<parent of UPPER>/work/<PID>` and removes it when it exits.
+    Fimfs { bin: PathBuf, opts: Option<String> },
+    /// `fuse-overlayfs -o lowerdir=L1:…:Ln[,upperdir=UPPER,workdir=WORK] MNT`
+    /// with WORK = `<parent of UPPER>/work`.
+    FuseOverlayfs,
+    /// `unionfs -o cow,hide_meta_files [UPPER=RW:]L1=RO:…:Ln=RO MNT` (no
+    /// `max_files`: raising RLIMIT_NOFILE fails in containers).
+    UnionfsFuse,
+}
+
+impl Flavor {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Flavor::Fimfs { .. } => "fimfs",
+            Flavor::FuseOverlayfs => "fuse-overlayfs",
+            Flavor::UnionfsFuse => "unionfs-fuse",
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Flavor::Fimfs { bin, .. } => format!("fimfs ({})", bin.display()),
+            Flavor::FuseOverlayfs => "fuse-overlayfs".into(),
+            Flavor::UnionfsFuse => "unionfs-fuse".into(),
+        }
+    }
+
+    fn command(&self, lowers: &[PathBuf], upper: Option<&Path>, mnt: &Path) -> Command {
+        let join = |sep: &str, suffix: &str| {
+            lowers
+                .iter()
+                .map(|l| format!("{}{suffix}", l.display()))
+                .collect::<Vec<_>>()
+                .join(sep)
+        };
+        let mut cmd;
+        match self {
+            Flavor::Fimfs { bin, opts } => {
+                cmd = Command::new(bin);
+                cmd.arg("mount");
+                if let Some(o) = opts {
+                    cmd.arg("-o").arg(o);
+                }
+                cmd.arg(join(":", ""));
+                if let Some(u) = upper {
+                    cmd.arg(u);
+                }
+            }
+            Flavor::FuseOverlayfs => {
+                cmd = Command::new("fuse-overlayfs");
+                let mut o = format!("lowerdir={}", join(":", ""));
+                if let Some(u) = upper {
+                    o.push_str(&format!(
+                        ",upperdir={},workdir={}",
+                        u.display(),
+                        work_beside(u).display()
+                    ));
+                }
+                cmd.arg("-o").arg(o);
+            }
+            Flavor::UnionfsFuse => {
+                cmd = Command::new("unionfs");
+                cmd.args(["-o", "cow,hide_meta_files"]);
+                let mut branches = join(":", "=RO");
+                if let Some(u) = upper {
+                    branches = format!("{}=RW:{branches}", u.display());
+                }
+                cmd.arg(branches);
+            }
+        }
+        cmd.arg(mnt);
+        cmd
+    }
+}
+
+/// `<parent of upper>/work`: fimfs' default workdir root, and the workdir
+/// given to fuse-overlayfs.
+pub fn work_beside(upper: &Path) -> PathBuf {
+    upper
+        .parent()
+        .map(|p| p.join("work"))
+        .unwrap_or_else(|| PathBuf::from("work"))
+}
+
+/// One daemon mount at `mnt` over fixed lowers, read-only (lowers only) or
+/// read-write over an upper.
+pub struct Daemon {
+    pub flavor: Flavor,
     pub mnt: PathBuf,
-    lowers: String,
-    opts: Option<String>,
+    lowers: Vec<PathBuf>,
     log: PathBuf,
     state: State,
-    /// Where the daemon keeps `work/<PID>` for a read-write mount.
+    /// The serving process (found by its command line naming `mnt`).
+    pid: Option<u32>,
+    /// fimfs: where the daemon keeps `work/<PID>` for a read-write mount.
     workroot: Option<PathBuf>,
-    /// Unmounts after which the daemon did not clean up in time.
+    /// Unmounts after which the daemon did not exit or clean up in time.
     pub warnings: usize,
 }
 
-impl Fimfs {
-    pub fn new(
-        bin: PathBuf,
-        mnt: PathBuf,
-        lowers: &[PathBuf],
-        opts: Option<String>,
-        log: PathBuf,
-    ) -> Self {
-        let lowers = lowers
-            .iter()
-            .map(|l| l.display().to_string())
-            .collect::<Vec<_>>()
-            .join(":");
-        Fimfs {
-            bin,
+impl Daemon {
+    pub fn new(flavor: Flavor, mnt: PathBuf, lowers: &[PathBuf], log: PathBuf) -> Self {
+        Daemon {
+            flavor,
             mnt,
-            lowers,
-            opts,
+            lowers: lowers.to_vec(),
             log,
             state: State::Unmounted,
+            pid: None,
             workroot: None,
             warnings: 0,
         }
@@ -529,49 +696,45 @@ impl Fimfs {
 
     /// Mounts read-only (`upper == None`) or read-write over `upper`,
     /// unmounting any previous mount first. Returns once the mount is live.
+    /// A read-write fuse-overlayfs gets an emptied `work` beside `upper`.
     pub fn mount(&mut self, upper: Option<&Path>) -> Result<(), String> {
         self.unmount()?;
+        if let (Flavor::FuseOverlayfs, Some(u)) = (&self.flavor, upper) {
+            reset_dir(&work_beside(u)).map_err(|e| format!("resetting the workdir: {e}"))?;
+        }
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .map_err(|e| format!("{}: {e}", self.log.display()))?;
-        let mut cmd = Command::new(&self.bin);
-        cmd.arg("mount");
-        if let Some(o) = &self.opts {
-            cmd.arg("-o").arg(o);
-        }
-        cmd.arg(&self.lowers);
-        if let Some(u) = upper {
-            cmd.arg(u);
-        }
-        cmd.arg(&self.mnt);
+        let mut cmd = self.flavor.command(&self.lowers, upper, &self.mnt);
         // Files, not pipes: the daemon inherits them and outlives the command.
         cmd.stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log);
         let desc = format!(
-            "`fimfs mount{}{}`",
+            "{} {} mount",
+            self.flavor.name(),
             if upper.is_some() {
-                " LOWERS UPPER "
+                "read-write"
             } else {
-                " LOWERS "
+                "read-only"
             },
-            self.mnt.display()
         );
         let ran = run(cmd, Duration::from_secs(60), false)?;
         if !ran.status.success() {
             return Err(format!(
-                "{desc} failed: {}; daemon log: {}",
+                "{desc} failed ({}); daemon log: {}",
                 ran.status,
                 self.log_tail()
             ));
         }
-        // The CLI returns once the mount is live; allow a little slack anyway.
+        // fimfs returns once the mount is live; libfuse daemons mount before
+        // they fork, but allow a little slack anyway.
         let deadline = Instant::now() + Duration::from_secs(5);
         while !is_fuse_mounted(&self.mnt) {
             if Instant::now() > deadline {
                 return Err(format!(
-                    "{desc} exited 0 but {} is not a FUSE mount; daemon log: {}",
+                    "{desc}: exited 0 but {} is not a FUSE mount; daemon log: {}",
                     self.mnt.display(),
                     self.log_tail()
                 ));
@@ -583,13 +746,25 @@ impl Fimfs {
         } else {
             State::ReadOnly
         };
-        self.workroot = upper.and_then(|u| u.parent()).map(|p| p.join("work"));
+        self.pid = daemon_pid(&self.mnt);
+        self.workroot = match self.flavor {
+            Flavor::Fimfs { .. } => upper.map(work_beside),
+            _ => None,
+        };
         Ok(())
     }
 
+    /// CPU time (user + system, all threads) the daemon has used so far.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        process_cpu(self.pid?)
+    }
+
     /// `fusermount3 -u`, retried while busy, lazily as a last resort; then
-    /// waits for the daemon to remove its workdir.
+    /// waits for the daemon to exit (and fimfs to remove its workdir).
     pub fn unmount(&mut self) -> Result<(), String> {
+        if self.state == State::Unmounted && self.pid.is_none() && self.workroot.is_none() {
+            return Ok(());
+        }
         if is_fuse_mounted(&self.mnt) {
             let mut ok = false;
             for _ in 0..50 {
@@ -623,8 +798,23 @@ impl Fimfs {
                 thread::sleep(Duration::from_millis(10));
             }
         }
-        // The daemon removes work/<PID> when it exits; wait for that so the
-        // next mount and the upper reset do not race it.
+        // Wait for the daemon to exit, so the next mount and the upper reset
+        // do not race it.
+        if let Some(pid) = self.pid.take() {
+            let start = Instant::now();
+            while process_running(&pid.to_string()) {
+                if start.elapsed() > Duration::from_secs(10) {
+                    eprintln!(
+                        "fimfs-bench: warning: {} daemon {pid} still running 10s after the unmount",
+                        self.flavor.describe()
+                    );
+                    self.warnings += 1;
+                    break;
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
+        // fimfs removes work/<PID> when it exits.
         if let Some(w) = self.workroot.take() {
             let start = Instant::now();
             loop {
@@ -663,6 +853,43 @@ impl Fimfs {
     }
 }
 
+/// The live process whose command line has `mnt` as an argument: the
+/// daemon serving it (fimfs and libfuse daemons fork without exec, so they
+/// keep the command line they were started with).
+fn daemon_pid(mnt: &Path) -> Option<u32> {
+    let want = mnt.as_os_str().as_encoded_bytes();
+    let me = std::process::id();
+    let mut found = None;
+    for e in fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(cmdline) = fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        if cmdline.split(|&b| b == 0).any(|a| a == want) && process_running(&pid.to_string()) {
+            found = Some(found.map_or(pid, |f: u32| f.max(pid)));
+        }
+    }
+    found
+}
+
+/// utime + stime of a process (all its threads), from `/proc/PID/stat`.
+pub fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ppid …": field 3 (state) is the first after the last ')';
+    // utime and stime are fields 14 and 15.
+    let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf(3) has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as u64 } else { 100 };
+    Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+}
+
 /// Whether `pid` (a decimal string) names a live, non-zombie process.
 fn process_running(pid: &str) -> bool {
     if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
@@ -678,7 +905,41 @@ fn process_running(pid: &str) -> bool {
     }
 }
 
-impl Drop for Fimfs {
+/// The first line of `PROG --version` (stdout or stderr), for the report.
+pub fn version_line(prog: &str, pick: &str) -> String {
+    match Command::new(prog)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(o) => {
+            let text = format!(
+                "{}\n{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            text.lines()
+                .find(|l| l.contains(pick))
+                .or_else(|| text.lines().find(|l| !l.trim().is_empty()))
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        }
+        Err(e) => format!("unavailable ({e})"),
+    }
+}
+
+/// Whether `prog` is on PATH.
+pub fn on_path(prog: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|d| {
+            fs::metadata(d.join(prog))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+impl Drop for Daemon {
     fn drop(&mut self) {
         if let Err(e) = self.unmount() {
             eprintln!("fimfs-bench: {e}");
