@@ -13,6 +13,8 @@
 //! `target/fimfs-scale-report.md`). Timings are never asserted; wrong
 //! outputs fail the run. See `benches/README.md`.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod sys;
 mod tree;
 
@@ -25,6 +27,7 @@ use std::process::{Command, ExitCode};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::{find_fimfs, target_dir};
 use sys::{Daemon, KernelOverlay, Mem};
 
 // ---------------------------------------------------------------------------
@@ -126,61 +129,6 @@ impl Config {
     }
 }
 
-fn target_dir() -> PathBuf {
-    // target/<profile>/deps/scale-<hash>
-    if let Ok(exe) = env::current_exe()
-        && let Some(deps) = exe.parent()
-        && deps.file_name().is_some_and(|n| n == "deps")
-        && let Some(t) = deps.parent().and_then(Path::parent)
-    {
-        return t.to_path_buf();
-    }
-    env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
-}
-
-/// The release `fimfs` binary: `$FIMFS_BIN`, cargo's `CARGO_BIN_EXE_fimfs`,
-/// `target/release/fimfs`, or failing all that, built with
-/// `cargo build --release --bin fimfs` (as benches/union does).
-fn find_fimfs() -> Result<PathBuf, String> {
-    if let Some(p) = env::var_os("FIMFS_BIN") {
-        let p = PathBuf::from(p);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(format!("FIMFS_BIN={} does not exist", p.display()))
-        };
-    }
-    if let Some(p) = option_env!("CARGO_BIN_EXE_fimfs").map(PathBuf::from)
-        && p.is_file()
-    {
-        return Ok(p);
-    }
-    let p = target_dir().join("release").join("fimfs");
-    if p.is_file() {
-        return Ok(p);
-    }
-    eprintln!(
-        "fimfs-scale: {} missing; running cargo build --release --bin fimfs",
-        p.display()
-    );
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let st = Command::new(cargo)
-        .args(["build", "--release", "--bin", "fimfs"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .map_err(|e| format!("cannot run cargo build: {e}"))?;
-    if st.success() && p.is_file() {
-        Ok(p)
-    } else {
-        Err(format!(
-            "no fimfs binary: `cargo build --release --bin fimfs` gave {st} and {} is missing",
-            p.display()
-        ))
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Formatting
 
@@ -256,9 +204,9 @@ impl Ctx {
             return Err(format!(
                 "{what}: `{script}` gave {} with stdout {:?} (expected {:?}); stderr: {}",
                 ran.status,
-                sys::tail(&ran.stdout, 200),
+                sys::tail(ran.stdout.trim(), 200),
                 expect,
-                sys::tail(&ran.stderr, 600)
+                sys::tail(ran.stderr.trim(), 600)
             ));
         }
         Ok(ran.elapsed)
@@ -332,7 +280,7 @@ fn run_all(cfg: Config) -> Result<bool, String> {
             base.display()
         ));
     }
-    sys::clean_stale_runs(&base);
+    sys::clean_stale_runs(&base, "fimfs-scale");
     let run = base.join(format!("run-{}", std::process::id()));
     let _ = fs::remove_dir_all(&run);
     fs::create_dir_all(&run).map_err(|e| format!("{}: {e}", run.display()))?;
@@ -351,7 +299,7 @@ fn run_all(cfg: Config) -> Result<bool, String> {
             base.display()
         ));
     }
-    let origin = find_fimfs()?;
+    let origin = find_fimfs("fimfs-scale")?;
     // A private copy: others rebuilding target/release/fimfs during the run
     // must not change what is measured.
     let pinned = run.join("fimfs");
@@ -605,7 +553,7 @@ fn memory(ctx: &mut Ctx, base: &Path) -> Result<String, String> {
             }),
             Ok(o) => eprintln!(
                 "fimfs-scale: gdb malloc_trim failed: {}",
-                sys::tail(&String::from_utf8_lossy(&o.stderr), 300)
+                sys::tail(String::from_utf8_lossy(&o.stderr).trim(), 300)
             ),
             Err(e) => eprintln!("fimfs-scale: cannot run gdb: {e}"),
         }
@@ -1027,7 +975,7 @@ fn flatness_measure(
                 "{}: the listing is wrong ({}; {first}{fds}); stderr: {}",
                 v.label(lowers),
                 ran.status,
-                sys::tail(&ran.stderr, 400)
+                sys::tail(ran.stderr.trim(), 400)
             ));
         }
     }

@@ -4,6 +4,9 @@
 //! held by a helper process in a private mount namespace, memory figures
 //! from `/proc`, and never leaving a mount behind.
 
+pub use crate::common::{
+    clean_stale_runs, is_fuse_mounted, is_root, quiet, shell_safe, tail, unmount_all_under,
+};
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -26,18 +29,6 @@ pub struct Ran {
     pub status: ExitStatus,
     pub stdout: String,
     pub stderr: String,
-}
-
-pub fn tail(s: &str, max: usize) -> String {
-    let s = s.trim();
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut start = s.len() - max;
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    format!("…{}", &s[start..])
 }
 
 fn stop_if_interrupted() {
@@ -153,20 +144,6 @@ impl ForeignDrops {
     }
 }
 
-pub fn is_root() -> bool {
-    // SAFETY: geteuid(2) cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Paths that go into `sh -c` strings must not need quoting.
-pub fn shell_safe(p: &Path) -> bool {
-    p.to_str().is_some_and(|s| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"/._-+".contains(&b))
-    })
-}
-
 /// Makes the child get `sig` when the benchmark dies, even by SIGKILL.
 fn die_with_parent(cmd: &mut Command, sig: libc::c_int) {
     // SAFETY: prctl(2) only, between fork and exec.
@@ -191,108 +168,8 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     }
 }
 
-fn quiet(cmd: &mut Command) -> bool {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 // ---------------------------------------------------------------------------
 // Mount table
-
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// (mount point, fs type) of this process's mount namespace.
-fn mounts() -> Vec<(PathBuf, String)> {
-    let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    text.lines()
-        .filter_map(|line| {
-            let (pre, post) = line.split_once(" - ")?;
-            let mountpoint = pre.split(' ').nth(4)?;
-            let fstype = post.split(' ').next()?;
-            Some((
-                PathBuf::from(unescape_mountinfo(mountpoint)),
-                fstype.to_string(),
-            ))
-        })
-        .collect()
-}
-
-pub fn is_fuse_mounted(path: &Path) -> bool {
-    mounts()
-        .iter()
-        .any(|(m, t)| m == path && t.starts_with("fuse"))
-}
-
-/// Unmounts everything mounted at or below `dir`, deepest first.
-pub fn unmount_all_under(dir: &Path) -> Vec<PathBuf> {
-    let mut done = Vec::new();
-    for _round in 0..5 {
-        let mut found: Vec<(PathBuf, String)> = mounts()
-            .into_iter()
-            .filter(|(m, _)| m.starts_with(dir))
-            .collect();
-        if found.is_empty() {
-            break;
-        }
-        found.sort_by_key(|(m, _)| std::cmp::Reverse(m.components().count()));
-        for (m, t) in found {
-            let ok = if t.starts_with("fuse") {
-                quiet(Command::new("fusermount3").arg("-u").arg(&m))
-                    || quiet(Command::new("umount").arg("-l").arg(&m))
-            } else {
-                quiet(Command::new("umount").arg("-l").arg(&m))
-            };
-            if ok {
-                done.push(m);
-            }
-        }
-    }
-    done
-}
-
-/// Removes `run-<pid>` directories of earlier runs whose process is gone,
-/// unmounting what they left first.
-pub fn clean_stale_runs(base: &Path) {
-    let Ok(rd) = fs::read_dir(base) else { return };
-    for e in rd.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("run-")) else {
-            continue;
-        };
-        if pid
-            .parse::<u32>()
-            .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists())
-        {
-            continue;
-        }
-        let dir = e.path();
-        let gone = unmount_all_under(&dir);
-        if !gone.is_empty() {
-            eprintln!("fimfs-scale: unmounted stale {gone:?}");
-        }
-        let _ = fs::remove_dir_all(&dir);
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Signals
@@ -531,7 +408,7 @@ impl Daemon {
         if let Ok(mut f) = fs::File::open(&self.log) {
             let _ = f.read_to_string(&mut s);
         }
-        tail(&s, 1500)
+        tail(s.trim(), 1500)
     }
 
     /// `fusermount3 -u`, retried while busy, `umount -l` as a last resort;
@@ -637,7 +514,7 @@ impl KernelOverlay {
                 lowers.len(),
                 base.display(),
                 mnt.display(),
-                tail(&err, 600)
+                tail(err.trim(), 600)
             ));
         }
         let ns = fs::File::open(format!("/proc/{}/ns/mnt", child.id()))
@@ -684,10 +561,10 @@ pub fn helper(args: &[String]) -> Result<(), String> {
     // The new namespace holds copies of every mount, FUSE ones included;
     // a copy would keep that FUSE file system alive (its daemon running)
     // after it is unmounted outside, so detach them all here.
-    let mut fuse: Vec<PathBuf> = mounts()
+    let mut fuse: Vec<PathBuf> = fimfs::mountinfo::read()
         .into_iter()
-        .filter(|(_, t)| t.starts_with("fuse"))
-        .map(|(m, _)| m)
+        .filter(|m| m.is_fuse())
+        .map(|m| m.point)
         .collect();
     fuse.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
     for m in fuse {
@@ -702,7 +579,7 @@ pub fn helper(args: &[String]) -> Result<(), String> {
         MsFlags::MS_RDONLY,
         Some(data.as_str()),
     )
-    .map_err(|e| format!("mount -t overlay -o {} {mnt}: {e}", tail(&data, 200)))?;
+    .map_err(|e| format!("mount -t overlay -o {} {mnt}: {e}", tail(data.trim(), 200)))?;
     println!("ready");
     let _ = io::stdout().flush();
     loop {

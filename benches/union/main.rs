@@ -19,6 +19,8 @@
 //!
 //! See `benches/README.md` for how to run it and read the output.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod fixtures;
 mod sys;
 mod tree;
@@ -36,6 +38,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{Criterion, SamplingMode};
 
+use common::{find_fimfs, target_dir};
 use fixtures::{Deep, RootFs, SrcTar, Wide};
 use sys::{Daemon, Flavor, Launcher};
 use tree::Tree;
@@ -482,61 +485,6 @@ struct Bench {
     started: SystemTime,
 }
 
-fn target_dir() -> PathBuf {
-    // target/<profile>/deps/union-<hash>
-    if let Ok(exe) = env::current_exe()
-        && let Some(deps) = exe.parent()
-        && deps.file_name().is_some_and(|n| n == "deps")
-        && let Some(t) = deps.parent().and_then(Path::parent)
-    {
-        return t.to_path_buf();
-    }
-    env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
-}
-
-/// The release `fimfs` binary: `$FIMFS_BIN`, cargo's `CARGO_BIN_EXE_fimfs`,
-/// `target/release/fimfs`, or failing all that, built with
-/// `cargo build --release --bin fimfs`.
-fn find_fimfs() -> Result<PathBuf, String> {
-    if let Some(p) = env::var_os("FIMFS_BIN") {
-        let p = PathBuf::from(p);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(format!("FIMFS_BIN={} does not exist", p.display()))
-        };
-    }
-    if let Some(p) = option_env!("CARGO_BIN_EXE_fimfs").map(PathBuf::from)
-        && p.is_file()
-    {
-        return Ok(p);
-    }
-    let p = target_dir().join("release").join("fimfs");
-    if p.is_file() {
-        return Ok(p);
-    }
-    eprintln!(
-        "fimfs-bench: {} missing; running cargo build --release --bin fimfs",
-        p.display()
-    );
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let st = Command::new(cargo)
-        .args(["build", "--release", "--bin", "fimfs"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .map_err(|e| format!("cannot run cargo build: {e}"))?;
-    if st.success() && p.is_file() {
-        Ok(p)
-    } else {
-        Err(format!(
-            "no fimfs binary: `cargo build --release --bin fimfs` gave {st} and {} is missing",
-            p.display()
-        ))
-    }
-}
-
 impl Bench {
     fn setup(cfg: Config) -> Result<Bench, String> {
         let started = SystemTime::now();
@@ -548,7 +496,7 @@ impl Bench {
                 base.display()
             ));
         }
-        sys::clean_stale_runs(&base);
+        sys::clean_stale_runs(&base, "fimfs-bench");
         let run = base.join(format!("run-{}", std::process::id()));
         let _ = fs::remove_dir_all(&run);
         for d in ["mnt", "logs"] {
@@ -615,7 +563,7 @@ impl Bench {
         let mut flavors = BTreeMap::new();
         // Run a private copy: other people rebuilding target/release/fimfs
         // during the run must not change what is being measured.
-        let found = find_fimfs().and_then(|bin| {
+        let found = find_fimfs("fimfs-bench").and_then(|bin| {
             let pinned = run.join("fimfs");
             fs::copy(&bin, &pinned)
                 .map_err(|e| format!("copying {} to {}: {e}", bin.display(), pinned.display()))?;

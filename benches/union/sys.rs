@@ -5,6 +5,9 @@
 //! fuse-overlayfs, unionfs-fuse) and their CPU time, and never leaving a
 //! mount behind.
 
+pub use crate::common::{
+    clean_stale_runs, is_fuse_mounted, is_root, quiet, shell_safe, tail, unmount_all_under,
+};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -55,17 +58,6 @@ impl Ran {
         }
         s
     }
-}
-
-fn tail(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut start = s.len() - max;
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    format!("…{}", &s[start..])
 }
 
 /// Runs `cmd` in its own process group, killing the group after `timeout`.
@@ -125,11 +117,6 @@ pub fn sync() {
     unsafe { libc::sync() };
 }
 
-pub fn is_root() -> bool {
-    // SAFETY: geteuid(2) cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// Empties `dir` (creating it if needed).
 pub fn reset_dir(dir: &Path) -> io::Result<()> {
     match fs::remove_dir_all(dir) {
@@ -140,125 +127,8 @@ pub fn reset_dir(dir: &Path) -> io::Result<()> {
     fs::create_dir_all(dir)
 }
 
-/// Paths the benchmark puts into `sh -c` strings and mount options must not
-/// need quoting.
-pub fn shell_safe(p: &Path) -> bool {
-    p.to_str().is_some_and(|s| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"/._-+".contains(&b))
-    })
-}
-
 // ---------------------------------------------------------------------------
 // Mount table
-
-pub struct MountEntry {
-    pub mountpoint: PathBuf,
-    pub fstype: String,
-}
-
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-pub fn mounts() -> Vec<MountEntry> {
-    let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    text.lines()
-        .filter_map(|line| {
-            let (pre, post) = line.split_once(" - ")?;
-            let mountpoint = pre.split(' ').nth(4)?;
-            let fstype = post.split(' ').next()?;
-            Some(MountEntry {
-                mountpoint: PathBuf::from(unescape_mountinfo(mountpoint)),
-                fstype: fstype.to_string(),
-            })
-        })
-        .collect()
-}
-
-pub fn is_fuse_mounted(path: &Path) -> bool {
-    mounts()
-        .iter()
-        .any(|m| m.mountpoint == path && m.fstype.starts_with("fuse"))
-}
-
-/// Unmounts everything mounted at or below `dir`, deepest first. Returns
-/// what it unmounted.
-pub fn unmount_all_under(dir: &Path) -> Vec<PathBuf> {
-    let mut done = Vec::new();
-    for _round in 0..5 {
-        let mut found: Vec<MountEntry> = mounts()
-            .into_iter()
-            .filter(|m| m.mountpoint.starts_with(dir))
-            .collect();
-        if found.is_empty() {
-            break;
-        }
-        found.sort_by_key(|m| std::cmp::Reverse(m.mountpoint.components().count()));
-        for m in found {
-            let ok = if m.fstype.starts_with("fuse") {
-                quiet(Command::new("fusermount3").arg("-u").arg(&m.mountpoint))
-                    || quiet(Command::new("fusermount3").arg("-uz").arg(&m.mountpoint))
-                    || quiet(Command::new("umount").arg("-l").arg(&m.mountpoint))
-            } else {
-                quiet(Command::new("umount").arg(&m.mountpoint))
-                    || quiet(Command::new("umount").arg("-l").arg(&m.mountpoint))
-            };
-            if ok {
-                done.push(m.mountpoint);
-            }
-        }
-    }
-    done
-}
-
-fn quiet(cmd: &mut Command) -> bool {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Removes run directories of earlier benchmark processes that died without
-/// cleaning up (their mounts first).
-pub fn clean_stale_runs(base: &Path) {
-    let Ok(rd) = fs::read_dir(base) else { return };
-    for e in rd.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("run-")) else {
-            continue;
-        };
-        let alive = pid
-            .parse::<u32>()
-            .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
-        if alive {
-            continue;
-        }
-        let dir = e.path();
-        let gone = unmount_all_under(&dir);
-        if !gone.is_empty() {
-            eprintln!("fimfs-bench: unmounted stale {gone:?}");
-        }
-        let _ = fs::remove_dir_all(&dir);
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Signals: unmount and clean up on Ctrl-C / SIGTERM / SIGHUP.
