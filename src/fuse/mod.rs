@@ -59,12 +59,6 @@ impl Ttl {
     };
 }
 
-impl Default for Ttl {
-    fn default() -> Self {
-        Ttl::WRITABLE
-    }
-}
-
 /// Kernel-connection tunables, settled at INIT.
 #[derive(Debug, Clone)]
 pub struct Tuning {

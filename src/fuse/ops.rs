@@ -153,29 +153,38 @@ impl FimFs {
         let opened = allowed.and_then(|()| self.union.open(node.ino, flags & !libc::O_CREAT));
         match opened {
             Ok((fd, upper)) => {
-                let fd = Arc::new(fd);
-                if upper {
-                    node.share_pin(&fd);
-                }
                 let a = self.union.getattr(node.ino).unwrap_or(a);
-                let fh = self.handles.add_file(Some(fd.clone()), node.ino, upper);
-                let keep = match upper {
-                    true => FopenFlags::empty(),
-                    false => FopenFlags::FOPEN_KEEP_CACHE,
-                };
-                let (ttl, fa) = (self.ttl.entry, file_attr(&a));
-                match self
-                    .io
-                    .open(fh, node.ino, upper, || reply.open_backing(fd.as_fd()))
-                {
-                    Some(b) => reply.created_passthrough(&ttl, &fa, GEN, FileHandle(fh), keep, &b),
-                    None => reply.created(&ttl, &fa, GEN, FileHandle(fh), keep),
-                }
+                self.reply_created(reply, &node, Arc::new(fd), upper, &a)
             }
             Err(e) => {
                 self.union.forget(node.ino, 1);
                 reply.error(errno(e))
             }
+        }
+    }
+
+    /// Answers a create (or an `O_CREAT` open of a file that appeared
+    /// meanwhile) with a new handle on `fd`, in passthrough where the io
+    /// mode of the node allows it.
+    fn reply_created(
+        &self,
+        reply: ReplyCreate,
+        node: &Arc<crate::union::node::Node>,
+        fd: Arc<std::os::fd::OwnedFd>,
+        upper: bool,
+        a: &crate::union::Attr,
+    ) {
+        if upper {
+            node.share_pin(&fd);
+        }
+        let fh = self.handles.add_file(Some(fd.clone()), node.ino, upper);
+        let (ttl, fa, flags) = (self.ttl.entry, file_attr(a), open_flags(upper));
+        match self
+            .io
+            .open(fh, node.ino, upper, || reply.open_backing(fd.as_fd()))
+        {
+            Some(b) => reply.created_passthrough(&ttl, &fa, GEN, FileHandle(fh), flags, &b),
+            None => reply.created(&ttl, &fa, GEN, FileHandle(fh), flags),
         }
     }
 
@@ -327,12 +336,7 @@ impl Filesystem for FimFs {
                 let fh = self
                     .handles
                     .add_file((!lazy).then_some(fd.clone()), ino.0, upper);
-                // A lower file never changes: its cached pages stay valid
-                // across opens. Upper files may change behind the mount.
-                let flags = match upper {
-                    true => FopenFlags::empty(),
-                    false => FopenFlags::FOPEN_KEEP_CACHE,
-                };
+                let flags = open_flags(upper);
                 match self
                     .io
                     .open(fh, ino.0, upper, || reply.open_backing(fd.as_fd()))
@@ -649,21 +653,7 @@ impl Filesystem for FimFs {
             };
             let how = Make::File { mode, flags };
             match self.union.make(parent.0, name.as_bytes(), how, who) {
-                Ok((node, a, Some(fd))) => {
-                    let fd = Arc::new(fd);
-                    node.share_pin(&fd);
-                    let fh = self.handles.add_file(Some(fd.clone()), node.ino, true);
-                    let (ttl, fa, none) = (self.ttl.entry, file_attr(&a), FopenFlags::empty());
-                    match self
-                        .io
-                        .open(fh, node.ino, true, || reply.open_backing(fd.as_fd()))
-                    {
-                        Some(b) => {
-                            reply.created_passthrough(&ttl, &fa, GEN, FileHandle(fh), none, &b)
-                        }
-                        None => reply.created(&ttl, &fa, GEN, FileHandle(fh), none),
-                    }
-                }
+                Ok((node, a, Some(fd))) => self.reply_created(reply, &node, Arc::new(fd), true, &a),
                 Ok((node, _, None)) => {
                     self.union.forget(node.ino, 1);
                     reply.error(Errno::EIO)
@@ -915,6 +905,15 @@ fn xattr_reply(reply: ReplyXattr, v: &[u8], size: u32) {
         reply.error(Errno::ERANGE)
     } else {
         reply.data(v)
+    }
+}
+
+/// Open flags of a file handle: a lower file never changes, so its cached
+/// pages stay valid across opens; an upper file may change behind the mount.
+fn open_flags(upper: bool) -> FopenFlags {
+    match upper {
+        true => FopenFlags::empty(),
+        false => FopenFlags::FOPEN_KEEP_CACHE,
     }
 }
 

@@ -225,8 +225,10 @@ impl Union {
                 return Err(e);
             }
         }
-        // Make the rename itself durable before anyone builds on it.
-        let _ = sys::fsync(pup.as_fd(), false);
+        // No fsync of the parent: the copy's data is synced before the
+        // rename, so after a crash the entry is the old one or the whole
+        // new one. (`pup` is an O_PATH fd, on which fsync fails anyway:
+        // the call that stood here never did anything.)
         node.set_dir(None);
         let (again, _) = self.place(node)?;
         node.set_state(again.state.clone());
