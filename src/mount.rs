@@ -249,10 +249,16 @@ impl Plan {
         };
         if let Some(ms) = o.timeout_ms {
             let t = Duration::from_millis(ms);
-            (ttl.entry, ttl.attr) = (t, t);
+            (ttl.entry, ttl.attr, ttl.negative) = (t, t, t);
             if self.upper.is_none() {
-                (ttl.lower, ttl.negative) = (t, t);
+                ttl.lower = t;
             }
+        }
+        // Casefold: a missing spelling may exist under another one after a
+        // rename or create through the mount, which updates only the
+        // spelling it used; so nothing missing is remembered.
+        if o.casefold {
+            ttl.negative = Duration::ZERO;
         }
         if let Some(ms) = o.lower_timeout_ms {
             ttl.lower = Duration::from_millis(ms);

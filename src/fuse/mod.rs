@@ -33,7 +33,8 @@ pub struct Ttl {
     /// Entries and attributes of objects only the lowers hold.
     pub lower: Duration,
     /// How long a name found nowhere is remembered as missing (0: not
-    /// at all, so a file put into the upper behind the mount is found).
+    /// at all). A name put into the upper behind the mount is found once
+    /// this expires, like any other change behind it.
     pub negative: Duration,
 }
 
@@ -41,13 +42,16 @@ impl Ttl {
     /// Defaults with an upper: one second for the upper, as
     /// fuse-overlayfs (changes made to the upper behind the mount show
     /// within a second; everything fimfs changes itself is reported to
-    /// the kernel at once), a minute for lower-only objects, no negative
-    /// entries.
+    /// the kernel at once), a minute for lower-only objects, and one second
+    /// for missing names: a program start looks up dozens of names that do
+    /// not exist (library and locale search paths), and a name made in the
+    /// upper behind the mount then shows within the same second as every
+    /// other change behind it.
     pub const WRITABLE: Ttl = Ttl {
         entry: Duration::from_secs(1),
         attr: Duration::from_secs(1),
         lower: Duration::from_secs(60),
-        negative: Duration::ZERO,
+        negative: Duration::from_secs(1),
     };
     /// Defaults without an upper: nothing can change, so everything,
     /// negative entries too, is cached for a day.
