@@ -233,6 +233,7 @@ impl Plan {
             },
             privileged: crate::sys::geteuid() == 0,
             casefold: self.req.opts.casefold,
+            dir_fd_budget: None,
         };
         Ok(Union::new(Stack::new(upper, lowers), work, opts))
     }

@@ -1696,6 +1696,70 @@ fn privileged_union_marks_opaque_in_both_namespaces() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
+/// The layer directories the nodes keep open stay within their budget: over 24
+/// lowers whose 10 directories each exist in every lower, with room for 40 fds,
+/// every file is found with the top-most content, every listing is whole and a
+/// create lands, twice over, while the nodes never hold more than the budget plus
+/// the one directory just resolved.
+#[test]
+fn cached_directory_fds_stay_within_their_budget() {
+    const LOWERS: usize = 24;
+    const DIRS: usize = 10;
+    const BUDGET: usize = 40;
+    let specs: Vec<String> = (0..LOWERS)
+        .map(|l| {
+            let mut spec = String::new();
+            for d in 0..DIRS {
+                spec += &format!("d a/b{d}\nf a/b{d}/top L{l}\n");
+                if (l + d) % 3 == 0 {
+                    spec += &format!("f a/b{d}/f{l} L{l}\n");
+                }
+            }
+            spec
+        })
+        .collect();
+    let refs: Vec<&str> = specs.iter().map(String::as_str).collect();
+    let opts = Options {
+        dir_fd_budget: Some(BUDGET),
+        ..Options::default()
+    };
+    let fx = Fixture::new("fdbudget", &refs, Some(""), opts);
+    let u = &fx.union;
+    let (op, want) = parse_op("create a/b3/new N");
+    assert_eq!(engine_apply(u, &op, true), want);
+    let mut l = Lookups::new(u);
+    for pass in 0..2 {
+        for d in 0..DIRS {
+            let dir = format!("a/b{d}");
+            let mut names: BTreeSet<String> = BTreeSet::from(["top".to_string()]);
+            let top = l.ino(&format!("{dir}/top")).expect("top");
+            assert_eq!(read_through(u, top), Ok(b"L0".to_vec()), "{dir}/top");
+            for lower in (0..LOWERS).filter(|lower| (lower + d) % 3 == 0) {
+                let ino = l.ino(&format!("{dir}/f{lower}")).expect("file");
+                let want = format!("L{lower}").into_bytes();
+                assert_eq!(read_through(u, ino), Ok(want), "{dir}/f{lower}");
+                names.insert(format!("f{lower}"));
+            }
+            if d == 3 {
+                names.insert("new".into());
+            }
+            let (node, _) = u.opendir(l.ino(&dir).expect("dir")).expect("opendir");
+            let listed: BTreeSet<String> = u
+                .list_dir(&node)
+                .expect("list_dir")
+                .into_iter()
+                .map(|e| String::from_utf8(e.name).expect("utf-8"))
+                .collect();
+            assert_eq!(listed, names, "listing of {dir}, pass {pass}");
+            let held = u.cached_dir_fds();
+            assert!(
+                held <= BUDGET + LOWERS + 1,
+                "{held} cached directory fds after {dir}, budget {BUDGET}"
+            );
+        }
+    }
+}
+
 /// Changes made to the upper behind the union are seen at once (SPEC §7.7).
 #[test]
 fn upper_changes_behind_the_union_are_seen() {

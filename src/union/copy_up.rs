@@ -183,7 +183,7 @@ impl Union {
             return Ok(fd.clone());
         }
         self.copy_up(dir, false)?;
-        dir.set_dir(None);
+        dir.clear_dir();
         self.dir_layers(dir)?.upper().cloned().ok_or(Errno::EIO)
     }
 
@@ -229,7 +229,7 @@ impl Union {
         // rename, so after a crash the entry is the old one or the whole
         // new one. (`pup` is an O_PATH fd, on which fsync fails anyway:
         // the call that stood here never did anything.)
-        node.set_dir(None);
+        node.clear_dir();
         let (again, _) = self.place(node)?;
         node.set_state(again.state.clone());
         if found.state.kind != Kind::Dir {

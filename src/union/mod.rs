@@ -52,6 +52,9 @@ pub struct Options {
     pub privileged: bool,
     /// Names match case-insensitively (`-o casefold`, see `fold`).
     pub casefold: bool,
+    /// How many layer directory fds the nodes may keep cached (None: half
+    /// the process's open-file limit; see `node::DirFds`).
+    pub dir_fd_budget: Option<usize>,
 }
 
 /// The merged view of one layer stack.
@@ -99,7 +102,11 @@ impl Union {
         Union {
             stack,
             work,
-            nodes: NodeTable::new(Arc::new(root)),
+            nodes: NodeTable::new(
+                Arc::new(root),
+                opts.dir_fd_budget
+                    .map_or_else(node::DirFds::for_this_process, node::DirFds::with_budget),
+            ),
             inos: InoMap::new(),
             opts,
             generation: AtomicU64::new(0),
@@ -112,6 +119,11 @@ impl Union {
     /// directories are then rebuilt on their next use).
     pub(crate) fn names_changed(&self) {
         self.ns_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Layer directory fds the nodes hold cached now.
+    pub fn cached_dir_fds(&self) -> usize {
+        self.nodes.dir_fds().held()
     }
 
     pub fn generation(&self) -> u64 {
@@ -322,7 +334,7 @@ impl Union {
         node.set_state(found.state.clone());
         let place = match (&found.dir, parent) {
             (Some(d), _) => {
-                node.set_dir(Some(d.clone()));
+                self.nodes.set_dir(node, d.clone());
                 let top = d.layers.first().ok_or(Errno::ENOENT)?;
                 Place {
                     dir: top.fd.clone(),

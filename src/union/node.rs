@@ -12,6 +12,9 @@
 //!   out;
 //! - a node's cached directory fds are trusted only while the engine's
 //!   rename generation is unchanged (a directory rename moves whole trees);
+//! - the cached directory fds of all nodes together stay within a budget
+//!   (`DirFds`): past it, the least recently used caches are dropped and
+//!   resolved again through their parents when next needed;
 //! - the root is never forgotten.
 use super::attr::Kind;
 use crate::layer::LayerId;
@@ -19,7 +22,7 @@ use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Where a node sits in the union tree.
 #[derive(Debug, Clone)]
@@ -84,6 +87,58 @@ impl DirLayers {
     }
 }
 
+/// The budget of layer directory fds the nodes keep cached. Each cached
+/// directory holds an `O_PATH` fd per layer it exists in, so a tree merged
+/// over 100 lowers would otherwise hold 100 fds per directory the kernel
+/// knows, and run into `RLIMIT_NOFILE`.
+#[derive(Debug)]
+pub struct DirFds {
+    /// Fds held by cached layers.
+    held: AtomicUsize,
+    budget: usize,
+    /// Counts caching events; a node remembers the value at its last use.
+    clock: AtomicU64,
+    /// One eviction at a time.
+    evicting: Mutex<()>,
+}
+
+impl DirFds {
+    /// Half the open-file limit (the rest is for open files and pins).
+    pub fn for_this_process() -> DirFds {
+        let soft = usize::try_from(crate::sys::nofile_limit().0).unwrap_or(usize::MAX);
+        DirFds::with_budget((soft / 2).max(64))
+    }
+
+    pub fn with_budget(budget: usize) -> DirFds {
+        DirFds {
+            held: AtomicUsize::new(0),
+            budget,
+            clock: AtomicU64::new(0),
+            evicting: Mutex::new(()),
+        }
+    }
+
+    /// Fds the cached layers hold now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+}
+
+/// A node's cached layers, counted in the budget while cached.
+#[derive(Debug)]
+struct CachedDir {
+    layers: DirLayers,
+    fds: Arc<DirFds>,
+}
+
+impl Drop for CachedDir {
+    fn drop(&mut self) {
+        self.fds
+            .held
+            .fetch_sub(self.layers.layers.len(), Ordering::Relaxed);
+    }
+}
+
 #[derive(Debug)]
 pub struct Node {
     pub ino: u64,
@@ -91,7 +146,9 @@ pub struct Node {
     /// (hard links give a file several).
     locs: RwLock<Vec<Loc>>,
     state: RwLock<State>,
-    dir: Mutex<Option<DirLayers>>,
+    dir: Mutex<Option<CachedDir>>,
+    /// `DirFds::clock` when the cached layers were last used.
+    dir_used: AtomicU64,
     /// Serialises copy-up of this node (one copy even when threads race).
     pub copy_lock: Mutex<()>,
     lookups: AtomicU64,
@@ -113,6 +170,7 @@ impl Node {
             locs: RwLock::new(vec![loc]),
             state: RwLock::new(state),
             dir: Mutex::new(None),
+            dir_used: AtomicU64::new(0),
             copy_lock: Mutex::new(()),
             lookups: AtomicU64::new(0),
             pin: Mutex::new(None),
@@ -204,16 +262,19 @@ impl Node {
         *self.state.write() = s;
     }
 
+    /// The cached layers of a directory node, if still valid for the
+    /// rename `generation`.
     pub fn cached_dir(&self, generation: u64) -> Option<DirLayers> {
-        self.dir
-            .lock()
-            .as_ref()
-            .filter(|d| d.generation == generation)
-            .cloned()
+        let dir = self.dir.lock();
+        let c = dir.as_ref().filter(|c| c.layers.generation == generation)?;
+        self.dir_used
+            .store(c.fds.clock.load(Ordering::Relaxed), Ordering::Relaxed);
+        Some(c.layers.clone())
     }
 
-    pub fn set_dir(&self, d: Option<DirLayers>) {
-        *self.dir.lock() = d;
+    /// Drops the cached layers (their fds close once no call uses them).
+    pub fn clear_dir(&self) {
+        self.dir.lock().take();
     }
 
     /// The node's path from the root, for logs and the layer-relative
@@ -245,17 +306,71 @@ fn key(parent: &Arc<Node>, name: &[u8]) -> NameKey {
 /// node the kernel holds for each name it has looked up. Renames and
 /// unlinks act on exactly that node (inode numbers alone cannot tell: a
 /// renamed copy-up may resolve to another number, hard links share one).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct NodeTable {
     map: DashMap<u64, Arc<Node>>,
     names: DashMap<NameKey, u64>,
+    fds: Arc<DirFds>,
 }
 
 impl NodeTable {
-    pub fn new(root: Arc<Node>) -> NodeTable {
-        let t = NodeTable::default();
+    pub fn new(root: Arc<Node>, fds: DirFds) -> NodeTable {
+        let t = NodeTable {
+            map: DashMap::new(),
+            names: DashMap::new(),
+            fds: Arc::new(fds),
+        };
         t.map.insert(root.ino, root);
         t
+    }
+
+    /// The budget of cached layer directory fds.
+    pub fn dir_fds(&self) -> &DirFds {
+        &self.fds
+    }
+
+    /// Caches `d` as the layers of directory `node`. Past the budget, the
+    /// least recently used caches of other nodes are dropped first.
+    pub fn set_dir(&self, node: &Node, d: DirLayers) {
+        let n = d.layers.len();
+        let held = self.fds.held.fetch_add(n, Ordering::Relaxed) + n;
+        let tick = self.fds.clock.fetch_add(1, Ordering::Relaxed) + 1;
+        node.dir_used.store(tick, Ordering::Relaxed);
+        *node.dir.lock() = Some(CachedDir {
+            layers: d,
+            fds: self.fds.clone(),
+        });
+        if held > self.fds.budget {
+            self.shed(node.ino, self.fds.budget / 4 * 3);
+        }
+    }
+
+    /// Drops cached layers, least recently used first, until the fds they
+    /// hold are down to `target`. The root's layers and those of `keep`
+    /// (just cached) stay.
+    pub fn shed(&self, keep: u64, target: usize) {
+        let Some(_one) = self.fds.evicting.try_lock() else {
+            return;
+        };
+        let mut cached: Vec<(u64, Arc<Node>)> = self
+            .map
+            .iter()
+            .filter(|e| *e.key() != super::attr::ROOT_INO && *e.key() != keep)
+            .filter(|e| e.value().dir.lock().is_some())
+            .map(|e| {
+                (
+                    e.value().dir_used.load(Ordering::Relaxed),
+                    e.value().clone(),
+                )
+            })
+            .collect();
+        cached.sort_unstable_by_key(|(used, _)| *used);
+        for (_, node) in cached {
+            if self.fds.held() <= target {
+                break;
+            }
+            node.clear_dir();
+        }
     }
 
     pub fn get(&self, ino: u64) -> Option<Arc<Node>> {
@@ -300,8 +415,8 @@ impl NodeTable {
             _ => live.add_loc(loc),
         }
         live.set_state(state);
-        if dir.is_some() {
-            live.set_dir(dir);
+        if let Some(d) = dir {
+            self.set_dir(&live, d);
         }
         if let Some(p) = parent {
             self.name_now(&p, &name, Some(ino));
@@ -380,11 +495,11 @@ impl NodeTable {
         }
         if let Some(s) = &src {
             s.move_loc(from.0, from.1, loc(to));
-            s.set_dir(None);
+            s.clear_dir();
             self.names.insert(key(to.0, to.1), s.ino);
         }
         if exchange && let Some(d) = &dst {
-            d.set_dir(None);
+            d.clear_dir();
             self.names.insert(key(from.0, from.1), d.ino);
         }
     }

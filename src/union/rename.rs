@@ -141,7 +141,7 @@ impl Union {
             self.inos.gone(dev, ino);
         }
         self.generation.fetch_add(1, Ordering::AcqRel);
-        node.set_dir(None);
+        node.clear_dir();
         Ok(())
     }
 

@@ -125,6 +125,21 @@ impl Union {
         Ok((probe, name.to_vec()))
     }
 
+    /// Opens a layer's directory for a node's cache. Out of fds, the least
+    /// recently used half of the cached ones is dropped and it tries once
+    /// more (open files and pins share the limit with the caches).
+    fn open_layer_dir(&self, dir: BorrowedFd<'_>, name: &[u8]) -> Result<OwnedFd> {
+        match open_dir_path(dir, name) {
+            Err(Errno::EMFILE | Errno::ENFILE) => {
+                let fds = self.nodes.dir_fds();
+                tracing::debug!(held = fds.held(), "out of fds: dropping cached directories");
+                self.nodes.shed(0, fds.held() / 2);
+                open_dir_path(dir, name)
+            }
+            r => r,
+        }
+    }
+
     /// Resolves `name` in the directory whose layers are `parent`.
     pub(super) fn resolve_in(&self, parent: &DirLayers, name: &[u8]) -> Result<Found> {
         if marker::is_marker_name(name) {
@@ -155,7 +170,7 @@ impl Union {
                     .found
                     .is_none_or(|(_, w)| Kind::from_mode(w.st_mode) == Kind::Dir);
             let dir_fd = match wants_dir {
-                true => Some(open_dir_path(fd.as_fd(), name)?),
+                true => Some(self.open_layer_dir(fd.as_fd(), name)?),
                 false => None,
             };
             if !scan.take(*id, st, dir_fd) {
@@ -245,7 +260,7 @@ impl Union {
                 self.resolve_in(&pl, &loc.name)?.dir.ok_or(Errno::ENOTDIR)?
             }
         };
-        node.set_dir(Some(d.clone()));
+        self.nodes.set_dir(node, d.clone());
         Ok(d)
     }
 
@@ -268,7 +283,7 @@ impl Union {
                 while let Some(n) = cur {
                     match n.cached_dir(self.generation()) {
                         Some(c) if c.upper().is_some() || c.opaque => break,
-                        _ => n.set_dir(None),
+                        _ => n.clear_dir(),
                     }
                     cur = n.loc().and_then(|l| l.parent);
                 }

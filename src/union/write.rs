@@ -310,7 +310,9 @@ impl Union {
             },
             found.state.clone(),
         );
-        node.set_dir(found.dir.clone());
+        if let Some(d) = &found.dir {
+            self.nodes.set_dir(&node, d.clone());
+        }
         Arc::new(node)
     }
 

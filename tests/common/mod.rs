@@ -298,19 +298,51 @@ impl MountGuard {
     /// `statfs(mnt)` reports FUSE. Fails the test with the daemon's stderr if it exits
     /// first or if [`DAEMON_DEADLINE`] passes.
     pub fn spawn(args: &[OsString], mnt: &Path) -> Self {
+        Self::spawn_limited(args, mnt, None)
+    }
+
+    /// [`MountGuard::new`] with the daemon's `RLIMIT_NOFILE` (soft and hard) set to
+    /// `nofile`, so that it cannot raise it.
+    pub fn with_nofile(
+        lowers: &[PathBuf],
+        upper: Option<&Path>,
+        mnt: &Path,
+        opts: &[&str],
+        nofile: u64,
+    ) -> Self {
+        let mut args = mount_args(lowers, upper, mnt, opts);
+        args.insert(1, "-f".into());
+        Self::spawn_limited(&args, mnt, Some(nofile))
+    }
+
+    fn spawn_limited(args: &[OsString], mnt: &Path, nofile: Option<u64>) -> Self {
         let mnt = mnt.to_path_buf();
         let mut log_name = mnt.file_name().unwrap_or(OsStr::new("mnt")).to_os_string();
         log_name.push(".fimfs-stderr");
         let log = mnt.with_file_name(log_name);
         let log_file = File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
-        let child = Command::new(FIMFS)
-            .args(args)
+        let mut cmd = Command::new(FIMFS);
+        cmd.args(args)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("dup log fd"))
             .stderr(log_file)
-            .env("RUST_BACKTRACE", "1")
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {FIMFS}: {e}"));
+            .env("RUST_BACKTRACE", "1");
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            let lim = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: runs in the child between fork and exec; setrlimit is
+            // async-signal-safe and the closure captures a plain value.
+            unsafe {
+                cmd.pre_exec(move || match libc::setrlimit(libc::RLIMIT_NOFILE, &lim) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                });
+            }
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {FIMFS}: {e}"));
 
         // statfs() blocks if the daemon mounted but does not answer. The watchdog kills
         // the daemon at the deadline, which aborts the connection and unblocks it.
