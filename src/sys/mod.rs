@@ -399,6 +399,16 @@ pub fn proc_fd_path(fd: BorrowedFd<'_>, name: &[u8]) -> CString {
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit: the daemon keeps one
 /// fd per open file and per cached directory layer.
+/// Gives the allocator's free memory back to the system (glibc keeps
+/// freed memory mapped in its arenas otherwise).
+pub fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 pub fn raise_nofile_limit() {
     // As high as the kernel allows (`fs.nr_open`) when privileged; else
     // the soft limit up to the hard one. Each open file and each upper

@@ -44,6 +44,9 @@ fn linked_upper(state: &State, st: &libc::stat) -> bool {
 pub const CIOPFS_NAME: &[u8] = b".ciopfs";
 pub const CIOPFS_INO: u64 = 2;
 
+/// Nodes dropped between two returns of free memory to the system.
+const TRIM_EVERY: u64 = 32_768;
+
 /// Behaviour switches of one mount.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
@@ -68,6 +71,8 @@ pub struct Union {
     /// Bumped by every directory rename: cached directory fds of nodes
     /// below a moved directory may point at the wrong layers.
     generation: AtomicU64,
+    /// Nodes dropped from the table so far (see `forget`).
+    dropped: AtomicU64,
     /// Folded name indexes of layer directories (casefold only).
     fold: fold::FoldCache,
     /// Bumped after every change the engine makes to the upper's names.
@@ -110,6 +115,7 @@ impl Union {
             inos: InoMap::new(),
             opts,
             generation: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
             fold: fold::FoldCache::default(),
             ns_generation: AtomicU64::new(0),
         }
@@ -296,8 +302,17 @@ impl Union {
     }
 
     /// The kernel forgot `n` lookups of `ino`.
+    /// Every [`TRIM_EVERY`] nodes dropped, the allocator gives its free
+    /// memory back to the system: after the kernel evicts its inodes (memory
+    /// pressure, `drop_caches`), a daemon that had a million nodes would
+    /// otherwise keep their 400 MiB mapped.
     pub fn forget(&self, ino: u64, n: u64) {
-        self.nodes.forget(ino, n);
+        if self.nodes.forget(ino, n) {
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped % TRIM_EVERY == 0 {
+                sys::trim_heap();
+            }
+        }
     }
 
     /// Resolves `node` afresh and returns where it lives; a node with

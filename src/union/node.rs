@@ -522,10 +522,11 @@ impl NodeTable {
         self.map.is_empty()
     }
 
-    /// The kernel dropped `n` lookups of `ino`.
-    pub fn forget(&self, ino: u64, n: u64) {
+    /// The kernel dropped `n` lookups of `ino`; true when that was the
+    /// last and the node left the table.
+    pub fn forget(&self, ino: u64, n: u64) -> bool {
         if ino == super::attr::ROOT_INO || ino == super::CIOPFS_INO {
-            return;
+            return false;
         }
         if let dashmap::Entry::Occupied(e) = self.map.entry(ino) {
             let left = e.get().lookups.load(Ordering::Relaxed).saturating_sub(n);
@@ -537,7 +538,9 @@ impl NodeTable {
                         self.names.remove_if(&key(p, &l.name), |_, i| *i == ino);
                     }
                 }
+                return true;
             }
         }
+        false
     }
 }
