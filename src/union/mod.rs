@@ -309,7 +309,7 @@ impl Union {
     pub fn forget(&self, ino: u64, n: u64) {
         if self.nodes.forget(ino, n) {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            if dropped % TRIM_EVERY == 0 {
+            if dropped.is_multiple_of(TRIM_EVERY) {
                 sys::trim_heap();
             }
         }
