@@ -339,6 +339,9 @@ struct Config {
     require_fimfs: bool,
     peers: bool,
     peers_runs: usize,
+    /// Size of the fresh ext4 the run lives on (0: none, the run lives in
+    /// `base` directly); see `sys::mount_scratch_fs`.
+    scratch_gib: u64,
 }
 
 impl Config {
@@ -367,6 +370,7 @@ impl Config {
             require_fimfs: env_flag("FIMFS_BENCH_REQUIRE_FIMFS"),
             peers: env_flag("FIMFS_BENCH_PEERS"),
             peers_runs: env_num("FIMFS_BENCH_PEERS_RUNS", if full { 10 } else { 3 }).max(1),
+            scratch_gib: env_num("FIMFS_BENCH_SCRATCH_GIB", 12u64),
         }
     }
 }
@@ -499,6 +503,11 @@ impl Bench {
         sys::clean_stale_runs(&base, "fimfs-bench");
         let run = base.join(format!("run-{}", std::process::id()));
         let _ = fs::remove_dir_all(&run);
+        if cfg.scratch_gib > 0 {
+            sys::mount_scratch_fs(&run, cfg.scratch_gib).map_err(|e| {
+                format!("scratch filesystem (FIMFS_BENCH_SCRATCH_GIB=0 skips it): {e}")
+            })?;
+        }
         for d in ["mnt", "logs"] {
             fs::create_dir_all(run.join(d))
                 .map_err(|e| format!("{}: {e}", run.join(d).display()))?;
