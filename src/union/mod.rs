@@ -465,24 +465,8 @@ impl Union {
         if state.kind != Kind::Dir {
             return None;
         }
-        if !state.upper
-            && let Some(upper) = self.stack.upper()
-        {
-            let loc = node.loc()?;
-            let parent = loc.parent?;
-            let in_upper = match self.dir_layers(&parent).ok()?.upper() {
-                Some(u) => !matches!(
-                    marker::probe(u.as_fd(), &loc.name).ok()?,
-                    marker::Probe::Absent
-                ),
-                None => {
-                    sys::open_beneath(upper.root(), &node.path(), libc::O_PATH | libc::O_DIRECTORY)
-                        .is_ok()
-                }
-            };
-            if in_upper {
-                return None;
-            }
+        if !state.upper && self.upper_behind(node) != resolve::Behind::Nothing {
+            return None;
         }
         let st = sys::fstat(place.dir.as_fd()).ok()?;
         if st.st_nlink == 0 || Kind::from_mode(st.st_mode) != Kind::Dir {

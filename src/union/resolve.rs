@@ -32,6 +32,17 @@ pub struct Found {
     pub dir: Option<DirLayers>,
 }
 
+/// What the upper holds at a directory's name that its cached layers say
+/// only the lowers have (see `Union::upper_behind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Behind {
+    Nothing,
+    /// A directory: the directory is merged with the upper now.
+    Dir,
+    /// Another entry or a whiteout: the directory is gone.
+    Other,
+}
+
 /// Opens `name` in `dir` as an `O_PATH` directory handle.
 fn open_dir_path(dir: BorrowedFd<'_>, name: &[u8]) -> Result<OwnedFd> {
     sys::openat(dir, &sys::cstr(name)?, libc::O_PATH | libc::O_DIRECTORY, 0)
@@ -268,14 +279,11 @@ impl Union {
     /// behind the mount (FlatImage writes into the upper directly).
     pub(super) fn dir_layers_fresh(&self, node: &Arc<Node>) -> Result<DirLayers> {
         let d = self.dir_layers(node)?;
-        let Some(upper) = self.stack.upper() else {
-            return Ok(d);
-        };
         if d.upper().is_some() || d.opaque {
             return Ok(d);
         }
-        match sys::open_beneath(upper.root(), &node.path(), libc::O_PATH | libc::O_DIRECTORY) {
-            Ok(_) => {
+        match self.upper_behind(node) {
+            Behind::Dir => {
                 // Its parents were made in the upper too (`mkdir -p`):
                 // every cached listing of layers that lacks the upper is
                 // stale, up to the first ancestor that has it.
@@ -289,7 +297,39 @@ impl Union {
                 }
                 self.dir_layers(node)
             }
-            Err(_) => Ok(d),
+            Behind::Nothing | Behind::Other => Ok(d),
+        }
+    }
+
+    /// What the upper holds now at the name of directory `node`, whose
+    /// cached layers lack the upper: something made there behind the
+    /// mount. One probe in the parent's upper directory when the parent
+    /// has one; else a walk from the upper's root (its parents were made
+    /// behind the mount too), which notices a directory only.
+    pub(super) fn upper_behind(&self, node: &Arc<Node>) -> Behind {
+        let Some(upper) = self.stack.upper() else {
+            return Behind::Nothing;
+        };
+        let parent_upper = node
+            .loc()
+            .and_then(|l| Some((l.parent?, l.name)))
+            .and_then(|(p, name)| Some((self.dir_layers(&p).ok()?.upper()?.clone(), name)));
+        match parent_upper {
+            Some((dir, name)) => match marker::probe(dir.as_fd(), &name) {
+                Ok(Probe::Entry(st)) if Kind::from_mode(st.st_mode) == Kind::Dir => Behind::Dir,
+                Ok(Probe::Entry(_) | Probe::Whiteout) => Behind::Other,
+                Ok(Probe::Absent) | Err(_) => Behind::Nothing,
+            },
+            None => {
+                match sys::open_beneath(
+                    upper.root(),
+                    &node.path(),
+                    libc::O_PATH | libc::O_DIRECTORY,
+                ) {
+                    Ok(_) => Behind::Dir,
+                    Err(_) => Behind::Nothing,
+                }
+            }
         }
     }
 
