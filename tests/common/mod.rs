@@ -280,6 +280,18 @@ pub fn mount_args(
 
 /// A fimfs daemon running in the foreground (`-f`), with its mount live.
 /// Drop unmounts lazily and reaps the daemon (killing it if it does not exit).
+/// `mount -f [-o OPT]... LOWERS [UPPER] MNT`: the daemon stays in the foreground.
+fn foreground_args(
+    lowers: &[PathBuf],
+    upper: Option<&Path>,
+    mnt: &Path,
+    opts: &[&str],
+) -> Vec<OsString> {
+    let mut args = mount_args(lowers, upper, mnt, opts);
+    args.insert(1, "-f".into());
+    args
+}
+
 pub struct MountGuard {
     mnt: PathBuf,
     child: Option<Child>,
@@ -289,9 +301,7 @@ pub struct MountGuard {
 impl MountGuard {
     /// `fimfs mount -f [-o OPT]... LOWERS [UPPER] MNT`.
     pub fn new(lowers: &[PathBuf], upper: Option<&Path>, mnt: &Path, opts: &[&str]) -> Self {
-        let mut args = mount_args(lowers, upper, mnt, opts);
-        args.insert(1, "-f".into());
-        Self::spawn(&args, mnt)
+        Self::spawn(&foreground_args(lowers, upper, mnt, opts), mnt)
     }
 
     /// Runs `fimfs ARGS` (which must keep the daemon in the foreground) and waits until
@@ -310,9 +320,11 @@ impl MountGuard {
         opts: &[&str],
         nofile: u64,
     ) -> Self {
-        let mut args = mount_args(lowers, upper, mnt, opts);
-        args.insert(1, "-f".into());
-        Self::spawn_limited(&args, mnt, Some(nofile))
+        Self::spawn_limited(
+            &foreground_args(lowers, upper, mnt, opts),
+            mnt,
+            Some(nofile),
+        )
     }
 
     fn spawn_limited(args: &[OsString], mnt: &Path, nofile: Option<u64>) -> Self {
