@@ -345,6 +345,14 @@ struct Config {
 }
 
 impl Config {
+    /// ` -o OPTS` when fimfs is mounted with extra options, for the reports.
+    fn opts_suffix(&self) -> String {
+        self.mount_opts
+            .as_ref()
+            .map(|o| format!(" -o {o}"))
+            .unwrap_or_default()
+    }
+
     fn from_env() -> Config {
         let full = env_flag("FIMFS_BENCH_FULL");
         let (samples, warm, measure) = if full {
@@ -1223,11 +1231,7 @@ impl Bench {
             r,
             "- fimfs: {}{}",
             self.fimfs_origin,
-            self.cfg
-                .mount_opts
-                .as_ref()
-                .map(|o| format!(" -o {o}"))
-                .unwrap_or_default()
+            self.cfg.opts_suffix()
         );
         let _ = writeln!(r, "- {}\n", self.mode_line());
         let _ = writeln!(r, "| workload | kernel | fimfs | ratio | target |");
@@ -1370,11 +1374,7 @@ impl Bench {
             r,
             "- fimfs: {} (git {git}){}",
             self.fimfs_origin,
-            self.cfg
-                .mount_opts
-                .as_ref()
-                .map(|o| format!(" -o {o}"))
-                .unwrap_or_default()
+            self.cfg.opts_suffix()
         );
         let _ = writeln!(
             r,
