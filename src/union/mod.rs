@@ -419,6 +419,29 @@ impl Union {
         Ok(Some((st, place)))
     }
 
+    /// Where `node` lives when its last resolution put it in the upper and
+    /// the upper still holds an entry of its kind there: it needs no
+    /// copy-up, and calls on the place act on it. None: ask `place`.
+    fn upper_place(&self, node: &Arc<Node>) -> Option<Place> {
+        let (state, place) = self.cached_place(node).ok()??;
+        if !state.upper {
+            return None;
+        }
+        let st = sys::fstatat(place.dir.as_fd(), &place.name).ok()?;
+        let same = Kind::from_mode(st.st_mode) == state.kind && !marker::is_whiteout_stat(&st);
+        same.then_some(place)
+    }
+
+    /// Where `node` lives once it is in the upper, copied up first if it
+    /// is not (with `truncate`, without its data).
+    fn writable_place(&self, node: &Arc<Node>, truncate: bool) -> Result<Place> {
+        if let Some(p) = self.upper_place(node) {
+            return Ok(p);
+        }
+        self.copy_up(node, truncate)?;
+        Ok(self.place(node)?.1)
+    }
+
     /// `place` without its resolution when the cache allows.
     fn quick_place(&self, node: &Arc<Node>) -> Result<Place> {
         match self.cached_place(node) {
@@ -556,14 +579,21 @@ impl Union {
         let node = self.node(ino)?;
         let acc = flags & libc::O_ACCMODE;
         let writes = acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
-        if writes {
-            if self.is_read_only() {
-                return Err(Errno::EROFS);
-            }
-            self.copy_up(&node, flags & libc::O_TRUNC != 0)?;
+        if writes && self.is_read_only() {
+            return Err(Errno::EROFS);
         }
-        let (found, place) = self.place(&node)?;
-        if found.state.kind == Kind::Dir {
+        let place = match writes {
+            true => Some(self.writable_place(&node, flags & libc::O_TRUNC != 0)?),
+            false => self.upper_place(&node),
+        };
+        let (state, place) = match place {
+            Some(p) => (node.state(), p),
+            None => {
+                let (found, place) = self.place(&node)?;
+                (found.state, place)
+            }
+        };
+        if state.kind == Kind::Dir {
             return Err(Errno::EISDIR);
         }
         // The kernel computes every offset itself: O_APPEND on the backing
@@ -577,7 +607,7 @@ impl Union {
             Err(Errno::ENXIO) => return Err(Errno::ENOENT),
             other => other?,
         };
-        Ok((fd, found.state.upper))
+        Ok((fd, state.upper))
     }
 
     /// Has `ino` been copied up since a handle was opened on its lower?

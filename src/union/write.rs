@@ -12,7 +12,8 @@
 //!   whiteout in one rename (`RENAME_WHITEOUT`, or an exchange);
 //! - no whiteout is ever written inside an opaque directory.
 use super::marker::{self, Probe};
-use super::node::{DirLayers, Node};
+use super::node::{DirLayers, Node, State};
+use super::resolve::Found;
 use super::{Attr, Kind, Union};
 use crate::layer::remove_tree;
 use crate::sys::{self, Errno, Result};
@@ -153,10 +154,13 @@ impl Union {
         if !self.opts.privileged || squash {
             return;
         }
-        let setgid_dir = sys::fstat(dir).is_ok_and(|st| st.st_mode & libc::S_ISGID != 0);
         let Ok(st) = sys::fstatat(dir, name) else {
             return;
         };
+        if (st.st_uid, st.st_gid) == (who.uid, who.gid) {
+            return;
+        }
+        let setgid_dir = sys::fstat(dir).is_ok_and(|st| st.st_mode & libc::S_ISGID != 0);
         let gid = if setgid_dir { st.st_gid } else { who.gid };
         if (st.st_uid, st.st_gid) == (who.uid, gid) {
             return;
@@ -180,10 +184,25 @@ impl Union {
         self.check_name(name)?;
         let p = self.node(parent)?;
         let pl = self.dir_layers_fresh(&p)?;
-        match self.resolve_in(&pl, name) {
-            Ok(_) => return Err(Errno::EEXIST),
-            Err(Errno::ENOENT) => {}
-            Err(e) => return Err(e),
+        if self.opts.casefold {
+            // Another spelling may hold the name in any layer.
+            match self.resolve_in(&pl, name) {
+                Ok(_) => return Err(Errno::EEXIST),
+                Err(Errno::ENOENT) => {}
+                Err(e) => return Err(e),
+            }
+        } else {
+            // The upper's answer decides alone unless it is empty there:
+            // an entry wins, a whiteout hides every lower.
+            let slot = match pl.upper() {
+                Some(u) => upper_slot(u.as_fd(), name)?,
+                None => UpperSlot::Empty,
+            };
+            match slot {
+                UpperSlot::Entry => return Err(Errno::EEXIST),
+                UpperSlot::Empty if self.lower_has(&pl, name)? => return Err(Errno::EEXIST),
+                _ => {}
+            }
         }
         if let Make::Node { mode, rdev } = how
             && mode & libc::S_IFMT == libc::S_IFCHR
@@ -222,7 +241,27 @@ impl Union {
             UpperSlot::Entry => return Err(Errno::EEXIST),
         };
         let pl = self.dir_layers(&p)?;
-        let found = self.resolve_in(&pl, name)?;
+        let found = match (&fd, self.opts.casefold) {
+            // A new file: nothing below shows through it and it was copied
+            // from nothing, so its own stat says all a resolution would.
+            (Some(f), false) => {
+                let st = sys::fstat(f.as_fd())?;
+                Found {
+                    state: State {
+                        kind: Kind::from_mode(st.st_mode),
+                        upper: true,
+                        lower: None,
+                        merged: false,
+                    },
+                    name: name.to_vec(),
+                    winner: crate::layer::UPPER,
+                    st,
+                    origin: st,
+                    dir: None,
+                }
+            }
+            _ => self.resolve_in(&pl, name)?,
+        };
         let (node, attr) = self.hand_out(p, &pl, name, found);
         Ok((node, attr, fd))
     }
@@ -359,8 +398,7 @@ impl Union {
             || set.atime.is_some()
             || set.mtime.is_some();
         if changes {
-            self.copy_up(&node, set.size == Some(0))?;
-            let (_, place) = self.place(&node)?;
+            let place = self.writable_place(&node, set.size == Some(0))?;
             self.apply_setattr(&place, set, chown, fh)?;
         }
         self.getattr(ino)
@@ -415,8 +453,7 @@ impl Union {
             return Err(Errno::EROFS);
         }
         let node = self.node(ino)?;
-        self.copy_up(&node, false)?;
-        let (_, place) = self.place(&node)?;
+        let place = self.writable_place(&node, false)?;
         sys::lsetxattr_at(
             place.dir.as_fd(),
             &place.name,
@@ -436,8 +473,7 @@ impl Union {
         let node = self.node(ino)?;
         // Nothing to copy up for an attribute that is not there.
         self.getxattr(ino, name)?;
-        self.copy_up(&node, false)?;
-        let (_, place) = self.place(&node)?;
+        let place = self.writable_place(&node, false)?;
         sys::lremovexattr_at(place.dir.as_fd(), &place.name, &sys::cstr(name)?)
     }
 
