@@ -1770,3 +1770,83 @@ fn private_xattrs_are_refused_and_hidden() {
     drop(m);
     s.assert_lowers_untouched();
 }
+
+/// `lsattr`/`chattr` through the mount: the flags of a lower file are read
+/// from the lower; setting one copies the file up and sets it there (the
+/// lower keeps its own), as on the kernel overlay. Any other ioctl gets
+/// ENOTTY, as on a plain file (Python asks TCGETS of every file it opens).
+#[test]
+fn inode_flags_are_read_and_set_with_copy_up() {
+    use std::os::fd::AsRawFd;
+    let flags = |p: &Path| -> libc::c_int {
+        let f = File::open(p).unwrap_or_else(|e| panic!("open {}: {e}", p.display()));
+        let mut v: libc::c_int = 0;
+        // SAFETY: FS_IOC_GETFLAGS writes one int to a live out-pointer.
+        let r = unsafe { libc::ioctl(f.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut v) };
+        assert_eq!(
+            r,
+            0,
+            "FS_IOC_GETFLAGS {}: {}",
+            p.display(),
+            std::io::Error::last_os_error()
+        );
+        v
+    };
+    let set = |p: &Path, v: libc::c_int| {
+        let f = File::open(p).unwrap();
+        // SAFETY: FS_IOC_SETFLAGS reads one int from a live pointer.
+        let r = unsafe { libc::ioctl(f.as_raw_fd(), libc::FS_IOC_SETFLAGS, &v) };
+        assert_eq!(
+            r,
+            0,
+            "FS_IOC_SETFLAGS {}: {}",
+            p.display(),
+            std::io::Error::last_os_error()
+        );
+    };
+    let noatime = 0x80; // FS_NOATIME_FL, which ext4 and tmpfs both keep
+    let mut s = Stack::new("mw-flags", 1);
+    put(&s.l(1, "d/f"), "f\n");
+    s.seal_lowers();
+    let m = s.mount();
+    let lower = flags(&s.l(1, "d/f"));
+    assert_eq!(flags(&m.join("d/f")), lower, "a lower file's flags");
+    assert_eq!(
+        flags(&m.join("d")),
+        flags(&s.l(1, "d")),
+        "a lower directory's flags"
+    );
+    set(&m.join("d/f"), lower | noatime);
+    assert_eq!(
+        flags(&m.join("d/f")) & noatime,
+        noatime,
+        "set through the mount"
+    );
+    assert_eq!(
+        flags(&s.upper.join("d/f")) & noatime,
+        noatime,
+        "set on the copy-up"
+    );
+    assert_eq!(read_str(&m.join("d/f")), "f\n", "the copy keeps its data");
+    put(&m.join("new"), "n");
+    set(&m.join("new"), flags(&m.join("new")) | noatime);
+    assert_eq!(
+        flags(&s.upper.join("new")) & noatime,
+        noatime,
+        "an upper file"
+    );
+    let f = File::open(m.join("d/f")).unwrap();
+    let mut t = std::mem::MaybeUninit::<libc::termios>::uninit();
+    // SAFETY: TCGETS writes one termios to a live out-pointer (it fails here).
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), libc::TCGETS, t.as_mut_ptr()) };
+    let e = std::io::Error::last_os_error().raw_os_error();
+    assert_eq!((r, e), (-1, Some(libc::ENOTTY)), "TCGETS on a file");
+    drop(f);
+    drop(m);
+    assert_eq!(
+        flags(&s.l(1, "d/f")),
+        lower,
+        "the lower file keeps its flags"
+    );
+    s.assert_lowers_untouched();
+}

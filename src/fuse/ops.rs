@@ -2,12 +2,13 @@
 use super::{FimFs, errno, file_attr, file_type, guard};
 use crate::sys;
 use crate::union::{Caller, Make, SetAttr};
-use crate::union::{DirEntry, Kind};
+use crate::union::{DirEntry, InodeFlags, Kind};
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 use std::ffi::OsStr;
 use std::os::fd::AsFd;
@@ -862,6 +863,42 @@ impl Filesystem for FimFs {
         })
     }
 
+    /// `lsattr` and `chattr` (the inode-flag calls); every other command is
+    /// not for a file here: ENOTTY at once, as on a plain file (Python asks
+    /// TCGETS of every file it opens).
+    fn ioctl(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        cmd: u32,
+        in_data: &[u8],
+        out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        guard("ioctl", || {
+            let Some((like, set)) = flags_ioctl(cmd, in_data) else {
+                tracing::debug!(cmd, "ioctl: not for a file here");
+                return reply.error(Errno::ENOTTY);
+            };
+            let res = match set {
+                true => self.union.set_inode_flags(ino.0, like).map(|()| Vec::new()),
+                false => self.union.inode_flags(ino.0, like).map(|f| match f {
+                    InodeFlags::Word(w) => w.to_ne_bytes().to_vec(),
+                    InodeFlags::Fsx(x) => x.to_vec(),
+                }),
+            };
+            match res {
+                Ok(mut out) => {
+                    out.truncate(out_size as usize);
+                    reply.ioctl(0, &out);
+                }
+                Err(e) => reply.error(errno(e)),
+            }
+        })
+    }
+
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         guard("access", || match self.union.getattr(ino.0) {
             Ok(a) => match super::access::check(
@@ -877,6 +914,28 @@ impl Filesystem for FimFs {
             Err(e) => reply.error(errno(e)),
         })
     }
+}
+
+/// The inode-flag ioctl `cmd` (the flags word or `struct fsxattr`, read
+/// or set), with the value to set taken from `input`; None for any other
+/// command, or a setter without its argument.
+fn flags_ioctl(cmd: u32, input: &[u8]) -> Option<(InodeFlags, bool)> {
+    let is = |c: libc::Ioctl| cmd == c as u32;
+    if is(libc::FS_IOC_GETFLAGS) || is(libc::FS_IOC32_GETFLAGS) {
+        return Some((InodeFlags::Word(0), false));
+    }
+    if cmd == sys::FS_IOC_FSGETXATTR {
+        return Some((InodeFlags::Fsx([0; sys::FSXATTR_SIZE]), false));
+    }
+    if is(libc::FS_IOC_SETFLAGS) || is(libc::FS_IOC32_SETFLAGS) {
+        let w = u32::from_ne_bytes(input.get(..4)?.try_into().ok()?);
+        return Some((InodeFlags::Word(w), true));
+    }
+    if cmd == sys::FS_IOC_FSSETXATTR {
+        let x = input.get(..sys::FSXATTR_SIZE)?.try_into().ok()?;
+        return Some((InodeFlags::Fsx(x), true));
+    }
+    None
 }
 
 fn timespec(t: TimeOrNow) -> (i64, i64) {

@@ -121,6 +121,55 @@ pub fn fstat(fd: BorrowedFd<'_>) -> Result<libc::stat> {
     fstatat(fd, c"")
 }
 
+/// The inode flags of `lsattr` (`FS_IOC_GETFLAGS`) of an open file.
+pub fn inode_flags(fd: BorrowedFd<'_>) -> Result<u32> {
+    let mut v: libc::c_int = 0;
+    // SAFETY: the call writes one int (every filesystem uses an int,
+    // whatever the command's encoded size says) to a live out-pointer.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut v) })?;
+    Ok(v as u32)
+}
+
+/// Sets the inode flags of `chattr` (`FS_IOC_SETFLAGS`) of an open file.
+pub fn set_inode_flags(fd: BorrowedFd<'_>, flags: u32) -> Result<()> {
+    let v = flags as libc::c_int;
+    // SAFETY: the call reads one int from a live pointer.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FS_IOC_SETFLAGS, &v) })?;
+    Ok(())
+}
+
+/// Size of `struct fsxattr`, the argument of `FS_IOC_FS[GS]ETXATTR`.
+pub const FSXATTR_SIZE: usize = 28;
+
+/// An ioctl number like `model` (one of `FS_IOC_[GS]ETFLAGS`: `'f'`, a
+/// long), with another type, number and size: libc lacks the fsxattr
+/// ones, and the direction bits differ between architectures.
+const fn ioc_like(model: libc::Ioctl, nr: u8, ty: u8, size: usize) -> u32 {
+    let model = model as u32;
+    let model_size = std::mem::size_of::<libc::c_long>() as u32;
+    let dir = model - (model_size << 16) - ((b'f' as u32) << 8) - (model & 0xff);
+    dir + ((size as u32) << 16) + ((ty as u32) << 8) + nr as u32
+}
+
+pub const FS_IOC_FSGETXATTR: u32 = ioc_like(libc::FS_IOC_GETFLAGS, 31, b'X', FSXATTR_SIZE);
+pub const FS_IOC_FSSETXATTR: u32 = ioc_like(libc::FS_IOC_SETFLAGS, 32, b'X', FSXATTR_SIZE);
+
+/// `FS_IOC_FSGETXATTR`: the extended inode flags of an open file, as the
+/// raw `struct fsxattr`.
+pub fn fsxattr(fd: BorrowedFd<'_>) -> Result<[u8; FSXATTR_SIZE]> {
+    let mut v = [0u8; FSXATTR_SIZE];
+    // SAFETY: the call fills one struct fsxattr, the size of `v`.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FSGETXATTR as _, v.as_mut_ptr()) })?;
+    Ok(v)
+}
+
+/// `FS_IOC_FSSETXATTR` with a raw `struct fsxattr`.
+pub fn set_fsxattr(fd: BorrowedFd<'_>, v: &[u8; FSXATTR_SIZE]) -> Result<()> {
+    // SAFETY: the call reads one struct fsxattr, the size of `v`.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FSSETXATTR as _, v.as_ptr()) })?;
+    Ok(())
+}
+
 pub fn fstatfs(fd: BorrowedFd<'_>) -> Result<libc::statfs> {
     let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
     // SAFETY: `st` is a valid out-pointer.

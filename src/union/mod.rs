@@ -9,6 +9,7 @@
 //! - `node`: the inode table, `copy_up` and `write`: the mutating side.
 pub mod attr;
 mod copy_up;
+mod flags;
 pub mod fold;
 pub mod marker;
 pub mod node;
@@ -18,6 +19,7 @@ mod resolve;
 mod write;
 
 pub use attr::{Attr, Kind, ROOT_INO, Squash};
+pub use flags::InodeFlags;
 pub use readdir::DirEntry;
 pub use write::{Caller, Make, SetAttr};
 

@@ -1,0 +1,63 @@
+//! Inode flags (`lsattr`, `chattr`; the kernel asks for both the flags
+//! word and the `struct fsxattr` form): read from the entry in its layer;
+//! set on the upper copy, copied up first, as the kernel overlay does. The
+//! kernel has checked ownership and CAP_LINUX_IMMUTABLE before it asks.
+use super::{Kind, Place, Union};
+use crate::sys::{self, Errno, Result};
+use std::os::fd::{AsFd, OwnedFd};
+
+/// Opens the entry at `place` for the flag calls. Only regular files and
+/// directories take them (the kernel sends nothing else); for a directory
+/// `place` is its own fd, named by ".".
+fn open_for_flags(place: &Place, kind: Kind) -> Result<OwnedFd> {
+    let (name, flags) = match kind {
+        Kind::Dir => (c".", libc::O_RDONLY | libc::O_DIRECTORY),
+        Kind::File => (place.name.as_c_str(), libc::O_RDONLY | libc::O_NOCTTY),
+        _ => return Err(Errno::ENOTTY),
+    };
+    sys::openat(place.dir.as_fd(), name, flags | libc::O_NONBLOCK, 0)
+}
+
+/// The flags in either of the kernel's two forms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InodeFlags {
+    /// `FS_IOC_[GS]ETFLAGS`: the `FS_*_FL` word.
+    Word(u32),
+    /// `FS_IOC_FS[GS]ETXATTR`: a raw `struct fsxattr`.
+    Fsx([u8; sys::FSXATTR_SIZE]),
+}
+
+impl Union {
+    /// Opens `ino` in the layer that serves it (`write`: in the upper,
+    /// copied up first) for the flag calls.
+    fn open_flags_target(&self, ino: u64, write: bool) -> Result<OwnedFd> {
+        if write && self.is_read_only() {
+            return Err(Errno::EROFS);
+        }
+        let node = self.node(ino)?;
+        let place = match write {
+            true => self.writable_place(&node, false)?,
+            false => self.quick_place(&node)?,
+        };
+        open_for_flags(&place, node.state().kind)
+    }
+
+    /// The inode flags of `ino` in the form of `like` (its value unused),
+    /// as its layer's filesystem reports them.
+    pub fn inode_flags(&self, ino: u64, like: InodeFlags) -> Result<InodeFlags> {
+        let fd = self.open_flags_target(ino, false)?;
+        Ok(match like {
+            InodeFlags::Word(_) => InodeFlags::Word(sys::inode_flags(fd.as_fd())?),
+            InodeFlags::Fsx(_) => InodeFlags::Fsx(sys::fsxattr(fd.as_fd())?),
+        })
+    }
+
+    /// Sets the inode flags of `ino` on its upper copy.
+    pub fn set_inode_flags(&self, ino: u64, flags: InodeFlags) -> Result<()> {
+        let fd = self.open_flags_target(ino, true)?;
+        match flags {
+            InodeFlags::Word(w) => sys::set_inode_flags(fd.as_fd(), w),
+            InodeFlags::Fsx(x) => sys::set_fsxattr(fd.as_fd(), &x),
+        }
+    }
+}
