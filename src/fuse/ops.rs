@@ -654,7 +654,7 @@ impl Filesystem for FimFs {
             };
             let how = Make::File { mode, flags };
             match self.union.make(parent.0, name.as_bytes(), how, who) {
-                Ok((node, a, Some(fd))) => self.reply_created(reply, &node, Arc::new(fd), true, &a),
+                Ok((node, a, Some(fd))) => self.reply_created(reply, &node, fd, true, &a),
                 Ok((node, _, None)) => {
                     self.union.forget(node.ino, 1);
                     reply.error(Errno::EIO)

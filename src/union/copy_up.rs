@@ -192,11 +192,11 @@ impl Union {
     pub(super) fn copy_up(&self, node: &Arc<Node>, truncate: bool) -> Result<()> {
         let work = self.work.as_ref().ok_or(Errno::EROFS)?;
         let _once = node.copy_lock.lock();
-        let _changes = super::write::NamesChange(self);
         let (found, place) = self.place(node)?;
         if found.state.upper {
             return Ok(());
         }
+        let _changes = super::write::NamesChange(self);
         let number = self.number_of(node, &found);
         let loc = node.loc().ok_or(Errno::ENOENT)?;
         let parent = loc.parent.ok_or(Errno::EIO)?;

@@ -208,7 +208,7 @@ impl Union {
         tracing::trace!(parent, name = %String::from_utf8_lossy(name), ok = found.is_ok(), "lookup");
         let found = found?;
         let exact = found.name == name;
-        let (node, attr) = self.hand_out(p, &pl, name, found);
+        let (node, attr) = self.hand_out(p, &pl, name, found, None);
         Ok((node, attr, exact))
     }
 
@@ -219,13 +219,16 @@ impl Union {
     /// by the node, as libfuse's passthrough_hp does): while the kernel
     /// knows the number, the upper cannot free that inode and hand its
     /// number to a new file, which the kernel would then take for this
-    /// node. Lower numbers need no pin: the lowers never change.
+    /// node. Lower numbers need no pin: the lowers never change. `opened`,
+    /// an fd the caller holds on the entry (a file it just made), pins it
+    /// without a second open.
     fn hand_out(
         &self,
         parent: Arc<Node>,
         pl: &node::DirLayers,
         name: &[u8],
         found: Found,
+        opened: Option<&Arc<OwnedFd>>,
     ) -> (Arc<Node>, Attr) {
         let attr = self.attr_of(None, &found);
         let own = self.inos.encode(found.st.st_dev, found.st.st_ino);
@@ -237,6 +240,9 @@ impl Union {
             }
             if dir_fd.is_some() {
                 return dir_fd;
+            }
+            if let Some(fd) = opened {
+                return Some(fd.clone());
             }
             let dir = pl.upper()?;
             let c = sys::cstr(name).ok()?;

@@ -204,11 +204,11 @@ impl Union {
         if !exchange && let (Some(d), Some(dn)) = (&dst, &dst_node) {
             self.check_overwrite(src.state.kind, d.state.kind, dn)?;
         }
-        self.promote(&src_node)?;
-        if let Some(dn) = &dst_node
+        self.promote(&src_node, &src)?;
+        if let (Some(dn), Some(d)) = (&dst_node, &dst)
             && exchange
         {
-            self.promote(dn)?;
+            self.promote(dn, d)?;
         }
         let _changes = NamesChange(self);
         let spup = self.ensure_upper_dir(&p)?;
@@ -260,16 +260,14 @@ impl Union {
     }
 
     /// Gets an entry wholly into the upper: copy-up, or for a directory
-    /// with lower parts, a full tree copy.
-    fn promote(&self, node: &Arc<Node>) -> Result<()> {
-        let st = node.state();
-        if st.kind == Kind::Dir {
-            if st.merged || !st.upper {
-                self.flatten_dir(node)?;
-            }
-            Ok(())
-        } else {
-            self.copy_up(node, false)
+    /// with lower parts, a full tree copy. `found` is its resolution, just
+    /// made: an upper file needs nothing.
+    fn promote(&self, node: &Arc<Node>, found: &super::resolve::Found) -> Result<()> {
+        let st = &found.state;
+        match (st.kind, st.upper) {
+            (Kind::Dir, _) if st.merged || !st.upper => self.flatten_dir(node),
+            (Kind::Dir, _) | (_, true) => Ok(()),
+            _ => self.copy_up(node, false),
         }
     }
 

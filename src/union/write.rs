@@ -180,10 +180,12 @@ impl Union {
         name: &[u8],
         how: Make,
         who: Caller,
-    ) -> Result<(Arc<Node>, Attr, Option<OwnedFd>)> {
+    ) -> Result<(Arc<Node>, Attr, Option<Arc<OwnedFd>>)> {
         self.check_name(name)?;
         let p = self.node(parent)?;
         let pl = self.dir_layers_fresh(&p)?;
+        // What the upper holds there, when the directory is in the upper.
+        let mut slot = None;
         if self.opts.casefold {
             // Another spelling may hold the name in any layer.
             match self.resolve_in(&pl, name) {
@@ -194,13 +196,15 @@ impl Union {
         } else {
             // The upper's answer decides alone unless it is empty there:
             // an entry wins, a whiteout hides every lower.
-            let slot = match pl.upper() {
-                Some(u) => upper_slot(u.as_fd(), name)?,
-                None => UpperSlot::Empty,
-            };
+            slot = pl
+                .upper()
+                .map(|u| upper_slot(u.as_fd(), name))
+                .transpose()?;
             match slot {
-                UpperSlot::Entry => return Err(Errno::EEXIST),
-                UpperSlot::Empty if self.lower_has(&pl, name)? => return Err(Errno::EEXIST),
+                Some(UpperSlot::Entry) => return Err(Errno::EEXIST),
+                Some(UpperSlot::Empty) | None if self.lower_has(&pl, name)? => {
+                    return Err(Errno::EEXIST);
+                }
                 _ => {}
             }
         }
@@ -214,7 +218,12 @@ impl Union {
         let _changes = NamesChange(self);
         let pup = self.ensure_upper_dir(&p)?;
         let cname = sys::cstr(name)?;
-        let fd = match upper_slot(pup.as_fd(), name)? {
+        let slot = match slot {
+            Some(s) => s,
+            // The directory was just copied up (or is casefolded): look.
+            None => upper_slot(pup.as_fd(), name)?,
+        };
+        let fd = match slot {
             UpperSlot::Empty => {
                 let fd = create_at(pup.as_fd(), &cname, &how)?;
                 self.set_owner(pup.as_fd(), &cname, who);
@@ -262,7 +271,8 @@ impl Union {
             }
             _ => self.resolve_in(&pl, name)?,
         };
-        let (node, attr) = self.hand_out(p, &pl, name, found);
+        let fd = fd.map(Arc::new);
+        let (node, attr) = self.hand_out(p, &pl, name, found, fd.as_ref());
         Ok((node, attr, fd))
     }
 
@@ -519,6 +529,6 @@ impl Union {
         // links reports its own inode number under every name).
         let npl = self.dir_layers(&np)?;
         let found = self.resolve_in(&npl, newname)?;
-        Ok(self.hand_out(np, &npl, newname, found))
+        Ok(self.hand_out(np, &npl, newname, found, None))
     }
 }
