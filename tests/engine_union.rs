@@ -1758,6 +1758,57 @@ fn cached_directory_fds_stay_within_their_budget() {
             );
         }
     }
+    // A lower-only directory whose layers were dropped for fds is opened
+    // from one layer opened by path: nothing is cached again (reopening
+    // every layer of every directory made a warm `find` over 100 lowers
+    // reopen 20,000 directories a pass), and the answer is getattr's.
+    let lower_only: Vec<u64> = (0..DIRS)
+        .filter(|&d| d != 3)
+        .map(|d| l.ino(&format!("a/b{d}")).expect("dir"))
+        .collect();
+    let mut opened = Vec::new();
+    let mut shed = 0;
+    for &ino in &lower_only {
+        let was_shed = u.node(ino).expect("node").shed_generation().is_some();
+        let (node, a) = u.opendir(ino).expect("opendir");
+        if was_shed {
+            shed += 1;
+            assert!(
+                node.shed_generation().is_some(),
+                "opendir of shed directory {ino:#x} cached its layers again"
+            );
+        }
+        opened.push(a);
+    }
+    assert!(
+        shed >= DIRS / 2,
+        "only {shed} directories were shed: the budget is not tested"
+    );
+    for (&ino, a) in lower_only.iter().zip(&opened) {
+        assert_eq!(
+            u.getattr(ino).as_ref(),
+            Ok(a),
+            "opendir and getattr of {ino:#x}"
+        );
+    }
+    // An upper directory made behind the union under a shed directory's
+    // name is still seen.
+    let upper = fx.upper.as_ref().expect("upper");
+    std::fs::create_dir_all(upper.join("a/b5")).expect("mkdir behind");
+    std::fs::write(upper.join("a/b5/behind"), "B").expect("write behind");
+    for _ in 0..2 {
+        // Shed everything again, then open b5.
+        for d in (0..DIRS).filter(|&d| d != 5) {
+            u.opendir(l.ino(&format!("a/b{d}")).expect("dir"))
+                .expect("opendir");
+        }
+        let (node, _) = u.opendir(l.ino("a/b5").expect("b5")).expect("opendir b5");
+        let listed = u.list_dir(&node).expect("list b5");
+        assert!(
+            listed.iter().any(|e| e.name == b"behind"),
+            "a/b5 lists what the upper gained behind the union"
+        );
+    }
 }
 
 /// Changes made to the upper behind the union are seen at once (SPEC §7.7).

@@ -492,6 +492,9 @@ impl Union {
     /// or the upper gained it behind the mount (its listing must then be
     /// taken again, which a changed stamp tells the kernel).
     fn quick_dir_attr(&self, node: &Arc<Node>) -> Option<Attr> {
+        if node.cached_dir(self.generation()).is_none() {
+            return self.shed_dir_attr(node);
+        }
         let (state, place) = self.cached_place(node).ok()??;
         if state.kind != Kind::Dir {
             return None;
@@ -500,6 +503,36 @@ impl Union {
             return None;
         }
         let st = sys::fstat(place.dir.as_fd()).ok()?;
+        if st.st_nlink == 0 || Kind::from_mode(st.st_mode) != Kind::Dir {
+            return None;
+        }
+        Some(Attr::from_stat(
+            &st,
+            node.ino,
+            state.merged,
+            self.opts.squash,
+        ))
+    }
+
+    /// `quick_dir_attr` for a lower-only directory whose cached layers were
+    /// dropped to stay within the fd budget: one open of its top lower by
+    /// path, not a reopening of every layer (a warm `find` over 200
+    /// directories in 100 lowers, with room for half their fds, reopened
+    /// 20,000 directories a pass).
+    fn shed_dir_attr(&self, node: &Arc<Node>) -> Option<Attr> {
+        if self.opts.casefold || node.shed_generation() != Some(self.generation()) {
+            return None;
+        }
+        let state = node.state();
+        let (Kind::Dir, false, Some(top)) = (state.kind, state.upper, state.lower) else {
+            return None;
+        };
+        if self.upper_behind(node) != resolve::Behind::Nothing {
+            return None;
+        }
+        let root = self.stack.get(top)?.root();
+        let flags = libc::O_PATH | libc::O_DIRECTORY;
+        let st = sys::fstat(sys::open_beneath(root, &node.path(), flags).ok()?.as_fd()).ok()?;
         if st.st_nlink == 0 || Kind::from_mode(st.st_mode) != Kind::Dir {
             return None;
         }

@@ -139,6 +139,9 @@ impl Drop for CachedDir {
     }
 }
 
+/// `Node::shed_gen` when the layers were not shed.
+const NOT_SHED: u64 = u64::MAX;
+
 #[derive(Debug)]
 pub struct Node {
     pub ino: u64,
@@ -149,6 +152,9 @@ pub struct Node {
     dir: Mutex<Option<CachedDir>>,
     /// `DirFds::clock` when the cached layers were last used.
     dir_used: AtomicU64,
+    /// The generation of the layers last dropped to keep within the fd
+    /// budget (not because they went stale); `NOT_SHED` otherwise.
+    shed_gen: AtomicU64,
     /// Serialises copy-up of this node (one copy even when threads race).
     pub copy_lock: Mutex<()>,
     lookups: AtomicU64,
@@ -171,6 +177,7 @@ impl Node {
             state: RwLock::new(state),
             dir: Mutex::new(None),
             dir_used: AtomicU64::new(0),
+            shed_gen: AtomicU64::new(NOT_SHED),
             copy_lock: Mutex::new(()),
             lookups: AtomicU64::new(0),
             pin: Mutex::new(None),
@@ -275,6 +282,25 @@ impl Node {
     /// Drops the cached layers (their fds close once no call uses them).
     pub fn clear_dir(&self) {
         self.dir.lock().take();
+        self.shed_gen.store(NOT_SHED, Ordering::Relaxed);
+    }
+
+    /// Drops the cached layers to free their fds; they were still right
+    /// for the generation they were resolved at (see `shed_generation`).
+    fn shed_dir(&self) {
+        let mut dir = self.dir.lock();
+        let generation = dir.take().map_or(NOT_SHED, |c| c.layers.generation);
+        self.shed_gen.store(generation, Ordering::Relaxed);
+    }
+
+    /// The generation at which this directory's layers were dropped only
+    /// to free fds, if they were: as long as the union's generation is
+    /// still that one, the node's state (which layers hold it) still
+    /// holds, and a caller may open one of them again by path instead of
+    /// reopening them all.
+    pub fn shed_generation(&self) -> Option<u64> {
+        let g = self.shed_gen.load(Ordering::Relaxed);
+        (g != NOT_SHED && self.dir.lock().is_none()).then_some(g)
     }
 
     /// The node's path from the root, for logs and the layer-relative
@@ -340,6 +366,7 @@ impl NodeTable {
             layers: d,
             fds: self.fds.clone(),
         });
+        node.shed_gen.store(NOT_SHED, Ordering::Relaxed);
         if held > self.fds.budget {
             self.shed(node.ino, self.fds.budget / 4 * 3);
         }
@@ -369,7 +396,7 @@ impl NodeTable {
             if self.fds.held() <= target {
                 break;
             }
-            node.clear_dir();
+            node.shed_dir();
         }
     }
 

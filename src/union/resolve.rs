@@ -310,10 +310,26 @@ impl Union {
         let Some(upper) = self.stack.upper() else {
             return Behind::Nothing;
         };
-        let parent_upper = node
-            .loc()
-            .and_then(|l| Some((l.parent?, l.name)))
-            .and_then(|(p, name)| Some((self.dir_layers(&p).ok()?.upper()?.clone(), name)));
+        // The parent's cached layers when it has them; else its upper
+        // directory opened by path (rebuilding every layer of a parent
+        // whose layers were dropped for fds would cost one open each).
+        let parent_upper =
+            node.loc()
+                .and_then(|l| Some((l.parent?, l.name)))
+                .and_then(|(p, name)| {
+                    let dir = match p.cached_dir(self.generation()) {
+                        Some(d) => d.upper()?.clone(),
+                        None => Arc::new(
+                            sys::open_beneath(
+                                upper.root(),
+                                &p.path(),
+                                libc::O_PATH | libc::O_DIRECTORY,
+                            )
+                            .ok()?,
+                        ),
+                    };
+                    Some((dir, name))
+                });
         match parent_upper {
             Some((dir, name)) => match marker::probe(dir.as_fd(), &name) {
                 Ok(Probe::Entry(st)) if Kind::from_mode(st.st_mode) == Kind::Dir => Behind::Dir,
