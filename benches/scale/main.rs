@@ -202,11 +202,10 @@ impl Ctx {
         let ran = sys::run_sh(script, ns, self.cfg.timeout).map_err(|e| format!("{what}: {e}"))?;
         if !ran.status.success() || ran.stdout != expect {
             return Err(format!(
-                "{what}: `{script}` gave {} with stdout {:?} (expected {:?}); stderr: {}",
-                ran.status,
+                "{what}: `{script}` gave {} with stdout {:?} (expected {:?})",
+                ran.describe_failure(),
                 sys::tail(ran.stdout.trim(), 200),
                 expect,
-                sys::tail(ran.stderr.trim(), 600)
             ));
         }
         Ok(ran.elapsed)
@@ -284,7 +283,7 @@ fn run_all(cfg: Config) -> Result<bool, String> {
     let run = base.join(format!("run-{}", std::process::id()));
     let _ = fs::remove_dir_all(&run);
     fs::create_dir_all(&run).map_err(|e| format!("{}: {e}", run.display()))?;
-    sys::install_signal_cleanup(run.clone());
+    sys::install_signal_cleanup(run.clone(), false, "fimfs-scale");
 
     let mut notes = Vec::new();
     let fstype = Command::new("stat")

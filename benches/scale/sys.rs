@@ -5,7 +5,8 @@
 //! from `/proc`, and never leaving a mount behind.
 
 pub use crate::common::{
-    clean_stale_runs, is_fuse_mounted, is_root, quiet, shell_safe, tail, unmount_all_under,
+    Ran, clean_stale_runs, install_signal_cleanup, is_fuse_mounted, is_root, quiet, run,
+    shell_safe, stop_if_interrupted, tail, unmount_all_under,
 };
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -13,44 +14,16 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
-
-/// Process group of the command currently running, so the signal cleanup
-/// can kill it before unmounting.
-static CHILD_PGID: AtomicI32 = AtomicI32::new(0);
-static SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-pub struct Ran {
-    pub elapsed: Duration,
-    pub status: ExitStatus,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-fn stop_if_interrupted() {
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        // The cleanup thread exits the process.
-        loop {
-            thread::sleep(Duration::from_secs(3600));
-        }
-    }
-}
 
 /// Runs `sh -c script` in its own process group, in the mount namespace
 /// `ns` (a `/proc/PID/ns/mnt` fd) if given, killing it after `timeout`.
 /// `elapsed` spans spawn to exit.
 pub fn run_sh(script: &str, ns: Option<RawFd>, timeout: Duration) -> Result<Ran, String> {
-    stop_if_interrupted();
     let mut cmd = Command::new("sh");
-    cmd.args(["-c", script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+    cmd.args(["-c", script]);
     if let Some(fd) = ns {
         // SAFETY: setns(2) only, between fork and exec.
         unsafe {
@@ -62,40 +35,7 @@ pub fn run_sh(script: &str, ns: Option<RawFd>, timeout: Duration) -> Result<Ran,
             });
         }
     }
-    let start = Instant::now();
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot run sh -c {script:?}: {e}"))?;
-    let pgid = child.id() as i32;
-    CHILD_PGID.store(pgid, Ordering::SeqCst);
-    let (tx, rx) = mpsc::channel::<()>();
-    let watchdog = thread::spawn(move || {
-        if rx.recv_timeout(timeout) == Err(mpsc::RecvTimeoutError::Timeout) {
-            // SAFETY: kill(2) on the process group we created.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
-            true
-        } else {
-            false
-        }
-    });
-    let out = child.wait_with_output();
-    let elapsed = start.elapsed();
-    CHILD_PGID.store(0, Ordering::SeqCst);
-    stop_if_interrupted();
-    drop(tx);
-    let timed_out = watchdog.join().unwrap_or(false);
-    let out = out.map_err(|e| format!("waiting for sh -c {script:?}: {e}"))?;
-    if timed_out {
-        return Err(format!(
-            "timed out after {timeout:?} (killed): sh -c {script:?}"
-        ));
-    }
-    Ok(Ran {
-        elapsed,
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
+    run(cmd, timeout, true)
 }
 
 /// Our own writes to drop_caches that dropped slab objects (level 2 or 3).
@@ -170,54 +110,6 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
 
 // ---------------------------------------------------------------------------
 // Mount table
-
-// ---------------------------------------------------------------------------
-// Signals
-
-extern "C" fn on_signal(sig: libc::c_int) {
-    let fd = SIGNAL_FD.load(Ordering::SeqCst);
-    if fd >= 0 {
-        let b = sig as u8;
-        // SAFETY: write(2) is async-signal-safe; `b` outlives the call.
-        unsafe { libc::write(fd, (&b as *const u8).cast(), 1) };
-    }
-}
-
-/// On SIGINT/SIGTERM/SIGHUP: kill the running command, unmount everything
-/// under `run_dir`, remove it and exit. (The daemons and overlay holders
-/// also die with the benchmark through PR_SET_PDEATHSIG, even on SIGKILL.)
-pub fn install_signal_cleanup(run_dir: PathBuf) {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: pipe2(2) fills the two-element array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return;
-    }
-    SIGNAL_FD.store(fds[1], Ordering::SeqCst);
-    let rfd = fds[0];
-    thread::spawn(move || {
-        let mut b = 0u8;
-        // SAFETY: reading one byte into a local.
-        if unsafe { libc::read(rfd, (&mut b as *mut u8).cast(), 1) } != 1 {
-            return;
-        }
-        INTERRUPTED.store(true, Ordering::SeqCst);
-        let _ = writeln!(io::stderr(), "\nfimfs-scale: signal {b}, cleaning up");
-        let pgid = CHILD_PGID.load(Ordering::SeqCst);
-        if pgid > 0 {
-            // SAFETY: kill(2) on our child's process group.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
-        }
-        thread::sleep(Duration::from_millis(100));
-        unmount_all_under(&run_dir);
-        let _ = fs::remove_dir_all(&run_dir);
-        std::process::exit(128 + b as i32);
-    });
-    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: installing a handler that only calls write(2).
-        unsafe { libc::signal(sig, handler) };
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Memory figures

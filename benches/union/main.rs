@@ -520,7 +520,7 @@ impl Bench {
             fs::create_dir_all(run.join(d))
                 .map_err(|e| format!("{}: {e}", run.join(d).display()))?;
         }
-        sys::install_signal_cleanup(run.clone(), cfg.keep);
+        sys::install_signal_cleanup(run.clone(), cfg.keep, "fimfs-bench");
         if let Ok(out) = Command::new("stat")
             .args(["-f", "-c", "%T"])
             .arg(&run)

@@ -6,104 +6,16 @@
 //! mount behind.
 
 pub use crate::common::{
-    clean_stale_runs, is_fuse_mounted, is_root, quiet, shell_safe, tail, unmount_all_under,
+    clean_stale_runs, install_signal_cleanup, is_fuse_mounted, is_root, quiet, run, shell_safe,
+    tail, unmount_all_under,
 };
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
-
-/// Process group of the command currently running, so a signal handler can
-/// kill it before unmounting.
-static CHILD_PGID: AtomicI32 = AtomicI32::new(0);
-/// Write end of the self-pipe the signal handler writes to.
-static SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
-
-pub struct Ran {
-    pub elapsed: Duration,
-    pub status: ExitStatus,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Ran {
-    pub fn describe_failure(&self) -> String {
-        let mut s = format!("{}", self.status);
-        let err = self.brief_stderr();
-        if !err.is_empty() {
-            s.push_str(": ");
-            s.push_str(&err);
-        }
-        s
-    }
-
-    /// The first lines of stderr, enough to see what went wrong.
-    pub fn brief_stderr(&self) -> String {
-        const LINES: usize = 3;
-        let lines: Vec<&str> = self.stderr.trim().lines().collect();
-        let mut s = lines
-            .iter()
-            .take(LINES)
-            .map(|l| tail(l, 300))
-            .collect::<Vec<_>>()
-            .join("\n");
-        if lines.len() > LINES {
-            s.push_str(&format!("\n… ({} more lines)", lines.len() - LINES));
-        }
-        s
-    }
-}
-
-/// Runs `cmd` in its own process group, killing the group after `timeout`.
-/// The returned `elapsed` spans spawn to exit. Stdout/stderr are captured
-/// unless the caller redirected them already (`capture == false`).
-pub fn run(mut cmd: Command, timeout: Duration, capture: bool) -> Result<Ran, String> {
-    stop_if_interrupted();
-    cmd.stdin(Stdio::null()).process_group(0);
-    if capture {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    }
-    let desc = format!("{cmd:?}");
-    let start = Instant::now();
-    let child = cmd.spawn().map_err(|e| format!("cannot run {desc}: {e}"))?;
-    let pgid = child.id() as i32;
-    CHILD_PGID.store(pgid, Ordering::SeqCst);
-    let (tx, rx) = mpsc::channel::<()>();
-    let watchdog = thread::spawn(move || {
-        if rx.recv_timeout(timeout) == Err(mpsc::RecvTimeoutError::Timeout) {
-            // SAFETY: kill(2) on a process group we created; no memory involved.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
-            true
-        } else {
-            false
-        }
-    });
-    let out = child.wait_with_output();
-    let elapsed = start.elapsed();
-    CHILD_PGID.store(0, Ordering::SeqCst);
-    stop_if_interrupted();
-    drop(tx);
-    let timed_out = watchdog.join().unwrap_or(false);
-    let out = out.map_err(|e| format!("waiting for {desc}: {e}"))?;
-    if timed_out {
-        return Err(format!(
-            "timed out after {timeout:?} (killed): {desc}\nstderr: {}",
-            tail(String::from_utf8_lossy(&out.stderr).trim(), 1500)
-        ));
-    }
-    Ok(Ran {
-        elapsed,
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
-}
 
 /// `sync; echo 3 > /proc/sys/vm/drop_caches`.
 pub fn drop_caches() -> io::Result<()> {
@@ -129,72 +41,6 @@ pub fn reset_dir(dir: &Path) -> io::Result<()> {
 
 // ---------------------------------------------------------------------------
 // Mount table
-
-// ---------------------------------------------------------------------------
-// Signals: unmount and clean up on Ctrl-C / SIGTERM / SIGHUP.
-
-extern "C" fn on_signal(sig: libc::c_int) {
-    let fd = SIGNAL_FD.load(Ordering::SeqCst);
-    if fd >= 0 {
-        let b = sig as u8;
-        // SAFETY: write(2) is async-signal-safe; `b` outlives the call.
-        unsafe { libc::write(fd, (&b as *const u8).cast(), 1) };
-    }
-}
-
-static CLEANUP_ARMED: AtomicBool = AtomicBool::new(false);
-/// Set once a signal started the cleanup; the main thread then stops at its
-/// next command and waits for the cleanup thread to exit the process.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-fn stop_if_interrupted() {
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        loop {
-            thread::sleep(Duration::from_secs(3600));
-        }
-    }
-}
-
-/// On SIGINT/SIGTERM/SIGHUP: kill the running workload, unmount everything
-/// under `run_dir`, remove it (unless `keep`) and exit.
-pub fn install_signal_cleanup(run_dir: PathBuf, keep: bool) {
-    if CLEANUP_ARMED.swap(true, Ordering::SeqCst) {
-        return;
-    }
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: pipe2(2) fills the two-element array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return;
-    }
-    SIGNAL_FD.store(fds[1], Ordering::SeqCst);
-    let rfd = fds[0];
-    thread::spawn(move || {
-        let mut b = 0u8;
-        // SAFETY: reading one byte into a local.
-        let n = unsafe { libc::read(rfd, (&mut b as *mut u8).cast(), 1) };
-        if n != 1 {
-            return;
-        }
-        INTERRUPTED.store(true, Ordering::SeqCst);
-        let _ = writeln!(io::stderr(), "\nfimfs-bench: signal {b}, cleaning up");
-        let pgid = CHILD_PGID.load(Ordering::SeqCst);
-        if pgid > 0 {
-            // SAFETY: kill(2) on our child's process group.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
-        }
-        thread::sleep(Duration::from_millis(100));
-        unmount_all_under(&run_dir);
-        if !keep {
-            let _ = fs::remove_dir_all(&run_dir);
-        }
-        std::process::exit(128 + b as i32);
-    });
-    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: installing a handler that only calls write(2).
-        unsafe { libc::signal(sig, handler) };
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Launchers
