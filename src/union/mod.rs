@@ -29,7 +29,7 @@ use attr::InoMap;
 use node::{Loc, Node, NodeTable, State};
 use resolve::Found;
 use std::ffi::CString;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -502,7 +502,13 @@ impl Union {
         if !state.upper && self.upper_behind(node) != resolve::Behind::Nothing {
             return None;
         }
-        let st = sys::fstat(place.dir.as_fd()).ok()?;
+        self.live_dir_attr(node, &state, place.dir.as_fd())
+    }
+
+    /// The attributes of directory `node` from `fd`, its top layer's
+    /// directory; None when that directory is gone.
+    fn live_dir_attr(&self, node: &Node, state: &node::State, fd: BorrowedFd<'_>) -> Option<Attr> {
+        let st = sys::fstat(fd).ok()?;
         if st.st_nlink == 0 || Kind::from_mode(st.st_mode) != Kind::Dir {
             return None;
         }
@@ -532,16 +538,8 @@ impl Union {
         }
         let root = self.stack.get(top)?.root();
         let flags = libc::O_PATH | libc::O_DIRECTORY;
-        let st = sys::fstat(sys::open_beneath(root, &node.path(), flags).ok()?.as_fd()).ok()?;
-        if st.st_nlink == 0 || Kind::from_mode(st.st_mode) != Kind::Dir {
-            return None;
-        }
-        Some(Attr::from_stat(
-            &st,
-            node.ino,
-            state.merged,
-            self.opts.squash,
-        ))
+        let fd = sys::open_beneath(root, &node.path(), flags).ok()?;
+        self.live_dir_attr(node, &state, fd.as_fd())
     }
 
     /// The attributes of an open file, for a node that lost its last
