@@ -146,6 +146,33 @@ pub fn unmount_all_under(dir: &Path) -> Vec<PathBuf> {
 
 /// Removes `run-<pid>` directories of earlier benchmark processes that
 /// died without cleaning up, unmounting what they left first.
+/// The benchmark's own run directory `BASE/run-<pid>`, not created yet
+/// (the caller may mount something there first), with `base` made,
+/// checked to be a plain path (`var` names the variable that set it),
+/// and stale runs of `tag` cleaned. Returns `(base, run)`.
+pub fn fresh_run_dir(base: &Path, var: &str, tag: &str) -> Result<(PathBuf, PathBuf), String> {
+    fs::create_dir_all(base).map_err(|e| format!("{}: {e}", base.display()))?;
+    let base = fs::canonicalize(base).map_err(|e| e.to_string())?;
+    if !shell_safe(&base) {
+        return Err(format!(
+            "{var}={} must be a plain path ([A-Za-z0-9/._-+])",
+            base.display()
+        ));
+    }
+    clean_stale_runs(&base, tag);
+    let run = base.join(format!("run-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&run);
+    Ok((base, run))
+}
+
+/// Writes a report to `path`, saying so (or why not) on stderr.
+pub fn write_report(tag: &str, what: &str, path: &Path, text: &str) {
+    match fs::write(path, text) {
+        Ok(()) => eprintln!("{tag}: {what} written to {}", path.display()),
+        Err(e) => eprintln!("{tag}: writing {}: {e}", path.display()),
+    }
+}
+
 pub fn clean_stale_runs(base: &Path, tag: &str) {
     let Ok(rd) = fs::read_dir(base) else { return };
     for e in rd.flatten() {

@@ -271,17 +271,7 @@ fn main() -> ExitCode {
 
 /// Returns whether every part ran and every output was right.
 fn run_all(cfg: Config) -> Result<bool, String> {
-    fs::create_dir_all(&cfg.dir).map_err(|e| format!("{}: {e}", cfg.dir.display()))?;
-    let base = fs::canonicalize(&cfg.dir).map_err(|e| e.to_string())?;
-    if !sys::shell_safe(&base) {
-        return Err(format!(
-            "FIMFS_SCALE_DIR={} must be a plain path ([A-Za-z0-9/._-+])",
-            base.display()
-        ));
-    }
-    sys::clean_stale_runs(&base, "fimfs-scale");
-    let run = base.join(format!("run-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&run);
+    let (base, run) = common::fresh_run_dir(&cfg.dir, "FIMFS_SCALE_DIR", "fimfs-scale")?;
     fs::create_dir_all(&run).map_err(|e| format!("{}: {e}", run.display()))?;
     sys::install_signal_cleanup(run.clone(), false, "fimfs-scale");
 
@@ -403,10 +393,7 @@ fn run_all(cfg: Config) -> Result<bool, String> {
 
     println!("\n{report}");
     let out = target_dir().join("fimfs-scale-report.md");
-    match fs::write(&out, &report) {
-        Ok(()) => eprintln!("fimfs-scale: report written to {}", out.display()),
-        Err(e) => eprintln!("fimfs-scale: cannot write {}: {e}", out.display()),
-    }
+    common::write_report("fimfs-scale", "report", &out, &report);
     Ok(ok)
 }
 
@@ -1007,11 +994,7 @@ fn flatness_measure(
     );
     let watch = sys::ForeignDrops::start();
     for rep in 0..ctx.cfg.reps {
-        let order: Vec<usize> = if rep % 2 == 0 {
-            (0..variants.len()).collect()
-        } else {
-            (0..variants.len()).rev().collect()
-        };
+        let order = interleaved(variants.len(), rep);
         for i in order {
             let v = &variants[i];
             let d = ctx.checked(&v.label(lowers), &warm(v), v.ns(), &warm_expect)?;
@@ -1043,11 +1026,7 @@ fn flatness_measure(
     );
     let watch = sys::ForeignDrops::start();
     for rep in 0..ctx.cfg.cold_reps {
-        let order: Vec<usize> = if rep % 2 == 0 {
-            (0..variants.len()).collect()
-        } else {
-            (0..variants.len()).rev().collect()
-        };
+        let order = interleaved(variants.len(), rep);
         for i in order {
             let v = &mut variants[i];
             ctx.mount_variant(v, t)
@@ -1069,4 +1048,13 @@ fn flatness_measure(
         }
     }
     Ok((times, mems))
+}
+
+/// The order of `n` variants in repetition `rep`: reversed every other
+/// repetition, so that no variant always runs first.
+fn interleaved(n: usize, rep: usize) -> Vec<usize> {
+    match rep % 2 {
+        0 => (0..n).collect(),
+        _ => (0..n).rev().collect(),
+    }
 }

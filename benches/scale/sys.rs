@@ -5,8 +5,8 @@
 //! from `/proc`, and never leaving a mount behind.
 
 pub use crate::common::{
-    Ran, clean_stale_runs, install_signal_cleanup, is_fuse_mounted, is_root, quiet, run,
-    shell_safe, stop_if_interrupted, tail, unmount_all_under,
+    Ran, install_signal_cleanup, is_fuse_mounted, is_root, quiet, run, stop_if_interrupted, tail,
+    unmount_all_under,
 };
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};

@@ -500,17 +500,7 @@ struct Bench {
 impl Bench {
     fn setup(cfg: Config) -> Result<Bench, String> {
         let started = SystemTime::now();
-        fs::create_dir_all(&cfg.base).map_err(|e| format!("{}: {e}", cfg.base.display()))?;
-        let base = fs::canonicalize(&cfg.base).map_err(|e| e.to_string())?;
-        if !sys::shell_safe(&base) {
-            return Err(format!(
-                "FIMFS_BENCH_DIR={} must be a plain path ([A-Za-z0-9/._-+])",
-                base.display()
-            ));
-        }
-        sys::clean_stale_runs(&base, "fimfs-bench");
-        let run = base.join(format!("run-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&run);
+        let (_, run) = common::fresh_run_dir(&cfg.base, "FIMFS_BENCH_DIR", "fimfs-bench")?;
         if cfg.scratch_gib > 0 {
             sys::mount_scratch_fs(&run, cfg.scratch_gib).map_err(|e| {
                 format!("scratch filesystem (FIMFS_BENCH_SCRATCH_GIB=0 skips it): {e}")
@@ -1684,18 +1674,12 @@ fn run_all(c: &mut Criterion, mut cfg: Config, args: &Args) -> Result<(), String
     let report = bench.report(&workloads, &st);
     println!("\n{report}");
     let path = target_dir().join("fimfs-bench-report.md");
-    match fs::write(&path, &report) {
-        Ok(()) => eprintln!("fimfs-bench: report written to {}", path.display()),
-        Err(e) => eprintln!("fimfs-bench: writing {}: {e}", path.display()),
-    }
+    common::write_report("fimfs-bench", "report", &path, &report);
     if bench.cfg.peers {
         let peers = bench.peers_report(&workloads, &st);
         println!("\n{peers}");
         let path = target_dir().join("fimfs-bench-peers.md");
-        match fs::write(&path, &peers) {
-            Ok(()) => eprintln!("fimfs-bench: peers table written to {}", path.display()),
-            Err(e) => eprintln!("fimfs-bench: writing {}: {e}", path.display()),
-        }
+        common::write_report("fimfs-bench", "peers table", &path, &peers);
     }
     Ok(())
 }

@@ -6,8 +6,7 @@
 //! mount behind.
 
 pub use crate::common::{
-    clean_stale_runs, install_signal_cleanup, is_fuse_mounted, is_root, quiet, run, shell_safe,
-    tail, unmount_all_under,
+    install_signal_cleanup, is_fuse_mounted, is_root, quiet, run, tail, unmount_all_under,
 };
 use std::fs;
 use std::io::{self, Read};
@@ -44,6 +43,22 @@ pub fn reset_dir(dir: &Path) -> io::Result<()> {
 
 // ---------------------------------------------------------------------------
 // Launchers
+
+/// `sh -c INNER sh ARGS…` (the caller adds ARGS, `$1`… in INNER) in a
+/// private mount namespace: the fallback when bwrap is too old.
+fn unshare_sh(inner: &str) -> Command {
+    let mut c = Command::new("unshare");
+    c.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        inner,
+        "sh",
+    ]);
+    c
+}
 
 /// How a workload enters its mount namespace.
 pub enum Launcher {
@@ -152,9 +167,7 @@ impl Launcher {
                     "mount -t overlay overlay -o {opts} {} && {{\n{script}\n}}",
                     mnt.display()
                 );
-                let mut c = Command::new("unshare");
-                c.args(["--mount", "--propagation", "private", "sh", "-c", &inner]);
-                c
+                unshare_sh(&inner)
             }
         }
     }
@@ -177,9 +190,7 @@ impl Launcher {
                     src.display(),
                     mnt.display()
                 );
-                let mut c = Command::new("unshare");
-                c.args(["--mount", "--propagation", "private", "sh", "-c", &inner]);
-                c
+                unshare_sh(&inner)
             }
         }
     }
@@ -220,18 +231,8 @@ impl Launcher {
                 let inner = format!(
                     "mount -t overlay overlay -o {opts} \"$1\" && exec chroot \"$1\" /bin/sh -c \"$2\""
                 );
-                let mut c = Command::new("unshare");
-                c.args([
-                    "--mount",
-                    "--propagation",
-                    "private",
-                    "sh",
-                    "-c",
-                    &inner,
-                    "sh",
-                ])
-                .arg(mnt)
-                .arg(script);
+                let mut c = unshare_sh(&inner);
+                c.arg(mnt).arg(script);
                 c
             }
         }
@@ -251,19 +252,8 @@ impl Launcher {
             }
             Launcher::Unshare { .. } => {
                 let inner = "mount --bind \"$1\" \"$2\" && exec chroot \"$2\" /bin/sh -c \"$3\"";
-                let mut c = Command::new("unshare");
-                c.args([
-                    "--mount",
-                    "--propagation",
-                    "private",
-                    "sh",
-                    "-c",
-                    inner,
-                    "sh",
-                ])
-                .arg(src)
-                .arg(mnt)
-                .arg(script);
+                let mut c = unshare_sh(inner);
+                c.arg(src).arg(mnt).arg(script);
                 c
             }
         }
