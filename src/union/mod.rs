@@ -431,6 +431,11 @@ impl Union {
     /// the upper still holds an entry of its kind there: it needs no
     /// copy-up, and calls on the place act on it. None: ask `place`.
     fn upper_place(&self, node: &Arc<Node>) -> Option<Place> {
+        // A lower node: cached_place would probe the upper for nothing
+        // (every read open of a lower file comes here before `place`).
+        if !node.state().upper {
+            return None;
+        }
         let (state, place) = self.cached_place(node).ok()??;
         if !state.upper {
             return None;
