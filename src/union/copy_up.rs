@@ -29,15 +29,16 @@ fn timespec(sec: i64, nsec: i64) -> libc::timespec {
     }
 }
 
-/// Copies `len` bytes at `off` from `src` to `dst`, in-kernel when it can.
-fn copy_range(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, mut off: u64, end: u64) -> Result<()> {
+/// Copies the bytes in `off..end` from `src` to `dst`, in-kernel when it
+/// can; returns where it stopped (`end`, or the source's end if shorter).
+fn copy_range(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, mut off: u64, end: u64) -> Result<u64> {
     let mut in_kernel = true;
     let mut buf = Vec::new();
     while off < end {
         let want = ((end - off) as usize).min(COPY_CHUNK);
         if in_kernel {
             match sys::copy_file_range(src, off, dst, off, want) {
-                Ok(0) => return Ok(()),
+                Ok(0) => return Ok(off),
                 Ok(n) => {
                     off += n as u64;
                     continue;
@@ -51,7 +52,7 @@ fn copy_range(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, mut off: u64, end: u64) 
         buf.resize(want, 0);
         let n = sys::pread(src, &mut buf, off)?;
         if n == 0 {
-            return Ok(());
+            return Ok(off);
         }
         let mut w = 0;
         while w < n {
@@ -59,14 +60,57 @@ fn copy_range(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, mut off: u64, end: u64) 
         }
         off += n as u64;
     }
-    Ok(())
+    Ok(off)
 }
 
-/// Copies a file's data, sharing extents (`FICLONE`) where the filesystem
-/// can, and keeping holes (`SEEK_DATA`/`SEEK_HOLE`) where it copies.
-pub(crate) fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> Result<()> {
-    if size == 0 || sys::ficlone(dst, src).is_ok() {
+/// The source filesystems (by `st_dev`) that refused to share extents
+/// with the upper (`FICLONE`): they are not asked again, which saves a
+/// failing call per copy-up on filesystems without reflinks (ext4).
+#[derive(Debug, Default)]
+pub(crate) struct Reflinks {
+    refused: parking_lot::RwLock<Vec<u64>>,
+}
+
+impl Reflinks {
+    /// Makes `dst` share all of `src`'s extents; false when it did not.
+    fn share(&self, src: BorrowedFd<'_>, dst: BorrowedFd<'_>, src_dev: u64) -> bool {
+        if self.refused.read().contains(&src_dev) {
+            return false;
+        }
+        match sys::ficlone(dst, src) {
+            Ok(()) => true,
+            // The filesystem (or the pair) cannot: remember. Anything
+            // else (EINVAL for one odd file, EIO) is asked again next time.
+            Err(Errno::EOPNOTSUPP | Errno::EXDEV | Errno::ENOTTY | Errno::ENOSYS) => {
+                let mut r = self.refused.write();
+                if !r.contains(&src_dev) {
+                    r.push(src_dev);
+                }
+                false
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// Copies the data of the file `st` describes, sharing extents where the
+/// filesystems can, and keeping holes (`SEEK_DATA`/`SEEK_HOLE`) where it
+/// copies. A file with a block for every byte has no hole to look for.
+pub(crate) fn copy_data(
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    st: &libc::stat,
+    reflinks: &Reflinks,
+) -> Result<()> {
+    let size = st.st_size as u64;
+    if size == 0 || reflinks.share(src, dst, st.st_dev) {
         return Ok(());
+    }
+    if (st.st_blocks as u64).saturating_mul(512) >= size {
+        return match copy_range(src, dst, 0, size)? {
+            end if end < size => sys::ftruncate(dst, size),
+            _ => Ok(()),
+        };
     }
     let mut off = 0u64;
     while off < size {
@@ -140,6 +184,7 @@ pub(crate) fn copy_entry(
     dir: BorrowedFd<'_>,
     name: &CStr,
     truncate: bool,
+    reflinks: &Reflinks,
 ) -> Result<()> {
     match Kind::from_mode(st.st_mode) {
         Kind::File => {
@@ -151,7 +196,7 @@ pub(crate) fn copy_entry(
             )?;
             if !truncate && st.st_size > 0 {
                 let input = sys::openat(src.dir.as_fd(), &src.name, libc::O_RDONLY, 0)?;
-                copy_data(input.as_fd(), out.as_fd(), st.st_size as u64)?;
+                copy_data(input.as_fd(), out.as_fd(), st, reflinks)?;
             }
             copy_attrs(src, st, dir, name);
             sys::fsync(out.as_fd(), false)
@@ -187,14 +232,15 @@ impl Union {
         self.dir_layers(dir)?.upper().cloned().ok_or(Errno::EIO)
     }
 
-    /// Makes `node` live in the upper. With `truncate`, a file is copied
-    /// without its data (`open(O_TRUNC)`, `truncate(0)`).
-    pub(super) fn copy_up(&self, node: &Arc<Node>, truncate: bool) -> Result<()> {
+    /// Makes `node` live in the upper, and says where it lives there.
+    /// With `truncate`, a file is copied without its data (`open(O_TRUNC)`,
+    /// `truncate(0)`).
+    pub(super) fn copy_up(&self, node: &Arc<Node>, truncate: bool) -> Result<Place> {
         let work = self.work.as_ref().ok_or(Errno::EROFS)?;
         let _once = node.copy_lock.lock();
         let (found, place) = self.place(node)?;
         if found.state.upper {
-            return Ok(());
+            return Ok(place);
         }
         let _changes = super::write::NamesChange(self);
         let number = self.number_of(node, &found);
@@ -203,7 +249,7 @@ impl Union {
         let pup = self.ensure_upper_dir(&parent)?;
         let tmp = work.temp_name();
         // For a directory, `place` is its own fd with an empty name.
-        let staged = copy_entry(&place, &found.st, work.fd(), &tmp, truncate)
+        let staged = copy_entry(&place, &found.st, work.fd(), &tmp, truncate, &self.reflinks)
             .map(|()| {
                 if found.state.kind != Kind::Dir {
                     marker::mark_origin(work.fd(), &tmp, &found.st);
@@ -230,7 +276,7 @@ impl Union {
         // new one. (`pup` is an O_PATH fd, on which fsync fails anyway:
         // the call that stood here never did anything.)
         node.clear_dir();
-        let (again, _) = self.place(node)?;
+        let (again, place) = self.place(node)?;
         node.set_state(again.state.clone());
         if found.state.kind != Kind::Dir {
             // The copy goes on under the number the file had.
@@ -239,7 +285,7 @@ impl Union {
         if found.state.kind != Kind::Dir && found.st.st_nlink > 1 {
             self.split_lower_links(node, &found.st, &pup, &found.name);
         }
-        Ok(())
+        Ok(place)
     }
 
     /// After copying up one name of a lower file with several links: the
@@ -272,5 +318,74 @@ impl Union {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    fn copied(root: &std::path::Path, name: &str, st: &libc::stat, r: &Reflinks) -> Vec<u8> {
+        let src = std::fs::File::open(root.join(name)).unwrap();
+        let out = root.join(format!("{name}.copy"));
+        let dst = std::fs::File::create(&out).unwrap();
+        copy_data(src.as_fd(), dst.as_fd(), st, r).unwrap();
+        std::fs::read(out).unwrap()
+    }
+
+    /// A dense file is copied whole, a sparse one keeps its bytes, a source
+    /// shorter than its stat still gives a copy of the stated size, and a
+    /// filesystem that refuses `FICLONE` is remembered (and only it).
+    #[test]
+    fn data_is_copied_exactly_and_a_refusal_to_share_is_remembered() {
+        let root = std::env::temp_dir().join(format!("fimfs-copydata-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir(&root).unwrap();
+        let dense: Vec<u8> = (0..10_007u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(root.join("dense"), &dense).unwrap();
+        let sparse = std::fs::File::create(root.join("sparse")).unwrap();
+        sparse.write_all_at(b"middle", 512 << 10).unwrap();
+        sparse.set_len(1 << 20).unwrap();
+        let st = |n: &str| {
+            let f = std::fs::File::open(root.join(n)).unwrap();
+            sys::fstat(f.as_fd()).unwrap()
+        };
+        let r = Reflinks::default();
+
+        assert_eq!(copied(&root, "dense", &st("dense"), &r), dense);
+        let mut want = vec![0u8; 1 << 20];
+        want[512 << 10..(512 << 10) + 6].copy_from_slice(b"middle");
+        assert!(
+            copied(&root, "sparse", &st("sparse"), &r) == want,
+            "sparse copy"
+        );
+        let mut longer = st("dense");
+        longer.st_size += 100;
+        let mut want = dense.clone();
+        want.resize(dense.len() + 100, 0);
+        // Not shared (a clone would take the real size): copied.
+        let copy = Reflinks {
+            refused: parking_lot::RwLock::new(vec![longer.st_dev]),
+        };
+        assert_eq!(
+            copied(&root, "dense", &longer, &copy),
+            want,
+            "stated size kept"
+        );
+
+        let (a, b) = (
+            std::fs::File::open(root.join("dense")).unwrap(),
+            std::fs::File::create(root.join("probe")).unwrap(),
+        );
+        let refused = match sys::ficlone(b.as_fd(), a.as_fd()) {
+            Ok(()) => vec![],
+            Err(Errno::EOPNOTSUPP | Errno::EXDEV | Errno::ENOTTY | Errno::ENOSYS) => {
+                vec![st("dense").st_dev]
+            }
+            Err(e) => panic!("FICLONE probe: {e}"),
+        };
+        assert_eq!(*r.refused.read(), refused, "devices remembered as refusing");
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

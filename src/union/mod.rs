@@ -79,6 +79,8 @@ pub struct Union {
     fold: fold::FoldCache,
     /// Bumped after every change the engine makes to the upper's names.
     ns_generation: AtomicU64,
+    /// Source filesystems that cannot share extents with the upper.
+    reflinks: copy_up::Reflinks,
 }
 
 /// Where one union entry lives in its winning layer: `dir` plus `name`,
@@ -120,6 +122,7 @@ impl Union {
             dropped: AtomicU64::new(0),
             fold: fold::FoldCache::default(),
             ns_generation: AtomicU64::new(0),
+            reflinks: Default::default(),
         }
     }
 
@@ -451,8 +454,7 @@ impl Union {
         if let Some(p) = self.upper_place(node) {
             return Ok(p);
         }
-        self.copy_up(node, truncate)?;
-        Ok(self.place(node)?.1)
+        self.copy_up(node, truncate)
     }
 
     /// `place` without its resolution when the cache allows.

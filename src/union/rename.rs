@@ -36,7 +36,7 @@ impl Union {
     ) -> Result<()> {
         let (found, place) = self.place(node)?;
         let number = self.number_of(node, &found);
-        copy_entry(&place, &found.st, dir, name, false)?;
+        copy_entry(&place, &found.st, dir, name, false, &self.reflinks)?;
         self.stick_at(dir, name, number);
         if found.state.upper {
             // The copy replaces this upper directory, deleted afterwards.
@@ -83,7 +83,7 @@ impl Union {
                 dir: layer.fd.clone(),
                 name: cname.clone(),
             };
-            copy_entry(&src, &f.st, out.as_fd(), &cname, false)?;
+            copy_entry(&src, &f.st, out.as_fd(), &cname, false, &self.reflinks)?;
             self.stick_at(out.as_fd(), &cname, number);
             if f.st.st_nlink > 1 {
                 // Names of it outside this tree stay lower files: they
@@ -267,7 +267,7 @@ impl Union {
         match (st.kind, st.upper) {
             (Kind::Dir, _) if st.merged || !st.upper => self.flatten_dir(node),
             (Kind::Dir, _) | (_, true) => Ok(()),
-            _ => self.copy_up(node, false),
+            _ => self.copy_up(node, false).map(drop),
         }
     }
 
