@@ -654,6 +654,49 @@ fn user_xattrs_are_shown_and_overlay_xattrs_never() {
     );
 }
 
+/// Without SELinux, FUSE asks the daemon for `security.selinux` at every
+/// `ls -l` of every file (it caches no xattrs). EOPNOTSUPP for a file that
+/// has none makes `ls` stop asking for the rest of the mount. With SELinux,
+/// the kernel labels inodes from that xattr and needs ENODATA there.
+#[test]
+fn a_missing_security_label_is_unsupported_without_selinux() {
+    let t = mount_fixtures("mr-selinux", true, &[]);
+    let selinux = fimfs::fuse::selinux_active();
+    let f = t.p("xattr/tagged");
+    let missing = if selinux {
+        libc::ENODATA
+    } else {
+        libc::EOPNOTSUPP
+    };
+    assert_eq!(get_xattr(&f, "security.selinux"), Err(missing));
+    assert_eq!(get_xattr(&t.p("xattr"), "security.selinux"), Err(missing));
+    // Any other missing name keeps ENODATA.
+    assert_eq!(get_xattr(&f, "security.capability"), Err(libc::ENODATA));
+    assert_eq!(get_xattr(&f, "user.none"), Err(libc::ENODATA));
+    if !selinux {
+        // A label that is there reads back like any other xattr.
+        let label = b"system_u:object_r:etc_t:s0\0";
+        assert_eq!(set_xattr(&f, "security.selinux", label), Ok(()));
+        assert_eq!(get_xattr(&f, "security.selinux"), Ok(label.to_vec()));
+        let names = list_xattrs(&f).unwrap();
+        assert!(names.contains(&b"security.selinux".to_vec()), "{names:?}");
+    }
+    let out = Command::new("ls")
+        .arg("-lR")
+        .arg(t.m.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ls -lR: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("tagged"),
+        "ls -lR lists the files"
+    );
+}
+
 #[test]
 fn overlay_xattrs_cannot_be_set_through_the_mount() {
     let t = mount_fixtures("mr-xattr-set", true, &[]);

@@ -75,6 +75,9 @@ pub struct Tuning {
     /// forces `default_permissions`, so only where that is on already
     /// (an unprivileged squashing mount lets anyone chown, for example).
     pub posix_acl: bool,
+    /// No SELinux on this system: a `security.selinux` that a file lacks is
+    /// answered EOPNOTSUPP, not ENODATA (see `selinux_active`).
+    pub no_selinux: bool,
     /// Fault injection for the tests: a lookup of exactly this name panics
     /// inside its handler (`FIMFS_FAULT_PANIC_ON_LOOKUP`), to prove that a
     /// panic costs one request an EIO and never the daemon.
@@ -93,6 +96,26 @@ impl Tuning {
     }
 }
 
+/// Whether SELinux may be running. Where it is, the kernel answers
+/// `security.selinux` itself and reads the xattr from the daemon only to
+/// label an inode, taking ENODATA as "use the default label" and anything
+/// else as an error: the daemon must say ENODATA there. Where it is not,
+/// the daemon is asked for every `ls -l` of every file (FUSE caches no
+/// xattrs), and EOPNOTSUPP makes `ls` (and every libselinux caller that
+/// caches per device) stop asking for the rest of the mount. Any sign of
+/// SELinux counts: a selinuxfs, the LSM list, an SELinux context
+/// (`user:role:type:level`) on this process.
+pub fn selinux_active() -> bool {
+    if std::path::Path::new("/sys/fs/selinux/enforce").exists() {
+        return true;
+    }
+    let lsms = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
+    if lsms.trim().split(',').any(|l| l == "selinux") {
+        return true;
+    }
+    std::fs::read("/proc/self/attr/current").is_ok_and(|c| c.contains(&b':'))
+}
+
 impl Default for Tuning {
     fn default() -> Self {
         Tuning {
@@ -103,6 +126,7 @@ impl Default for Tuning {
             max_background: 64,
             passthrough: false,
             posix_acl: false,
+            no_selinux: !selinux_active(),
             panic_on_lookup: std::env::var_os("FIMFS_FAULT_PANIC_ON_LOOKUP")
                 .map(|v| std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec()),
         }

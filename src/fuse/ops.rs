@@ -538,6 +538,11 @@ impl Filesystem for FimFs {
         guard("getxattr", || {
             match self.union.getxattr(ino.0, name.as_bytes()) {
                 Ok(v) => xattr_reply(reply, &v, size),
+                Err(crate::sys::Errno::ENODATA)
+                    if self.tuning.no_selinux && name.as_bytes() == b"security.selinux" =>
+                {
+                    reply.error(Errno::EOPNOTSUPP)
+                }
                 Err(e) => reply.error(errno(e)),
             }
         })
