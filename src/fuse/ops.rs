@@ -204,6 +204,7 @@ impl FimFs {
         reply: &mut ReplyDirectoryPlus,
     ) -> Result<(), Errno> {
         let entries = self.snapshot(ino, fh, offset)?;
+        let dir = self.union.listed_dir(ino).map_err(errno)?;
         for (i, e) in entries.iter().enumerate().skip(offset as usize) {
             // Each entry but `.` and `..` counts as a lookup; one that does
             // not fit is forgotten again.
@@ -212,7 +213,7 @@ impl FimFs {
                 true => self.union.getattr(e.ino).map(|a| (a, true)),
                 false => self
                     .union
-                    .lookup(ino, &e.name)
+                    .lookup_listed(&dir, &e.name)
                     .map(|(n, a)| (a, n.state().upper)),
             };
             let Ok((a, upper)) = found else { continue };

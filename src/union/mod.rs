@@ -83,6 +83,14 @@ pub struct Union {
     reflinks: copy_up::Reflinks,
 }
 
+/// A directory whose entries are being looked up for one readdirplus
+/// reply (see [`Union::listed_dir`]).
+#[derive(Debug)]
+pub struct ListedDir {
+    node: Arc<Node>,
+    layers: node::DirLayers,
+}
+
 /// Where one union entry lives in its winning layer: `dir` plus `name`,
 /// or the directory `dir` itself when `name` is empty.
 #[derive(Debug, Clone)]
@@ -207,11 +215,40 @@ impl Union {
             return Ok((node, self.ciopfs_attr()?, true));
         }
         let pl = self.dir_layers_fresh(&p)?;
-        let found = self.resolve_in(&pl, name);
-        tracing::trace!(parent, name = %String::from_utf8_lossy(name), ok = found.is_ok(), "lookup");
+        self.lookup_at(p, &pl, name)
+    }
+
+    /// Directory `parent`, ready for the lookups of one readdirplus reply:
+    /// whether the upper gained it behind the mount is checked once for
+    /// the reply, not once per entry (an `openat2` walk or two `fstatat`
+    /// each, for every entry of a lower-only directory).
+    pub fn listed_dir(&self, parent: u64) -> Result<ListedDir> {
+        let node = self.node(parent)?;
+        let layers = self.dir_layers_fresh(&node)?;
+        Ok(ListedDir { node, layers })
+    }
+
+    /// [`Union::lookup`] of an entry of a listed directory.
+    pub fn lookup_listed(&self, dir: &ListedDir, name: &[u8]) -> Result<(Arc<Node>, Attr)> {
+        if self.opts.casefold && name == CIOPFS_NAME {
+            let node = self.nodes.remember_fixed(CIOPFS_INO);
+            return Ok((node, self.ciopfs_attr()?));
+        }
+        self.lookup_at(dir.node.clone(), &dir.layers, name)
+            .map(|(n, a, _)| (n, a))
+    }
+
+    fn lookup_at(
+        &self,
+        p: Arc<Node>,
+        pl: &node::DirLayers,
+        name: &[u8],
+    ) -> Result<(Arc<Node>, Attr, bool)> {
+        let found = self.resolve_in(pl, name);
+        tracing::trace!(parent = p.ino, name = %String::from_utf8_lossy(name), ok = found.is_ok(), "lookup");
         let found = found?;
         let exact = found.name == name;
-        let (node, attr) = self.hand_out(p, &pl, name, found, None);
+        let (node, attr) = self.hand_out(p, pl, name, found, None);
         Ok((node, attr, exact))
     }
 
