@@ -144,8 +144,6 @@ pub fn unmount_all_under(dir: &Path) -> Vec<PathBuf> {
     done
 }
 
-/// Removes `run-<pid>` directories of earlier benchmark processes that
-/// died without cleaning up, unmounting what they left first.
 /// The benchmark's own run directory `BASE/run-<pid>`, not created yet
 /// (the caller may mount something there first), with `base` made,
 /// checked to be a plain path (`var` names the variable that set it),
@@ -173,6 +171,8 @@ pub fn write_report(tag: &str, what: &str, path: &Path, text: &str) {
     }
 }
 
+/// Removes `run-<pid>` directories of earlier benchmark processes that
+/// died without cleaning up, unmounting what they left first.
 pub fn clean_stale_runs(base: &Path, tag: &str) {
     let Ok(rd) = fs::read_dir(base) else { return };
     for e in rd.flatten() {

@@ -2,7 +2,7 @@
 use super::{FimFs, errno, file_attr, file_type, guard};
 use crate::sys;
 use crate::union::{Caller, Make, SetAttr};
-use crate::union::{DirEntry, InodeFlags, Kind};
+use crate::union::{DirEntry, InodeFlags, Kind, ListedDir};
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags,
     Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
@@ -93,8 +93,15 @@ impl FimFs {
         self.entry(reply, res.map(|(_, a, _)| a))
     }
 
-    /// The listing of a directory handle, with `.` and `..` first.
-    fn snapshot(&self, ino: u64, fh: u64, offset: u64) -> Result<Arc<Vec<DirEntry>>, Errno> {
+    /// The listing of a directory handle, with `.` and `..` first. `dir`:
+    /// the directory's layers when the caller has them already.
+    fn snapshot(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        dir: Option<&ListedDir>,
+    ) -> Result<Arc<Vec<DirEntry>>, Errno> {
         let h = self.handles.dir(fh).ok_or(Errno::EBADF)?;
         let mut snap = h.snapshot.lock();
         if offset == 0 || snap.is_none() {
@@ -115,7 +122,11 @@ impl FimFs {
                     kind: Kind::Dir,
                 },
             ];
-            all.extend(self.union.list_dir(&node).map_err(errno)?);
+            let listed = match dir {
+                Some(d) => self.union.list_listed(d),
+                None => self.union.list_dir(&node),
+            };
+            all.extend(listed.map_err(errno)?);
             *snap = Some(Arc::new(all));
         }
         snap.clone().ok_or(Errno::EIO)
@@ -203,8 +214,8 @@ impl FimFs {
         offset: u64,
         reply: &mut ReplyDirectoryPlus,
     ) -> Result<(), Errno> {
-        let entries = self.snapshot(ino, fh, offset)?;
         let dir = self.union.listed_dir(ino).map_err(errno)?;
+        let entries = self.snapshot(ino, fh, offset, Some(&dir))?;
         for (i, e) in entries.iter().enumerate().skip(offset as usize) {
             // Each entry but `.` and `..` counts as a lookup; one that does
             // not fit is forgotten again.
@@ -461,7 +472,7 @@ impl Filesystem for FimFs {
         mut reply: ReplyDirectory,
     ) {
         guard("readdir", || {
-            let entries = match self.snapshot(ino.0, fh.0, offset) {
+            let entries = match self.snapshot(ino.0, fh.0, offset, None) {
                 Ok(e) => e,
                 Err(e) => return reply.error(e),
             };

@@ -446,8 +446,6 @@ pub fn proc_fd_path(fd: BorrowedFd<'_>, name: &[u8]) -> CString {
     CString::new(p).unwrap_or_default()
 }
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit: the daemon keeps one
-/// fd per open file and per cached directory layer.
 /// Gives the allocator's free memory back to the system (glibc keeps
 /// freed memory mapped in its arenas otherwise).
 pub fn trim_heap() {
@@ -458,6 +456,8 @@ pub fn trim_heap() {
     }
 }
 
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit: the daemon keeps one
+/// fd per open file and per cached directory layer.
 pub fn raise_nofile_limit() {
     // As high as the kernel allows (`fs.nr_open`) when privileged; else
     // the soft limit up to the hard one. Each open file and each upper

@@ -210,12 +210,21 @@ impl Union {
     /// it updates only the spelling the call used.
     pub fn lookup_spelled(&self, parent: u64, name: &[u8]) -> Result<(Arc<Node>, Attr, bool)> {
         let p = self.node(parent)?;
-        if self.opts.casefold && name == CIOPFS_NAME {
-            let node = self.nodes.remember_fixed(CIOPFS_INO);
-            return Ok((node, self.ciopfs_attr()?, true));
+        if let Some(r) = self.ciopfs_lookup(name) {
+            return r.map(|(n, a)| (n, a, true));
         }
         let pl = self.dir_layers_fresh(&p)?;
         self.lookup_at(p, &pl, name)
+    }
+
+    /// With casefold, the `.ciopfs` entry every directory shows (no layer
+    /// holds it); None for any other name.
+    fn ciopfs_lookup(&self, name: &[u8]) -> Option<Result<(Arc<Node>, Attr)>> {
+        if !self.opts.casefold || name != CIOPFS_NAME {
+            return None;
+        }
+        let node = self.nodes.remember_fixed(CIOPFS_INO);
+        Some(self.ciopfs_attr().map(|a| (node, a)))
     }
 
     /// Directory `parent`, ready for the lookups of one readdirplus reply:
@@ -230,9 +239,8 @@ impl Union {
 
     /// [`Union::lookup`] of an entry of a listed directory.
     pub fn lookup_listed(&self, dir: &ListedDir, name: &[u8]) -> Result<(Arc<Node>, Attr)> {
-        if self.opts.casefold && name == CIOPFS_NAME {
-            let node = self.nodes.remember_fixed(CIOPFS_INO);
-            return Ok((node, self.ciopfs_attr()?));
+        if let Some(r) = self.ciopfs_lookup(name) {
+            return r;
         }
         self.lookup_at(dir.node.clone(), &dir.layers, name)
             .map(|(n, a, _)| (n, a))

@@ -195,7 +195,15 @@ fn upper_copy_of(
 impl Union {
     /// The merged listing of a directory node, without `.` and `..`.
     pub fn list_dir(&self, node: &Arc<Node>) -> Result<Vec<DirEntry>> {
-        let dl = self.dir_layers_fresh(node)?;
+        self.list_layers(&self.dir_layers_fresh(node)?)
+    }
+
+    /// [`Union::list_dir`] of a directory whose layers are in hand.
+    pub fn list_listed(&self, dir: &super::ListedDir) -> Result<Vec<DirEntry>> {
+        self.list_layers(&dir.layers)
+    }
+
+    fn list_layers(&self, dl: &super::node::DirLayers) -> Result<Vec<DirEntry>> {
         let mut m = Merge {
             union: self,
             upper: dl.upper().map(|f| f.as_fd()),
