@@ -956,6 +956,56 @@ fn read_many_lowers() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
+/// Once a lower directory has been listed (by a readdir of its merged
+/// directory, or after a few misses), names it lacks are answered from
+/// memory: every rule must come out as when each layer is probed.
+#[test]
+fn lowers_known_from_a_listing_resolve_as_probed() {
+    let lowers = [
+        "f d/a A1\nW d/x\nf d/y Y1",
+        "f d/b B2\nf d/x X2\nf d/c C2\nw d/z",
+        "f d/x X3\nf d/z Z3\nf d/c C3\nf d/e E3",
+    ];
+    let want = "d d\nf d/a A1\nf d/y Y1\nf d/b B2\nf d/c C2\nf d/e E3";
+    for readdir_first in [false, true] {
+        let fx = Fixture::new("listed", &lowers, Some(""), Options::default());
+        let u = &fx.union;
+        let mut problems = Vec::new();
+        let mut l = Lookups::new(u);
+        let d = l.ino("d").expect("lookup d");
+        if readdir_first {
+            let _ = engine_view(u, &mut problems);
+        }
+        // Enough misses in every lower of `d` to have each one listed.
+        for i in 0..8 {
+            let name = format!("missing{i}");
+            if let Ok((n, _)) = u.lookup(d, name.as_bytes()) {
+                u.forget(n.ino, 1);
+                problems.push(format!("d/{name} found"));
+            }
+        }
+        for (name, why) in [
+            ("x", ".wh. file in the top lower"),
+            ("z", "device whiteout"),
+        ] {
+            if let Ok((n, _)) = u.lookup(d, name.as_bytes()) {
+                u.forget(n.ino, 1);
+                problems.push(format!("d/{name} found through a {why}"));
+            }
+        }
+        check_view(
+            &engine_view(u, &mut problems),
+            &parse_expect(want),
+            &mut problems,
+        );
+        assert!(
+            problems.is_empty(),
+            "readdir first: {readdir_first}\n{}",
+            problems.join("\n")
+        );
+    }
+}
+
 // =================================================================================
 // Writing
 

@@ -53,10 +53,18 @@ fn is_xattr_whiteout(dir: BorrowedFd<'_>, name: &CStr, st: &libc::stat) -> bool 
 
 /// Looks `name` up in one layer directory, decoding every whiteout dialect.
 pub fn probe(dir: BorrowedFd<'_>, name: &[u8]) -> Result<Probe> {
+    probe_layer(dir, name, true)
+}
+
+/// [`probe`], where a `.wh.NAME` file is looked for only if `wh_files`:
+/// in the bottom layer of a directory a whiteout hides nothing, so there
+/// a missing name needs no second call.
+pub fn probe_layer(dir: BorrowedFd<'_>, name: &[u8], wh_files: bool) -> Result<Probe> {
     let c = sys::cstr(name)?;
     match sys::fstatat(dir, &c) {
         Ok(st) if is_whiteout_stat(&st) || is_xattr_whiteout(dir, &c, &st) => Ok(Probe::Whiteout),
         Ok(st) => Ok(Probe::Entry(st)),
+        Err(Errno::ENOENT) if !wh_files => Ok(Probe::Absent),
         Err(Errno::ENOENT) => {
             let mut wh = WH_PREFIX.to_vec();
             wh.extend_from_slice(name);

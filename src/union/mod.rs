@@ -5,13 +5,14 @@
 //! are tested directly (see `tests/engine_*.rs`), and the `fuse` adapter only
 //! translates. Layout, after Linux `fs/overlayfs/`:
 //! - `resolve`: top-down lookup (namei), `readdir`: merged listings,
-//! - `marker`: whiteout/opaque formats, `attr`: st_ino policy and squash,
+//! - `marker`: whiteout/opaque formats, `names`: what lowers lack, `attr`: st_ino policy and squash,
 //! - `node`: the inode table, `copy_up` and `write`: the mutating side.
 pub mod attr;
 mod copy_up;
 mod flags;
 pub mod fold;
 pub mod marker;
+mod names;
 pub mod node;
 mod readdir;
 mod rename;

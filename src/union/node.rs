@@ -63,6 +63,8 @@ pub struct LayerDir {
     /// `O_PATH` handle of the directory in that layer.
     pub fd: Arc<OwnedFd>,
     pub xwhiteouts: bool,
+    /// For a lower: its names once listed (lowers never change).
+    pub names: Arc<super::names::LayerNames>,
 }
 
 /// The per-layer directories of a directory node, top-most first.

@@ -213,7 +213,13 @@ impl Union {
         for l in &dl.layers {
             let dev = self.stack.get(l.id).map(|x| x.dev()).unwrap_or(0);
             let fd = sys::openat(l.fd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-            for e in sys::read_dir_entries(fd.as_fd())? {
+            let entries = sys::read_dir_entries(fd.as_fd())?;
+            // What a lower of a merged directory lacks is known from now on
+            // (`names`): the lookups of a readdirplus skip it.
+            if l.id != UPPER && dl.layers.len() > 1 {
+                l.names.fill(entries.iter().map(|e| e.name.as_slice()));
+            }
+            for e in entries {
                 if self.opts.casefold && e.name == super::CIOPFS_NAME {
                     continue;
                 }

@@ -92,6 +92,7 @@ impl Scan {
             id,
             fd: Arc::new(fd),
             xwhiteouts: marks.xwhiteouts,
+            names: Default::default(),
         });
         if marks.opaque && id == UPPER {
             self.opaque = true;
@@ -106,8 +107,26 @@ impl Union {
     /// directory's folded index: an entry of another spelling wins over a
     /// whiteout (a whiteout only hides the layers below), the first in
     /// byte order among several.
-    pub(super) fn probe_in(&self, l: &LayerDir, name: &[u8]) -> Result<(Probe, Vec<u8>)> {
-        let exact = marker::probe(l.fd.as_fd(), name)?;
+    ///
+    /// `bottom`: no layer lies below this one in its directory, so a
+    /// whiteout here would hide nothing and is not looked for.
+    pub(super) fn probe_in(
+        &self,
+        l: &LayerDir,
+        name: &[u8],
+        bottom: bool,
+    ) -> Result<(Probe, Vec<u8>)> {
+        let lower = l.id != UPPER;
+        let exact = match lower && l.names.lacks(name) {
+            true => Probe::Absent,
+            false => {
+                let p = marker::probe_layer(l.fd.as_fd(), name, !bottom)?;
+                if lower && matches!(p, Probe::Absent) {
+                    l.names.missed(l.fd.as_fd());
+                }
+                p
+            }
+        };
         if !self.opts.casefold || matches!(exact, Probe::Entry(_)) {
             return Ok((exact, name.to_vec()));
         }
@@ -164,9 +183,10 @@ impl Union {
         };
         let mut mark = Origin::None;
         let mut winner_name = None;
-        for layer in &parent.layers {
+        for (i, layer) in parent.layers.iter().enumerate() {
             let LayerDir { id, fd, .. } = layer;
-            let (probe, real) = self.probe_in(layer, name)?;
+            let bottom = i + 1 == parent.layers.len();
+            let (probe, real) = self.probe_in(layer, name, bottom)?;
             let st = match probe {
                 Probe::Absent => continue,
                 Probe::Whiteout => break,
@@ -247,6 +267,7 @@ impl Union {
                     id,
                     fd: Arc::new(fd),
                     xwhiteouts,
+                    names: Default::default(),
                 });
             }
         }

@@ -54,7 +54,7 @@ pub struct Caller {
 impl Union {
     pub(super) fn lower_has(&self, dl: &DirLayers, name: &[u8]) -> Result<bool> {
         for l in dl.lowers() {
-            match self.probe_in(l, name)?.0 {
+            match self.probe_in(l, name, false)?.0 {
                 Probe::Absent => continue,
                 Probe::Whiteout => return Ok(false),
                 Probe::Entry(_) => return Ok(true),
@@ -67,7 +67,7 @@ impl Union {
     /// A directory made or moved there must then be opaque.
     pub(super) fn lower_has_any(&self, dl: &DirLayers, name: &[u8]) -> Result<bool> {
         for l in dl.lowers() {
-            if let Probe::Entry(_) = self.probe_in(l, name)?.0 {
+            if let Probe::Entry(_) = self.probe_in(l, name, false)?.0 {
                 return Ok(true);
             }
         }

@@ -1,0 +1,150 @@
+//! What a lower layer directory holds, remembered as hashes of its names.
+//!
+//! Resolving a name probes each layer of its directory from the top down
+//! to the one that holds it, and every layer that lacks the name costs two
+//! `fstatat`: the name, then its `.wh.` file (SPEC §2 reads `.wh.` files in
+//! every layer). The lowers never change under a mount, so once a lower
+//! directory has been read, a name it lacks is answered without a call.
+//! The listing comes free with a readdir of a merged directory, or is taken
+//! after a few misses.
+//!
+//! Only hashes are kept, 8 bytes a name: a hash that is missing proves the
+//! name (and its `.wh.` file) missing; a hash that is present, rightly or by
+//! collision, sends the lookup to the layer as before.
+use crate::sys::{self, DirEnt};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Misses in one layer directory before it is listed: a listing costs an
+/// `openat`, two `getdents64` and a `close`, about two misses' worth.
+const LIST_AFTER_MISSES: u32 = 3;
+
+/// Bigger directories are not remembered (a miss there keeps its probes).
+pub const MAX_NAMES: usize = 16 * 1024;
+
+/// Longest name a layer can hold; longer ones get the layer's own answer.
+const NAME_MAX: usize = 255;
+
+/// The names of one lower layer directory, once read.
+#[derive(Debug, Default)]
+pub struct LayerNames {
+    misses: AtomicU32,
+    /// Sorted hashes; `None`: too many names to keep.
+    hashes: OnceLock<Option<Box<[u64]>>>,
+}
+
+/// The hash a name is filed under: a `.wh.NAME` file under `NAME`, so
+/// that one search answers for both probes.
+fn key(name: &[u8]) -> u64 {
+    let name = name.strip_prefix(super::marker::WH_PREFIX).unwrap_or(name);
+    let mut h = DefaultHasher::new();
+    name.hash(&mut h);
+    h.finish()
+}
+
+impl LayerNames {
+    /// Is `name` known to be missing from the directory, with no `.wh.`
+    /// file for it either?
+    pub fn lacks(&self, name: &[u8]) -> bool {
+        match self.hashes.get() {
+            Some(Some(h)) if name.len() <= NAME_MAX => h.binary_search(&key(name)).is_err(),
+            _ => false,
+        }
+    }
+
+    /// Is the listing in hand (or known to be too big to keep)?
+    pub fn known(&self) -> bool {
+        self.hashes.get().is_some()
+    }
+
+    /// Notes that a probe of `dir` found neither a name nor its whiteout;
+    /// after a few, reads the directory. A failed read is retried at the
+    /// next miss.
+    pub fn missed(&self, dir: BorrowedFd<'_>) {
+        if self.known() || self.misses.fetch_add(1, Ordering::Relaxed) + 1 < LIST_AFTER_MISSES {
+            return;
+        }
+        let listed = sys::openat(dir, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
+            .and_then(|fd| sys::read_dir_entries(fd.as_fd()));
+        if let Ok(entries) = listed {
+            self.fill(entries.iter().map(|e: &DirEnt| e.name.as_slice()));
+        }
+    }
+
+    /// Remembers the names a listing of the directory found (all of them).
+    pub fn fill<'a>(&self, names: impl ExactSizeIterator<Item = &'a [u8]>) {
+        if self.known() {
+            return;
+        }
+        let kept = (names.len() <= MAX_NAMES).then(|| {
+            let mut h: Vec<u64> = names.map(key).collect();
+            h.sort_unstable();
+            h.dedup();
+            h.into_boxed_slice()
+        });
+        let _ = self.hashes.set(kept);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filled(names: &[&[u8]]) -> LayerNames {
+        let n = LayerNames::default();
+        n.fill(names.iter().copied());
+        n
+    }
+
+    #[test]
+    fn nothing_is_known_missing_before_a_listing() {
+        assert!(!LayerNames::default().lacks(b"a"));
+    }
+
+    #[test]
+    fn a_listed_name_and_a_whited_out_name_are_not_missing() {
+        let n = filled(&[b"a", b".wh.b", b".wh..wh..opq"]);
+        assert!(!n.lacks(b"a"));
+        assert!(!n.lacks(b"b"), "a .wh. file must still be probed");
+        assert!(n.lacks(b"c"));
+        assert!(n.lacks(b"ab"));
+    }
+
+    #[test]
+    fn an_overlong_name_gets_the_layers_answer() {
+        let n = filled(&[b"a"]);
+        assert!(!n.lacks(&[b'x'; 300]));
+        assert!(n.lacks(&[b'x'; 255]));
+    }
+
+    #[test]
+    fn a_directory_too_big_to_keep_answers_nothing() {
+        let names: Vec<Vec<u8>> = (0..=MAX_NAMES)
+            .map(|i| format!("n{i}").into_bytes())
+            .collect();
+        let n = LayerNames::default();
+        n.fill(names.iter().map(|v| v.as_slice()));
+        assert!(n.known());
+        assert!(!n.lacks(b"missing"));
+    }
+
+    #[test]
+    fn a_directory_is_listed_after_a_few_misses() {
+        let d = std::env::temp_dir().join(format!("fimfs-names-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("here"), b"").unwrap();
+        let fd = std::fs::File::open(&d).unwrap();
+        let n = LayerNames::default();
+        for _ in 1..LIST_AFTER_MISSES {
+            n.missed(fd.as_fd());
+            assert!(!n.known());
+        }
+        n.missed(fd.as_fd());
+        std::fs::remove_dir_all(&d).unwrap();
+        assert!(n.known());
+        assert!(n.lacks(b"gone"));
+        assert!(!n.lacks(b"here"));
+    }
+}
