@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 const LIST_AFTER_MISSES: u32 = 3;
 
 /// Bigger directories are not remembered (a miss there keeps its probes).
-pub const MAX_NAMES: usize = 16 * 1024;
+pub const MAX_NAMES: usize = 64 * 1024;
 
 /// Longest name a layer can hold; longer ones get the layer's own answer.
 const NAME_MAX: usize = 255;
