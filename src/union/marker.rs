@@ -89,9 +89,20 @@ pub struct DirMarks {
 }
 
 /// Reads the markers of the directory held by `dir` (`O_PATH` is enough).
+///
+/// One `listxattr` says which opaque xattrs are there at all; only those
+/// are read (most directories have none: one call instead of three, and on
+/// a FUSE lower such as DwarFS each call is a round trip to its daemon).
+/// The list shows `trusted.*` names only to a privileged daemon, which is
+/// also the only one that may read them.
 pub fn dir_marks(dir: BorrowedFd<'_>) -> DirMarks {
     let mut marks = DirMarks::default();
-    for x in OPAQUE_XATTRS {
+    let listed = sys::llistxattr_at(dir, c"");
+    let present = |x: &CStr| match &listed {
+        Ok(list) => list.split(|b| *b == 0).any(|n| n == x.to_bytes()),
+        Err(_) => true,
+    };
+    for x in OPAQUE_XATTRS.into_iter().filter(|x| present(x)) {
         match sys::lgetxattr_at(dir, c"", x).as_deref() {
             Ok(b"y") => marks.opaque = true,
             Ok(b"x") => marks.xwhiteouts = true,
