@@ -22,21 +22,27 @@ pub fn read_dir_entries(fd: BorrowedFd<'_>) -> Result<Vec<DirEnt>> {
         return Err(Errno::last());
     }
     let mut out = Vec::new();
-    let mut buf = vec![0u8; GETDENTS_BUF];
+    // Not zeroed (64 KiB of memset per listing): only the bytes the kernel
+    // wrote are ever read.
+    let mut buf: Vec<u8> = Vec::with_capacity(GETDENTS_BUF);
     loop {
-        // SAFETY: `buf` is writable for its length; getdents64 writes whole records.
+        buf.clear();
+        // SAFETY: the spare capacity is writable for GETDENTS_BUF bytes;
+        // getdents64 writes whole records.
         let n = check_ssize(unsafe {
             libc::syscall(
                 libc::SYS_getdents64,
                 fd.as_raw_fd(),
-                buf.as_mut_ptr(),
-                buf.len(),
+                buf.spare_capacity_mut().as_mut_ptr(),
+                GETDENTS_BUF,
             ) as libc::ssize_t
         })?;
         if n == 0 {
             return Ok(out);
         }
-        parse_records(&buf[..n], &mut out);
+        // SAFETY: the kernel initialised the first `n` bytes (n <= capacity).
+        unsafe { buf.set_len(n.min(GETDENTS_BUF)) };
+        parse_records(&buf, &mut out);
     }
 }
 
