@@ -21,6 +21,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// `openat`, two `getdents64` and a `close`, about two misses' worth.
 const LIST_AFTER_MISSES: u32 = 3;
 
+/// A directory this small (`st_size`: one block on ext4 and xfs, about 200
+/// entries on tmpfs) is listed at its first miss: reading it costs no more
+/// than the misses it saves.
+const SMALL_DIR_BYTES: i64 = 4096;
+
 /// Bigger directories are not remembered (a miss there keeps its probes).
 pub const MAX_NAMES: usize = 64 * 1024;
 
@@ -28,11 +33,19 @@ pub const MAX_NAMES: usize = 64 * 1024;
 const NAME_MAX: usize = 255;
 
 /// The names of one lower layer directory, once read.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LayerNames {
     misses: AtomicU32,
+    /// Misses before the directory is listed.
+    list_after: u32,
     /// Sorted hashes; `None`: too many names to keep.
     hashes: OnceLock<Option<Box<[u64]>>>,
+}
+
+impl Default for LayerNames {
+    fn default() -> Self {
+        LayerNames::with_list_after(LIST_AFTER_MISSES)
+    }
 }
 
 /// The hash a name is filed under: a `.wh.NAME` file under `NAME`, so
@@ -45,6 +58,23 @@ fn key(name: &[u8]) -> u64 {
 }
 
 impl LayerNames {
+    fn with_list_after(list_after: u32) -> Self {
+        LayerNames {
+            misses: AtomicU32::new(0),
+            list_after,
+            hashes: OnceLock::new(),
+        }
+    }
+
+    /// For a layer directory whose `stat` is `st`: a small one is listed
+    /// at its first miss.
+    pub fn for_dir(st: &libc::stat) -> Self {
+        match st.st_size <= SMALL_DIR_BYTES {
+            true => LayerNames::with_list_after(1),
+            false => LayerNames::default(),
+        }
+    }
+
     /// Is `name` known to be missing from the directory, with no `.wh.`
     /// file for it either?
     pub fn lacks(&self, name: &[u8]) -> bool {
@@ -63,7 +93,7 @@ impl LayerNames {
     /// after a few, reads the directory. A failed read is retried at the
     /// next miss.
     pub fn missed(&self, dir: BorrowedFd<'_>) {
-        if self.known() || self.misses.fetch_add(1, Ordering::Relaxed) + 1 < LIST_AFTER_MISSES {
+        if self.known() || self.misses.fetch_add(1, Ordering::Relaxed) + 1 < self.list_after {
             return;
         }
         let listed = sys::openat(dir, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
@@ -136,6 +166,12 @@ mod tests {
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("here"), b"").unwrap();
         let fd = std::fs::File::open(&d).unwrap();
+        let small = LayerNames::for_dir(&sys::fstat(fd.as_fd()).unwrap());
+        small.missed(fd.as_fd());
+        assert!(
+            small.known(),
+            "a one-block directory is listed at its first miss"
+        );
         let n = LayerNames::default();
         for _ in 1..LIST_AFTER_MISSES {
             n.missed(fd.as_fd());

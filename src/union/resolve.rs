@@ -8,6 +8,7 @@
 //! so entries added to the upper behind the mount are seen at once.
 use super::attr::Kind;
 use super::marker::{self, Origin, Probe};
+use super::names::LayerNames;
 use super::node::{DirLayers, LayerDir, Node, State};
 use super::{Union, fold};
 use crate::layer::{LayerId, UPPER};
@@ -64,7 +65,7 @@ impl Scan {
             None => {
                 self.found = Some((id, st));
                 match dir_fd {
-                    Some(fd) => self.add_dir(id, fd),
+                    Some(fd) => self.add_dir(id, &st, fd),
                     // An upper non-directory looks one layer further for its origin.
                     None => id == UPPER,
                 }
@@ -79,20 +80,20 @@ impl Scan {
                     self.origin = Some(st);
                 }
                 match (winner_dir && is_dir, dir_fd) {
-                    (true, Some(fd)) => self.add_dir(id, fd),
+                    (true, Some(fd)) => self.add_dir(id, &st, fd),
                     _ => false,
                 }
             }
         }
     }
 
-    fn add_dir(&mut self, id: LayerId, fd: OwnedFd) -> bool {
+    fn add_dir(&mut self, id: LayerId, st: &libc::stat, fd: OwnedFd) -> bool {
         let marks = marker::dir_marks(fd.as_fd());
         self.layers.push(LayerDir {
             id,
             fd: Arc::new(fd),
             xwhiteouts: marks.xwhiteouts,
-            names: Default::default(),
+            names: Arc::new(LayerNames::for_dir(st)),
         });
         if marks.opaque && id == UPPER {
             self.opaque = true;
