@@ -109,19 +109,21 @@ impl Union {
     /// whiteout (a whiteout only hides the layers below), the first in
     /// byte order among several.
     ///
-    /// `bottom`: no layer lies below this one in its directory, so a
-    /// whiteout here would hide nothing and is not looked for.
+    /// `whiteouts`: whether a whiteout here matters to the caller. It does
+    /// not in the bottom layer of a directory (it would hide nothing), nor
+    /// to a caller that asks only for entries; there a missing name needs
+    /// no `.wh.` probe.
     pub(super) fn probe_in(
         &self,
         l: &LayerDir,
         name: &[u8],
-        bottom: bool,
+        whiteouts: bool,
     ) -> Result<(Probe, Vec<u8>)> {
         let lower = l.id != UPPER;
         let exact = match lower && l.names.lacks(name) {
             true => Probe::Absent,
             false => {
-                let p = marker::probe_layer(l.fd.as_fd(), name, !bottom)?;
+                let p = marker::probe_layer(l.fd.as_fd(), name, whiteouts)?;
                 if lower && matches!(p, Probe::Absent) {
                     l.names.missed(l.fd.as_fd());
                 }
@@ -187,7 +189,7 @@ impl Union {
         for (i, layer) in parent.layers.iter().enumerate() {
             let LayerDir { id, fd, .. } = layer;
             let bottom = i + 1 == parent.layers.len();
-            let (probe, real) = self.probe_in(layer, name, bottom)?;
+            let (probe, real) = self.probe_in(layer, name, !bottom)?;
             let st = match probe {
                 Probe::Absent => continue,
                 Probe::Whiteout => break,

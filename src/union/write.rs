@@ -49,12 +49,14 @@ pub struct Caller {
     pub gid: u32,
 }
 
-/// Does a lower below `dl` hold a visible `name`? (A whiteout or an opaque
-/// cut ends the search; an opaque directory has no lowers at all.)
 impl Union {
+    /// Does a lower below `dl` hold a visible `name`? (A whiteout or an
+    /// opaque cut ends the search; an opaque directory has no lowers at
+    /// all.) A whiteout in the bottom lower hides nothing: not looked for.
     pub(super) fn lower_has(&self, dl: &DirLayers, name: &[u8]) -> Result<bool> {
-        for l in dl.lowers() {
-            match self.probe_in(l, name, false)?.0 {
+        let mut lowers = dl.lowers().peekable();
+        while let Some(l) = lowers.next() {
+            match self.probe_in(l, name, lowers.peek().is_some())?.0 {
                 Probe::Absent => continue,
                 Probe::Whiteout => return Ok(false),
                 Probe::Entry(_) => return Ok(true),
@@ -67,6 +69,7 @@ impl Union {
     /// A directory made or moved there must then be opaque.
     pub(super) fn lower_has_any(&self, dl: &DirLayers, name: &[u8]) -> Result<bool> {
         for l in dl.lowers() {
+            // Only entries count: whiteouts are not looked for.
             if let Probe::Entry(_) = self.probe_in(l, name, false)?.0 {
                 return Ok(true);
             }
