@@ -14,6 +14,13 @@ pub struct DirEnt {
 /// Big enough that a 50,000-entry directory takes few calls.
 const GETDENTS_BUF: usize = 64 * 1024;
 
+/// Reads every entry of the directory `dir` holds (an `O_PATH` fd is
+/// enough: it is opened for reading first), skipping `.` and `..`.
+pub fn list_dir(dir: BorrowedFd<'_>) -> Result<Vec<DirEnt>> {
+    let fd = super::openat(dir, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    read_dir_entries(std::os::fd::AsFd::as_fd(&fd))
+}
+
 /// Reads every entry of the directory open on `fd` (from offset 0),
 /// skipping `.` and `..`. `fd` must be opened `O_RDONLY | O_DIRECTORY`.
 pub fn read_dir_entries(fd: BorrowedFd<'_>) -> Result<Vec<DirEnt>> {

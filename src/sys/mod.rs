@@ -14,7 +14,7 @@
 mod dirent;
 mod xattr;
 
-pub use dirent::{DirEnt, read_dir_entries};
+pub use dirent::{DirEnt, list_dir, read_dir_entries};
 pub use xattr::{
     fgetxattr, flistxattr, fremovexattr, fsetxattr, lgetxattr_at, llistxattr_at, lremovexattr_at,
     lsetxattr_at,

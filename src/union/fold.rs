@@ -103,9 +103,8 @@ impl FoldCache {
         {
             return Ok(ix.clone());
         }
-        let fd = sys::openat(dir, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
         let mut names: HashMap<Vec<u8>, Vec<Vec<u8>>> = HashMap::new();
-        for e in sys::read_dir_entries(std::os::fd::AsFd::as_fd(&fd))? {
+        for e in sys::list_dir(dir)? {
             if e.name == b"." || e.name == b".." {
                 continue;
             }

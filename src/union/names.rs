@@ -13,7 +13,7 @@
 //! collision, sends the lookup to the layer as before.
 use crate::sys::{self, DirEnt};
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -96,9 +96,7 @@ impl LayerNames {
         if self.known() || self.misses.fetch_add(1, Ordering::Relaxed) + 1 < self.list_after {
             return;
         }
-        let listed = sys::openat(dir, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
-            .and_then(|fd| sys::read_dir_entries(fd.as_fd()));
-        if let Ok(entries) = listed {
+        if let Ok(entries) = sys::list_dir(dir) {
             self.fill(entries.iter().map(|e: &DirEnt| e.name.as_slice()));
         }
     }
@@ -121,6 +119,7 @@ impl LayerNames {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
 
     fn filled(names: &[&[u8]]) -> LayerNames {
         let n = LayerNames::default();

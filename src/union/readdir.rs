@@ -212,8 +212,8 @@ impl Union {
         };
         for l in &dl.layers {
             let dev = self.stack.get(l.id).map(|x| x.dev()).unwrap_or(0);
-            let fd = sys::openat(l.fd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-            let entries = sys::read_dir_entries(fd.as_fd())?;
+            let fd = l.fd.as_fd();
+            let entries = sys::list_dir(fd)?;
             // What a lower of a merged directory lacks is known from now on
             // (`names`): the lookups of a readdirplus skip it.
             if l.id != UPPER && dl.layers.len() > 1 {
@@ -223,8 +223,8 @@ impl Union {
                 if self.opts.casefold && e.name == super::CIOPFS_NAME {
                     continue;
                 }
-                let raw = classify(fd.as_fd(), l, e);
-                m.add(l.id, dev, fd.as_fd(), raw);
+                let raw = classify(fd, l, e);
+                m.add(l.id, dev, fd, raw);
             }
         }
         Ok(m.out)
