@@ -152,21 +152,34 @@ impl Union {
     /// kernel gave it (the directory's), as on any filesystem. chown clears
     /// set-ID bits, so it is skipped when nothing changes and the bits are
     /// put back after it.
-    fn set_owner(&self, dir: BorrowedFd<'_>, name: &CStr, who: Caller) {
+    ///
+    /// `opened`: an fd the caller holds on the new entry, which it is
+    /// stat'ed through. Returns that stat when the entry was left as it
+    /// was, so the caller can describe the entry without another call.
+    fn set_owner(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        who: Caller,
+        opened: Option<&OwnedFd>,
+    ) -> Option<libc::stat> {
         let squash = self.opts.squash.uid.is_some() || self.opts.squash.gid.is_some();
         if !self.opts.privileged || squash {
-            return;
+            return None;
         }
-        let Ok(st) = sys::fstatat(dir, name) else {
-            return;
-        };
+        let st = match opened {
+            Some(fd) => sys::fstat(fd.as_fd()),
+            None => sys::fstatat(dir, name),
+        }
+        .ok()?;
+        let unchanged = opened.map(|_| st);
         if (st.st_uid, st.st_gid) == (who.uid, who.gid) {
-            return;
+            return unchanged;
         }
         let setgid_dir = sys::fstat(dir).is_ok_and(|st| st.st_mode & libc::S_ISGID != 0);
         let gid = if setgid_dir { st.st_gid } else { who.gid };
         if (st.st_uid, st.st_gid) == (who.uid, gid) {
-            return;
+            return unchanged;
         }
         if sys::fchownat(dir, name, who.uid, gid).is_ok()
             && st.st_mode & (libc::S_ISUID | libc::S_ISGID) != 0
@@ -174,6 +187,7 @@ impl Union {
         {
             let _ = sys::fchmodat(dir, name, st.st_mode & 0o7777);
         }
+        None
     }
 
     /// Creates `name` in directory `parent`.
@@ -226,10 +240,11 @@ impl Union {
             // The directory was just copied up (or is casefolded): look.
             None => upper_slot(pup.as_fd(), name)?,
         };
-        let fd = match slot {
+        // The new file's stat, when setting its owner read it and changed nothing.
+        let (fd, known) = match slot {
             UpperSlot::Empty => {
                 let fd = create_at(pup.as_fd(), &cname, &how)?;
-                self.set_owner(pup.as_fd(), &cname, who);
+                let known = self.set_owner(pup.as_fd(), &cname, who, fd.as_ref());
                 // Casefold: a whiteout of another spelling hides a lower
                 // directory this one must not merge with.
                 if self.opts.casefold
@@ -238,18 +253,20 @@ impl Union {
                 {
                     marker::make_opaque(pup.as_fd(), &cname, self.opts.privileged)?;
                 }
-                fd
+                (fd, known)
             }
             UpperSlot::WhiteoutFile => {
                 let fd = create_at(pup.as_fd(), &cname, &how)?;
-                self.set_owner(pup.as_fd(), &cname, who);
+                let known = self.set_owner(pup.as_fd(), &cname, who, fd.as_ref());
                 if matches!(how, Make::Dir { .. }) {
                     marker::make_opaque(pup.as_fd(), &cname, self.opts.privileged)?;
                 }
                 let _ = sys::unlinkat(pup.as_fd(), &sys::cstr(&wh_file_name(name))?, false);
-                fd
+                (fd, known)
             }
-            UpperSlot::WhiteoutEntry => self.replace_whiteout(pup.as_fd(), &cname, &how, who)?,
+            UpperSlot::WhiteoutEntry => {
+                (self.replace_whiteout(pup.as_fd(), &cname, &how, who)?, None)
+            }
             UpperSlot::Entry => return Err(Errno::EEXIST),
         };
         let pl = self.dir_layers(&p)?;
@@ -257,7 +274,10 @@ impl Union {
             // A new file: nothing below shows through it and it was copied
             // from nothing, so its own stat says all a resolution would.
             (Some(f), false) => {
-                let st = sys::fstat(f.as_fd())?;
+                let st = match known {
+                    Some(st) => st,
+                    None => sys::fstat(f.as_fd())?,
+                };
                 Found {
                     state: State {
                         kind: Kind::from_mode(st.st_mode),
@@ -291,7 +311,7 @@ impl Union {
         let work = self.work.as_ref().ok_or(Errno::EROFS)?;
         let tmp = work.temp_name();
         let fd = create_at(work.fd(), &tmp, how)?;
-        self.set_owner(work.fd(), &tmp, who);
+        self.set_owner(work.fd(), &tmp, who, fd.as_ref());
         let res = match how {
             Make::Dir { .. } => marker::make_opaque(work.fd(), &tmp, self.opts.privileged)
                 .and_then(|()| sys::renameat2(work.fd(), &tmp, dir, name, sys::RENAME_EXCHANGE))
