@@ -1,17 +1,26 @@
 //! Command-line definitions (clap) and the process entry; no logic.
 //!
 //! Invoked as `fuse-overlayfs`/`overlayfs` or `unionfs`/`unionfs-fuse`, the
-//! binary takes those tools' command lines unchanged (see `opts`).
+//! binary takes those tools' command lines unchanged (see `opts`); invoked
+//! as `fimfs SOURCE MOUNTPOINT -o OPTS` (what `mount.fuse3` runs for
+//! `mount -t fuse.fimfs` and fstab), it mounts.
+mod install;
+pub mod logging;
+
 use crate::launch::run::{Environment, LAUNCHER_ERROR, RunRequest};
 use crate::launch::{Backend, Image, casefold_enabled, overlay_show};
 use crate::mount::{Plan, run};
 use crate::opts::{self, MountRequest, OptError};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Parser)]
-#[command(name = "fimfs", version, about = "A union filesystem for FlatImage")]
+#[command(
+    name = "fimfs",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("FIMFS_GIT_COMMIT"), ")"),
+    about = "A union filesystem for FlatImage"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,10 +34,7 @@ enum Command {
         /// Stay in the foreground, logging to stderr.
         #[arg(short = 'f')]
         foreground: bool,
-        /// Options, comma-separated or repeated: workdir=DIR, threads=N,
-        /// allow_other, default_permissions, ro, debug, nonempty,
-        /// timeout=SECONDS, squash_to_uid=N, squash_to_gid=N,
-        /// lowerdir=TOP:...:BOTTOM, upperdir=DIR.
+        /// Mount options, comma-separated or repeated (listed below).
         #[arg(short = 'o', value_name = "OPT[,OPT...]")]
         options: Vec<OsString>,
         /// [LOWERS] [UPPER] MOUNTPOINT
@@ -111,6 +117,12 @@ enum Command {
         #[arg(value_name = "PATH", required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Install this binary as PREFIX/bin/fimfs, with its man pages
+    /// (share/man/man1) and bash, zsh and fish completions (share/).
+    Install {
+        #[arg(long, value_name = "DIR", default_value = "/usr/local")]
+        prefix: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -136,20 +148,14 @@ enum CasefoldAction {
     Off,
 }
 
-fn init_logging(debug: bool) {
-    init_logging_with(debug, "info,fuser=warn");
+/// The clap definitions, with the `-o` list of `fimfs mount --help` (and
+/// of the man page) taken from the table the parser uses.
+pub fn command() -> clap::Command {
+    Cli::command().mut_subcommand("mount", |m| m.after_help(opts::table::help()))
 }
 
-fn init_logging_with(debug: bool, default: &str) {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.is_empty() => tracing_subscriber::EnvFilter::new(v),
-        _ if debug => tracing_subscriber::EnvFilter::new("debug"),
-        _ => tracing_subscriber::EnvFilter::new(default),
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+fn init_logging(debug: bool) {
+    logging::init(debug, "info,fuser=warn");
 }
 
 fn mount(req: Result<MountRequest, OptError>) -> i32 {
@@ -283,7 +289,22 @@ pub fn main() -> i32 {
         "unionfs" | "unionfs-fuse" => return mount(opts::unionfs_request(rest)),
         _ => {}
     }
-    let cli = match Cli::try_parse_from(&args) {
+    let cmd = command();
+    let subcommand = |a: &OsString| {
+        cmd.get_subcommands()
+            .any(|s| a == s.get_name() || s.get_all_aliases().any(|n| a == n))
+            || a == "help"
+    };
+    if !rest.first().is_some_and(subcommand)
+        && let Some(req) = opts::source_form_request(rest)
+    {
+        return mount(req);
+    }
+    let parsed = cmd
+        .clone()
+        .try_get_matches_from(&args)
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
@@ -314,7 +335,7 @@ pub fn main() -> i32 {
         } => {
             // The launcher speaks in `fimfs:` lines; the daemon inside it
             // only logs what goes wrong.
-            init_logging_with(false, "warn,fuser=error");
+            logging::init(false, "warn,fuser=error");
             let req = RunRequest {
                 image,
                 workdir,
@@ -337,5 +358,6 @@ pub fn main() -> i32 {
         } => status(diff(lowers, json, upper)),
         Command::Export { tar, upper, outdir } => status(export(tar, upper, outdir)),
         Command::Which { paths } => which(paths),
+        Command::Install { prefix } => status(install::install(&cmd, &prefix)),
     }
 }

@@ -9,6 +9,8 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 
+pub mod table;
+
 /// Everything a mount needs, before any path is checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MountRequest {
@@ -57,54 +59,6 @@ fn err<T>(msg: impl Into<String>) -> Result<T, OptError> {
     Err(OptError(msg.into()))
 }
 
-/// Accepted and ignored: mount flags the kernel or FUSE handle, and the
-/// options fuse-overlayfs, unionfs-fuse and the kernel overlay document as
-/// having no effect on the result.
-const NO_OPS: &[&str] = &[
-    "rw",
-    "dev",
-    "nodev",
-    "suid",
-    "nosuid",
-    "exec",
-    "noexec",
-    "atime",
-    "noatime",
-    "relatime",
-    "strictatime",
-    "nodiratime",
-    "async",
-    "noacl",
-    "static_nlink",
-    "userxattr",
-    "cow",
-    "use_ino",
-    "hide_meta_files",
-    "statfs_omit_ro",
-    "relaxed_permissions",
-    "auto_cache",
-    "kernel_cache",
-    "big_writes",
-    "splice_read",
-    "splice_write",
-    "splice_move",
-];
-/// `name=value` options ignored whatever their value.
-const NO_OP_KEYS: &[&str] = &[
-    "fsync",
-    "redirect_dir",
-    "index",
-    "metacopy",
-    "xino",
-    "max_files",
-    "fsname",
-    "subtype",
-    "xattr_permissions",
-    "plugins",
-    "uidmapping",
-    "gidmapping",
-];
-
 fn parse_num<T: std::str::FromStr>(key: &str, v: &[u8]) -> Result<T, OptError> {
     std::str::from_utf8(v)
         .ok()
@@ -136,23 +90,61 @@ impl MountOpts {
             None => (opt, None),
         };
         let key_s = String::from_utf8_lossy(key).into_owned();
-        let path = |v: &[u8]| PathBuf::from(OsStr::from_bytes(v));
-        match (key_s.as_str(), val) {
-            ("workdir", Some(v)) if !v.is_empty() => self.workdir = Some(path(v)),
-            ("upperdir", Some(v)) if !v.is_empty() => self.upperdir = Some(path(v)),
-            ("lowerdir", Some(v)) if !v.is_empty() => {
-                self.lowerdir = Some(OsString::from_vec(v.to_vec()))
+        let Some(spec) = table::spec(&key_s) else {
+            if table::ignored(&key_s, val.is_some()) {
+                return Ok(());
             }
-            ("threads", Some(v)) => {
+            return err(format!("unknown option: {}", String::from_utf8_lossy(opt)));
+        };
+        match (spec.value, val) {
+            (Some(_), None) => err(format!("option {key_s} needs a value ({key_s}=...)")),
+            (None, Some(_)) => err(format!(
+                "option {key_s}: bad value (use {key_s} or {key_s}=PATH as documented)"
+            )),
+            (Some(_), Some(v)) => self.apply_valued(spec.name, v),
+            (None, None) => {
+                self.apply_flag(spec.name);
+                Ok(())
+            }
+        }
+    }
+
+    fn apply_flag(&mut self, name: &str) {
+        match name {
+            "allow_other" | "allow_root" => self.allow_other = true,
+            "default_permissions" => self.default_permissions = true,
+            "ro" => self.ro = true,
+            "debug" => self.debug = true,
+            "nonempty" => self.nonempty = true,
+            "casefold" => self.casefold = true,
+            "nopassthrough" => self.no_passthrough = true,
+            // The table and this match are checked against each other by
+            // `every_table_option_is_parsed`.
+            _ => {}
+        }
+    }
+
+    fn apply_valued(&mut self, k: &str, v: &[u8]) -> Result<(), OptError> {
+        let path = |v: &[u8]| PathBuf::from(OsStr::from_bytes(v));
+        match k {
+            "workdir" | "upperdir" | "lowerdir" if v.is_empty() => {
+                return err(format!(
+                    "option {k}: bad value (use {k} or {k}=PATH as documented)"
+                ));
+            }
+            "workdir" => self.workdir = Some(path(v)),
+            "upperdir" => self.upperdir = Some(path(v)),
+            "lowerdir" => self.lowerdir = Some(OsString::from_vec(v.to_vec())),
+            "threads" => {
                 let n: usize = parse_num("threads", v)?;
                 if n == 0 || n > 1024 {
                     return err(format!("option threads: {n} is out of range (1 to 1024)"));
                 }
                 self.threads = Some(n);
             }
-            ("squash_to_uid", Some(v)) => self.squash_uid = Some(parse_num("squash_to_uid", v)?),
-            ("squash_to_gid", Some(v)) => self.squash_gid = Some(parse_num("squash_to_gid", v)?),
-            (k @ ("timeout" | "lower_timeout"), Some(v)) => {
+            "squash_to_uid" => self.squash_uid = Some(parse_num(k, v)?),
+            "squash_to_gid" => self.squash_gid = Some(parse_num(k, v)?),
+            "timeout" | "lower_timeout" => {
                 let t: f64 = parse_num(k, v)?;
                 if !(0.0..=86400.0).contains(&t) {
                     return err(format!("option {k}: {t} is out of range (0 to 86400 s)"));
@@ -163,45 +155,7 @@ impl MountOpts {
                     _ => self.lower_timeout_ms = ms,
                 }
             }
-            ("allow_other", None) | ("allow_root", None) => self.allow_other = true,
-            ("default_permissions", None) => self.default_permissions = true,
-            ("ro", None) => self.ro = true,
-            ("debug", None) => self.debug = true,
-            ("nonempty", None) => self.nonempty = true,
-            ("casefold", None) => self.casefold = true,
-            ("nopassthrough", None) => self.no_passthrough = true,
-            (k, None) if NO_OPS.contains(&k) => {}
-            (k, Some(_)) if NO_OP_KEYS.contains(&k) => {}
-            (k, Some(_))
-                if ["workdir", "upperdir", "lowerdir"].contains(&k)
-                    || [
-                        "allow_other",
-                        "default_permissions",
-                        "ro",
-                        "debug",
-                        "nonempty",
-                        "casefold",
-                    ]
-                    .contains(&k) =>
-            {
-                return err(format!(
-                    "option {k}: bad value (use {k} or {k}=PATH as documented)"
-                ));
-            }
-            (k, None)
-                if [
-                    "workdir",
-                    "upperdir",
-                    "lowerdir",
-                    "threads",
-                    "timeout",
-                    "lower_timeout",
-                ]
-                .contains(&k) =>
-            {
-                return err(format!("option {k} needs a value ({k}=...)"));
-            }
-            _ => return err(format!("unknown option: {}", String::from_utf8_lossy(opt))),
+            _ => {}
         }
         Ok(())
     }
@@ -230,12 +184,26 @@ pub fn mount_request(
     opt_args: &[OsString],
     foreground: bool,
 ) -> Result<MountRequest, OptError> {
+    build_request(positionals, opt_args, foreground, false)
+}
+
+/// `label`: the form `PROG SOURCE MOUNTPOINT -o OPTS` that `mount.fuse3`
+/// runs for `mount -t fuse.PROG` and fstab lines; with `lowerdir=` given,
+/// SOURCE is only fstab's first field (often `none`) and is ignored, as
+/// fuse-overlayfs does.
+fn build_request(
+    positionals: &[OsString],
+    opt_args: &[OsString],
+    foreground: bool,
+    label: bool,
+) -> Result<MountRequest, OptError> {
     let mut opts = MountOpts::default();
     for o in opt_args {
         opts.apply(o)?;
     }
     let (lowers_arg, upper, mnt) = match (positionals, opts.lowerdir.take()) {
         ([m], Some(l)) => (l, opts.upperdir.take(), m),
+        ([_, m], Some(l)) if label => (l, opts.upperdir.take(), m),
         ([l, m], None) => (l.clone(), opts.upperdir.take(), m),
         ([l, u, m], None) if opts.upperdir.is_none() => (l.clone(), Some(PathBuf::from(u)), m),
         (_, Some(_)) => {
@@ -312,9 +280,29 @@ pub fn dropin_args(args: &[OsString]) -> Result<(Vec<OsString>, Vec<OsString>, b
 }
 
 /// fuse-overlayfs' command line (`-o lowerdir=…,upperdir=…,workdir=… MNT`).
+/// A source before the mountpoint is ignored when `lowerdir=` is given.
 pub fn fuse_overlayfs_request(args: &[OsString]) -> Result<MountRequest, OptError> {
     let (pos, opts, fg) = dropin_args(args)?;
-    mount_request(&pos, &opts, fg)
+    build_request(&pos, &opts, fg, true)
+}
+
+/// `fimfs SOURCE MOUNTPOINT [-o OPTS]...`, the line `mount.fuse3` runs for
+/// `mount -t fuse.fimfs` and fstab: SOURCE is LOWERS, or a label when the
+/// options carry `lowerdir=`. `None` when `args` (after the program name)
+/// do not have that shape (exactly two arguments besides flags, and either
+/// an `-o` or a SOURCE that looks like paths), so that a mistyped
+/// subcommand still gets clap's message.
+pub fn source_form_request(args: &[OsString]) -> Option<Result<MountRequest, OptError>> {
+    let first = args.first()?.as_bytes();
+    if first.starts_with(b"-") {
+        return None;
+    }
+    let (pos, opts, fg) = dropin_args(args).ok()?;
+    let pathish = first.contains(&b'/') || first.contains(&b':');
+    if pos.len() != 2 || (opts.is_empty() && !pathish) {
+        return None;
+    }
+    Some(build_request(&pos, &opts, fg, true))
 }
 
 /// unionfs-fuse's command line (`-o cow UP=RW:TOP=RO:… MNT`).

@@ -120,3 +120,71 @@ fn fuzz_option_parser() {
         );
     }
 }
+
+/// Every option of the table is accepted with a value of its kind and
+/// changes the request; every ignored one changes nothing.
+#[test]
+fn every_table_option_is_parsed() {
+    for s in table::OPTIONS {
+        let opt = match s.value {
+            None => s.name.to_string(),
+            Some(v) if v.contains(':') => format!("{}=/a:/b", s.name),
+            Some("DIR") => format!("{}=/d", s.name),
+            Some(_) => format!("{}=3", s.name),
+        };
+        let mut o = MountOpts::default();
+        o.apply(OsStr::new(&opt))
+            .unwrap_or_else(|e| panic!("{opt}: {e}"));
+        assert_ne!(o, MountOpts::default(), "{opt} has no effect");
+        assert!(table::help().contains(s.name), "{opt} not in help");
+    }
+    for name in table::IGNORED {
+        let mut o = MountOpts::default();
+        o.apply(OsStr::new(name)).unwrap();
+        assert_eq!(o, MountOpts::default(), "{name}");
+    }
+    for key in table::IGNORED_KEYS {
+        let mut o = MountOpts::default();
+        o.apply(OsStr::new(&format!("{key}=x"))).unwrap();
+        assert_eq!(o, MountOpts::default(), "{key}");
+    }
+    let mut o = MountOpts::default();
+    o.apply(OsStr::new("x-systemd.automount,x-gvfs-show,noauto,nofail"))
+        .unwrap();
+    assert_eq!(o, MountOpts::default());
+}
+
+/// `mount.fuse3` runs `PROG SOURCE MNT -o OPTS`; fuse-overlayfs ignores
+/// SOURCE when `lowerdir=` is given, and so does fimfs.
+#[test]
+fn source_forms() {
+    let fo = fuse_overlayfs_request(&os(&[
+        "none",
+        "/m",
+        "-o",
+        "rw,lowerdir=/t:/b,upperdir=/u,workdir=/w",
+    ]))
+    .unwrap();
+    assert_eq!(fo.lowers, vec![PathBuf::from("/t"), PathBuf::from("/b")]);
+    assert_eq!(
+        (fo.upper, fo.mountpoint),
+        (Some(PathBuf::from("/u")), PathBuf::from("/m"))
+    );
+    let labelled = source_form_request(&os(&["fimfs-demo", "/m", "-o", "lowerdir=/l"]));
+    assert_eq!(labelled.unwrap().unwrap().lowers, vec![PathBuf::from("/l")]);
+    let lowers = source_form_request(&os(&["/a:/b", "/m", "-o", "upperdir=/u,noauto"]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        lowers.lowers,
+        vec![PathBuf::from("/a"), PathBuf::from("/b")]
+    );
+    assert_eq!(lowers.upper, Some(PathBuf::from("/u")));
+    // Not this form: clap's message about an unknown subcommand stays.
+    assert!(source_form_request(&os(&["moutn", "x"])).is_none());
+    assert!(source_form_request(&os(&["/a", "/b", "/c", "/d"])).is_none());
+    assert!(source_form_request(&os(&["--help"])).is_none());
+    // `fimfs mount` itself keeps refusing lowers given twice.
+    let e = mount_request(&os(&["/a", "/m"]), &os(&["lowerdir=/b"]), false).unwrap_err();
+    assert!(e.0.contains("twice"), "{e}");
+}

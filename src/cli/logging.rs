@@ -1,0 +1,93 @@
+//! The daemon's log on stderr: colour only on a terminal and without
+//! `NO_COLOR`; fuser's complaint about a reply the kernel no longer wanted
+//! is not shown as an error.
+use std::io::IsTerminal;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// `debug`: `-o debug`; `default`: the filter when `RUST_LOG` is unset.
+pub fn init(debug: bool, default: &str) {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => EnvFilter::new(v),
+        _ if debug => EnvFilter::new("debug"),
+        _ => EnvFilter::new(default),
+    };
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
+        .with_writer(std::io::stderr);
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with((!debug).then_some(DroppedReplies))
+        .with(fmt)
+        .try_init();
+}
+
+/// Colour only for a terminal, and not when `NO_COLOR` is set to anything
+/// but the empty string (no-color.org).
+pub fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// Drops fuser's `Failed to send FUSE reply: No such file or directory`:
+/// the kernel answers a reply with ENOENT when the request was interrupted
+/// (the caller got a signal, e.g. Ctrl-C during `apt-get`) and it has
+/// already told the caller EINTR, so nothing was lost. Every other failure
+/// to send, and every other message of `fuser::reply` (a handler that
+/// dropped its reply, which the caller sees as EIO), still shows.
+struct DroppedReplies;
+
+const REPLY_TARGET: &str = "fuser::reply";
+const REPLY_FAILED: &str = "Failed to send FUSE reply";
+/// How `io::Error` shows ENOENT.
+const ENOENT_TEXT: &str = "(os error 2)";
+
+#[derive(Default)]
+struct ReplyFields {
+    target_is_reply: bool,
+    interrupted: bool,
+}
+
+impl Visit for ReplyFields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "log.target" {
+            self.target_is_reply = value == REPLY_TARGET;
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let text = format!("{value:?}");
+            self.interrupted = text.starts_with(REPLY_FAILED) && text.contains(ENOENT_TEXT);
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> Layer<S> for DroppedReplies {
+    fn event_enabled(&self, event: &tracing::Event<'_>, _: Context<'_, S>) -> bool {
+        let mut f = ReplyFields {
+            target_is_reply: event.metadata().target() == REPLY_TARGET,
+            ..ReplyFields::default()
+        };
+        event.record(&mut f);
+        !(f.target_is_reply && f.interrupted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_rules() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some(OsStr::new(""))));
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(!colour(false, None));
+    }
+}
