@@ -9,11 +9,49 @@ use crate::fuse::session::{MountConfig, serve};
 use crate::layer::{Layer, Stack, Workdir};
 use crate::opts::MountRequest;
 use crate::union::{Options, Squash, Union};
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Longest mount source written (before fusermount3's escaping). The
+/// kernel takes at most 4096 bytes; a tenth of that keeps `findmnt` and `df`
+/// readable and leaves room for any escaping.
+const SOURCE_MAX: usize = 1024;
+
+/// The mount's source, as `findmnt`, `df` and `/proc/self/mountinfo` show
+/// it: the layers in unionfs-fuse's branch syntax, `UPPER=RW:TOP=RO:…`
+/// (`TOP=RO:…` without an upper), which `unionfs -o cow SOURCE MNT` reads
+/// back. The upper is always there whole, so that its users can be found;
+/// lowers that would take it past [`SOURCE_MAX`] bytes are left out from the
+/// bottom and counted, `…:L7=RO:...+13`. Paths appear byte for byte (the
+/// kernel escapes space, tab, newline and backslash in mountinfo).
+pub fn mount_source(upper: Option<&Path>, lowers: &[PathBuf]) -> OsString {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = Vec::new();
+    if let Some(u) = upper {
+        out.extend_from_slice(u.as_os_str().as_bytes());
+        out.extend_from_slice(b"=RW");
+    }
+    for (i, l) in lowers.iter().enumerate() {
+        let left = lowers.len() - i;
+        // Room for the count of what may still be left out.
+        let tail = if left > 1 { 16 } else { 0 };
+        let item = l.as_os_str().as_bytes();
+        if !out.is_empty() && out.len() + 1 + item.len() + 3 + tail > SOURCE_MAX {
+            out.extend_from_slice(format!(":...+{left}").as_bytes());
+            break;
+        }
+        if !out.is_empty() {
+            out.push(b':');
+        }
+        out.extend_from_slice(item);
+        out.extend_from_slice(b"=RO");
+    }
+    std::os::unix::ffi::OsStringExt::from_vec(out)
+}
 
 /// A request whose paths passed every check.
 #[derive(Debug, Clone)]
@@ -75,6 +113,59 @@ fn detach_if_dead(mountpoint: &Path) {
         );
         crate::fuse::session::unmount_lazy(mountpoint);
     }
+}
+
+/// The processes holding a `/dev/fuse` fd of FUSE connection `conn` (the
+/// minor of the mount's device), from `fuse_connection:` in
+/// `/proc/PID/fdinfo` (Linux 6.x); empty where that is not shown.
+fn fuse_daemons(conn: u32) -> Vec<u32> {
+    let want = format!("fuse_connection:\t{conn}\n");
+    let mut pids = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        let serves = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|l| l == Path::new("/dev/fuse"))
+                && std::fs::read_to_string(p.path().join("fdinfo").join(fd.file_name()))
+                    .is_ok_and(|info| info.contains(&want))
+        });
+        if serves {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Refuses a mountpoint that a live fimfs mount already covers, naming the
+/// daemon, instead of calling it merely non-empty.
+fn refuse_live_fimfs(mountpoint: &Path) -> Result<(), String> {
+    let Some(m) = crate::mountinfo::read()
+        .into_iter()
+        .rev()
+        .find(|m| m.point == mountpoint)
+        .filter(|m| m.fstype == "fuse.fimfs")
+    else {
+        return Ok(());
+    };
+    let by = match fuse_daemons(m.dev.1).as_slice() {
+        [] => String::new(),
+        [pid] => format!(", served by process {pid}"),
+        pids => format!(", served by processes {pids:?}"),
+    };
+    Err(format!(
+        "mountpoint {}: is already a fimfs mount ({}{by}); unmount it first \
+         (fusermount3 -u {}), or mount elsewhere",
+        mountpoint.display(),
+        String::from_utf8_lossy(&m.source),
+        mountpoint.display()
+    ))
 }
 
 fn nearest_dev(p: &Path) -> Option<u64> {
@@ -141,6 +232,9 @@ impl Plan {
             .map_err(|e| format!("mountpoint {}: {e}", mountpoint.display()))?
             .next()
             .is_none();
+        if !req.opts.nonempty {
+            refuse_live_fimfs(&mountpoint)?;
+        }
         if !empty && !req.opts.nonempty {
             return Err(format!(
                 "mountpoint {}: is not an empty directory (use -o nonempty to mount over it)",
@@ -274,12 +368,7 @@ impl Plan {
             read_only: o.ro || self.upper.is_none(),
             passthrough: !o.no_passthrough,
             ttl,
-            fsname: self
-                .upper
-                .as_ref()
-                .or(self.lowers.first())
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "fimfs".into()),
+            source: mount_source(self.upper.as_deref(), &self.lowers),
         }
     }
 

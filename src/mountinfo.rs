@@ -82,6 +82,17 @@ impl MountLine {
     pub fn is_fuse(&self) -> bool {
         self.fstype == "fuse" || self.fstype.starts_with("fuse.")
     }
+
+    /// A FUSE mount whose source names `upper` as its writable layer:
+    /// fimfs' `UPPER=RW:TOP=RO:…` (`mount::mount_source`), or the bare upper
+    /// that fimfs daemons wrote before.
+    pub fn names_upper(&self, upper: &[u8]) -> bool {
+        self.is_fuse()
+            && self
+                .source
+                .strip_prefix(upper)
+                .is_some_and(|rest| rest.is_empty() || rest == b"=RW" || rest.starts_with(b"=RW:"))
+    }
 }
 
 /// The mount table of this process; empty if it cannot be read.
@@ -110,5 +121,9 @@ pub(crate) mod tests {
         assert_eq!(m[1].fstype, "fuse.fimfs");
         assert_eq!(m[1].source, b"/tmp/up per");
         assert_eq!(m[2].options[2], b"upperdir=/tmp/up,x");
+        let mut named = m[3].clone();
+        named.source = b"/u=RW:/l1=RO:/l2=RO".to_vec();
+        assert!(named.names_upper(b"/u") && !named.names_upper(b"/l1"));
+        assert!(!named.names_upper(b"/") && m[3].names_upper(b"/tmp/rootup"));
     }
 }

@@ -22,7 +22,8 @@ pub struct MountConfig {
     pub default_permissions: bool,
     pub read_only: bool,
     pub ttl: Ttl,
-    pub fsname: String,
+    /// What the mount table shows as the source (`crate::mount::mount_source`).
+    pub source: std::ffi::OsString,
     /// Open upper files in FUSE passthrough mode where the kernel and
     /// the daemon's privileges allow it.
     pub passthrough: bool,
@@ -38,10 +39,29 @@ fn stop_sigset() -> SigSet {
     s
 }
 
+/// The mount table shows the type `fuse.fimfs`, which `findmnt -t
+/// fuse.fimfs` and `mount -t fuse.fimfs` name.
+const SUBTYPE: &str = "fimfs";
+
+/// fusermount3 splits its `-o` at commas and reads `\` as an escape in the
+/// value of `fsname=`.
+fn fusermount_escape(s: &std::ffi::OsStr) -> String {
+    let mut out = String::new();
+    for c in s.to_string_lossy().chars() {
+        if c == ',' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn fuser_config(cfg: &MountConfig) -> Config {
+    // fuser uses these only when it mounts through fusermount3; its own
+    // mount(2) would say type `fuse`, so `mount_direct` does that part.
     let mut opts = vec![
-        MountOption::FSName(cfg.fsname.clone()),
-        MountOption::Subtype("fimfs".into()),
+        MountOption::FSName(fusermount_escape(&cfg.source)),
+        MountOption::Subtype(SUBTYPE.into()),
         MountOption::Dev,
         MountOption::Suid,
     ];
@@ -61,6 +81,66 @@ fn fuser_config(cfg: &MountConfig) -> Config {
     c.n_threads = Some(cfg.threads.max(1));
     c.clone_fd = true;
     c
+}
+
+/// Mounts `/dev/fuse` with mount(2) as type `fuse.fimfs`, with the layers
+/// as source. `None` when mount(2) is not allowed here (EPERM: not root):
+/// then fuser goes through fusermount3, which builds the same type from
+/// `subtype=`.
+fn mount_direct(cfg: &MountConfig) -> Result<Option<std::os::fd::OwnedFd>, String> {
+    use nix::mount::MsFlags;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let named = |e: String| format!("mounting {}: {e}", cfg.mountpoint.display());
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .map_err(|e| named(format!("/dev/fuse: {e}")))?;
+    let root = std::fs::metadata(&cfg.mountpoint).map_err(|e| named(e.to_string()))?;
+    let mut data = format!(
+        "fd={},rootmode={:o},user_id={},group_id={}",
+        dev.as_raw_fd(),
+        root.mode() & libc::S_IFMT,
+        nix::unistd::getuid(),
+        nix::unistd::getgid()
+    );
+    if cfg.default_permissions {
+        data.push_str(",default_permissions");
+    }
+    if cfg.allow_other {
+        data.push_str(",allow_other");
+    }
+    let flags = match cfg.read_only {
+        true => MsFlags::MS_RDONLY,
+        false => MsFlags::empty(),
+    };
+    let fstype = format!("fuse.{SUBTYPE}");
+    match nix::mount::mount(
+        Some(cfg.source.as_os_str()),
+        &cfg.mountpoint,
+        Some(fstype.as_str()),
+        flags,
+        Some(data.as_str()),
+    ) {
+        Ok(()) => Ok(Some(dev.into())),
+        Err(nix::errno::Errno::EPERM) => Ok(None),
+        Err(e) => Err(named(e.desc().to_string())),
+    }
+}
+
+/// Mounts and completes INIT: with mount(2) where allowed, else through
+/// fusermount3 (fuser's own path).
+fn open_session(fs: FimFs, cfg: &MountConfig) -> Result<Session<FimFs>, String> {
+    let config = fuser_config(cfg);
+    let named = |e: std::io::Error| format!("mounting {}: {e}", cfg.mountpoint.display());
+    match mount_direct(cfg)? {
+        Some(fd) => Session::from_fd(fs, fd, config.acl, config).map_err(|e| {
+            unmount_lazy(&cfg.mountpoint);
+            named(e)
+        }),
+        None => Session::new(fs, &cfg.mountpoint, &config).map_err(named),
+    }
 }
 
 /// Ends the daemon once: lazy unmount, workdir removed. A second caller
@@ -147,10 +227,9 @@ pub fn serve(
     let _ = stop_sigset().thread_block();
     let fs = FimFs::new(union.clone(), cfg.ttl, Tuning::for_mount(cfg));
     let slot = fs.notifier_slot();
-    let session = match Session::new(fs, &cfg.mountpoint, &fuser_config(cfg)) {
+    let session = match open_session(fs, cfg) {
         Ok(s) => s,
-        Err(e) => {
-            let msg = format!("mounting {}: {e}", cfg.mountpoint.display());
+        Err(msg) => {
             ready(Err(msg.clone()));
             return Err(msg);
         }
@@ -197,7 +276,7 @@ pub struct Running {
 pub fn start(union: Arc<Union>, cfg: &MountConfig) -> Result<Running, String> {
     let (tx, rx) = std::sync::mpsc::channel();
     let mountpoint = cfg.mountpoint.clone();
-    let config = fuser_config(cfg);
+    let cfg_in = cfg.clone();
     let ttl = cfg.ttl;
     let tuning = Tuning::for_mount(cfg);
     let u = union.clone();
@@ -211,10 +290,10 @@ pub fn start(union: Arc<Union>, cfg: &MountConfig) -> Result<Running, String> {
             crate::sys::umask(0);
             let fs = FimFs::new(u, ttl, tuning);
             let slot = fs.notifier_slot();
-            let session = match Session::new(fs, &mountpoint, &config) {
+            let session = match open_session(fs, &cfg_in) {
                 Ok(s) => s,
                 Err(e) => {
-                    let _ = tx.send(Err(format!("mounting {}: {e}", mountpoint.display())));
+                    let _ = tx.send(Err(e));
                     return;
                 }
             };

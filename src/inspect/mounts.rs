@@ -13,7 +13,7 @@ pub fn mounts_of_upper(mounts: &[MountLine], upper: &[u8]) -> Vec<String> {
     let mut out = Vec::new();
     for m in mounts {
         // A fimfs daemon names its upper as the source.
-        let fimfs = m.is_fuse() && m.source == upper;
+        let fimfs = m.names_upper(upper);
         let overlay = m.fstype == "overlay"
             && m.options
                 .iter()
