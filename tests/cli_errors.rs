@@ -335,6 +335,31 @@ fn mountpoint_not_empty_is_accepted_with_nonempty() {
     assert_eq!(fs::read_to_string(st.fx.mnt.join("occupied")).unwrap(), "x");
 }
 
+/// A second mount on a live fimfs mount names it and its daemon, rather than
+/// suggesting `-o nonempty`; the first mount keeps serving.
+#[test]
+fn mountpoint_already_a_fimfs_mount() {
+    let st = Setup::new("cli-mnt-live");
+    let first = MountGuard::new(&st.fx.lowers, Some(&st.fx.upper), &st.fx.mnt, &[]);
+    let other_upper = st.tmp.join("other-upper");
+    for foreground in [false, true] {
+        let mut args = mount_args(&st.fx.lowers, Some(&other_upper), &st.fx.mnt, &[]);
+        if foreground {
+            args.insert(1, "-f".into());
+        }
+        let out = run_fimfs(&args, &st.tmp.join("logs"));
+        assert_eq!(out.status.and_then(|s| s.code()), Some(1), "{out}");
+        assert!(out.stderr.contains("is already a fimfs mount"), "{out}");
+        assert!(out.stderr.contains(&s(&st.fx.mnt)), "{out}");
+        let by = format!("served by process {}", first.pid());
+        assert!(out.stderr.contains(&by), "{out}");
+        assert!(!out.stderr.contains("nonempty"), "{out}");
+        assert!(!other_upper.exists(), "{out}");
+    }
+    assert_eq!(mounts().iter().filter(|(p, _)| p == &st.fx.mnt).count(), 1);
+    assert!(first.join("shadow.txt").exists());
+}
+
 #[test]
 fn mountpoint_missing_or_a_file() {
     let st = Setup::new("cli-mnt-bad");

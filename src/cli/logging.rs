@@ -82,6 +82,46 @@ impl<S: tracing::Subscriber> Layer<S> for DroppedReplies {
 mod tests {
     use super::*;
     use std::ffi::OsStr;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Count(Arc<AtomicUsize>);
+
+    impl<S: tracing::Subscriber> Layer<S> for Count {
+        fn on_event(&self, _: &tracing::Event<'_>, _: Context<'_, S>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// fuser logs through the `log` crate, bridged into tracing: only its
+    /// complaint about an interrupted request's reply is dropped.
+    #[test]
+    fn only_replies_to_interrupted_requests_are_dropped() {
+        let seen = Arc::new(AtomicUsize::new(0));
+        tracing_subscriber::registry()
+            .with(DroppedReplies)
+            .with(Count(seen.clone()))
+            .try_init()
+            .unwrap();
+        let shown = |f: &dyn Fn()| {
+            let before = seen.load(Ordering::SeqCst);
+            f();
+            seen.load(Ordering::SeqCst) - before
+        };
+        let enoent = std::io::Error::from_raw_os_error(libc::ENOENT);
+        let enodev = std::io::Error::from_raw_os_error(libc::ENODEV);
+        let dropped = || log::error!(target: "fuser::reply", "Failed to send FUSE reply: {enoent}");
+        assert_eq!(shown(&dropped), 0);
+        let other = || log::error!(target: "fuser::reply", "Failed to send FUSE reply: {enodev}");
+        assert_eq!(shown(&other), 1);
+        let eio = || log::warn!(target: "fuser::reply", "Reply not sent for operation 7");
+        assert_eq!(shown(&eio), 1);
+        let ours = || tracing::error!("copy-up of /x: {enoent}");
+        assert_eq!(shown(&ours), 1);
+        let native =
+            || tracing::error!(target: "fuser::reply", "Failed to send FUSE reply: {enoent}");
+        assert_eq!(shown(&native), 0);
+    }
 
     #[test]
     fn colour_rules() {
