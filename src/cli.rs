@@ -275,9 +275,9 @@ fn status(res: Result<(), String>) -> i32 {
     }
 }
 
-/// The process entry: returns the exit code.
-pub fn main() -> i32 {
-    let args: Vec<OsString> = std::env::args_os().collect();
+/// The forms that are not clap's: the drop-in names (argv[0]) and
+/// `mount.fuse3`'s `fimfs SOURCE MOUNTPOINT -o OPTS`.
+fn other_forms(args: &[OsString], cmd: &clap::Command) -> Option<i32> {
     let name = args
         .first()
         .and_then(|a| Path::new(a).file_name())
@@ -285,38 +285,48 @@ pub fn main() -> i32 {
         .unwrap_or_default();
     let rest = args.get(1..).unwrap_or_default();
     match name.as_str() {
-        "fuse-overlayfs" | "overlayfs" => return mount(opts::fuse_overlayfs_request(rest)),
-        "unionfs" | "unionfs-fuse" => return mount(opts::unionfs_request(rest)),
+        "fuse-overlayfs" | "overlayfs" => return Some(mount(opts::fuse_overlayfs_request(rest))),
+        "unionfs" | "unionfs-fuse" => return Some(mount(opts::unionfs_request(rest))),
         _ => {}
     }
-    let cmd = command();
     let subcommand = |a: &OsString| {
         cmd.get_subcommands()
             .any(|s| a == s.get_name() || s.get_all_aliases().any(|n| a == n))
             || a == "help"
     };
-    if !rest.first().is_some_and(subcommand)
-        && let Some(req) = opts::source_form_request(rest)
-    {
-        return mount(req);
+    if rest.first().is_some_and(subcommand) {
+        return None;
+    }
+    opts::source_form_request(rest).map(mount)
+}
+
+/// The process entry: returns the exit code.
+pub fn main() -> i32 {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let cmd = command();
+    if let Some(code) = other_forms(&args, &cmd) {
+        return code;
     }
     let parsed = cmd
         .clone()
         .try_get_matches_from(&args)
         .and_then(|m| Cli::from_arg_matches(&m));
-    let cli = match parsed {
-        Ok(c) => c,
+    match parsed {
+        Ok(cli) => dispatch(cli.command, &cmd),
         Err(e) => {
             let _ = e.print();
             let launching = args.get(1).is_some_and(|a| a == "run");
-            return match (e.use_stderr(), launching) {
+            match (e.use_stderr(), launching) {
                 (false, _) => 0,
                 (true, true) => LAUNCHER_ERROR,
                 (true, false) => 2,
-            };
+            }
         }
-    };
-    match cli.command {
+    }
+}
+
+fn dispatch(command: Command, cmd: &clap::Command) -> i32 {
+    match command {
         Command::Mount {
             foreground,
             options,
@@ -358,6 +368,6 @@ pub fn main() -> i32 {
         } => status(diff(lowers, json, upper)),
         Command::Export { tar, upper, outdir } => status(export(tar, upper, outdir)),
         Command::Which { paths } => which(paths),
-        Command::Install { prefix } => status(install::install(&cmd, &prefix)),
+        Command::Install { prefix } => status(install::install(cmd, &prefix)),
     }
 }
