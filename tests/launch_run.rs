@@ -634,14 +634,26 @@ fn exit_statuses() {
         assert_eq!(d.code(), Some(7), "{backend}: {d}");
         let d = fimfs(&s.run_args(&[], "kill -USR1 $$"), &env, s.logs());
         assert_eq!(d.code(), Some(128 + 10), "{backend}: {d}");
-        // A command that does not exist: bwrap's failure, no fallback.
-        let mut args = s.run_args(&[], "");
-        args.truncate(args.len() - 3);
-        args.push("/no/such/command".into());
-        let d = fimfs(&args, &env, s.logs());
-        assert_eq!(d.code(), Some(1), "{backend}: {d}");
-        assert!(d.stderr.contains("/no/such/command"), "{backend}: {d}");
-        assert!(!d.stderr.contains("refused"), "{backend}: {d}");
+        // A command that does not exist (by path or on PATH): 127; one
+        // that exists but cannot be executed (no x bit, a directory): 126,
+        // as shells say. bwrap's message shows; no fallback.
+        for (command, code) in [
+            ("/no/such/command", 127),
+            ("no-such-command", 127),
+            ("/etc/os-release", 126),
+            ("/etc", 126),
+        ] {
+            let mut args = s.run_args(&[], "");
+            args.truncate(args.len() - 3);
+            args.push(command.into());
+            let d = fimfs(&args, &env, s.logs());
+            assert_eq!(d.code(), Some(code), "{backend} {command}: {d}");
+            assert!(d.stderr.contains(command), "{backend}: {d}");
+            assert!(!d.stderr.contains("refused"), "{backend}: {d}");
+        }
+        // Telling them apart wrote nothing into the upper.
+        let written: Vec<_> = fs::read_dir(&s.upper).unwrap().flatten().collect();
+        assert!(written.is_empty(), "{backend}: {written:?}");
     }
     s.assert_clean();
 }
@@ -788,6 +800,12 @@ fn bwrap_runs_wait_for_an_upper_in_use() {
         &[("FIM_OVERLAY", "bwrap")],
         s.logs(),
     );
+    // It says at once that it waits, and for which process.
+    let said = format!("is in use by process {} (fimfs)", first.pid());
+    wait_for("the waiting run to say so", || {
+        fs::read_to_string(&third.err).is_ok_and(|e| e.contains(&said))
+    });
+    assert!(!s.host("a-done").exists());
     fs::write(s.host("release"), "").unwrap();
     let (first, third) = (first.wait(), third.wait());
     assert_eq!(first.code(), Some(0), "{first}");
