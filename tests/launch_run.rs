@@ -713,7 +713,7 @@ fn sigkill_of_the_launcher_leaves_nothing_behind() {
         wait_for("the command to die with its launcher", || {
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(cmd_pid), None).is_err()
         });
-        wait_for("the reaper to unmount and remove the run directory", || {
+        wait_for("the keeper to unmount and remove the run directory", || {
             let mounted = mounts().iter().any(|(p, _)| p.starts_with(s.t.path()));
             let runs = fs::read_dir(&s.work).map_or(0, |d| d.count());
             !mounted && runs == 0
@@ -802,12 +802,24 @@ fn bwrap_runs_wait_for_an_upper_in_use() {
     );
     // It says at once that it waits, and for which process.
     let said = format!("is in use by process {} (fimfs)", first.pid());
-    wait_for("the waiting run to say so", || {
-        fs::read_to_string(&third.err).is_ok_and(|e| e.contains(&said))
-    });
-    assert!(!s.host("a-done").exists());
+    let start = Instant::now();
+    let told = loop {
+        if fs::read_to_string(&third.err).is_ok_and(|e| e.contains(&said)) {
+            break true;
+        }
+        if start.elapsed() > DEADLINE {
+            break false;
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let waited = !s.host("a-done").exists();
+    // Released before any assertion, so that a failure leaves no run behind.
     fs::write(s.host("release"), "").unwrap();
     let (first, third) = (first.wait(), third.wait());
+    assert!(
+        told && waited,
+        "the waiting run did not say `{said}`: {third}"
+    );
     assert_eq!(first.code(), Some(0), "{first}");
     assert_eq!(
         third.code(),

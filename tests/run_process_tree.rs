@@ -223,3 +223,54 @@ fn assert_workbase_empty(upper: &Path) {
         .unwrap_or_default();
     assert!(runs.is_empty(), "run directories left: {runs:?}");
 }
+
+/// The launcher's own child (the keeper, which runs bwrap and the daemon)
+/// killed: the launcher ends what it left, removes the run's directory and
+/// mount, and exits 128+9.
+#[test]
+fn a_killed_keeper_is_cleaned_up_by_the_launcher() {
+    let s = Scene::new("tree-keeper");
+    for backend in BACKENDS {
+        let token = format!("{}-{backend}-keeper", std::process::id());
+        let out = s.host(&format!("loop-{backend}"));
+        let script = format!(
+            "sh -c \"while :; do echo x >> {o}; sleep .5; done\" & wait",
+            o = out.display()
+        );
+        let launcher = s.start(backend, &token, &script, &[]);
+        wait_for("the loop to run", || out.exists());
+        let me = launcher.id();
+        let keeper: Vec<u32> = tagged(&token)
+            .into_iter()
+            .filter(|&p| {
+                let stat = fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+                let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+                after.split_whitespace().nth(1) == Some(&me.to_string())
+                    && fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|e| e.ends_with("fimfs"))
+            })
+            .collect();
+        assert_eq!(
+            keeper.len(),
+            1,
+            "{backend}: one keeper: {}",
+            describe(&keeper)
+        );
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(keeper[0] as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let status = finish(launcher);
+        let left = tagged(&token);
+        kill_tagged(&token);
+        assert_eq!(
+            status.code(),
+            Some(128 + 9),
+            "{backend}: {}",
+            s.stderr(&token)
+        );
+        assert!(left.is_empty(), "{backend}: left:\n{}", describe(&left));
+        s.assert_no_mounts();
+        assert_workbase_empty(&s.upper);
+    }
+}

@@ -62,7 +62,12 @@ impl Scene {
         if fs::symlink_metadata(&m).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
             fs::create_dir(&m).unwrap();
         }
-        MountGuard::new(std::slice::from_ref(&self.lower), Some(&self.upper), &m, &[])
+        MountGuard::new(
+            std::slice::from_ref(&self.lower),
+            Some(&self.upper),
+            &m,
+            &[],
+        )
     }
 }
 
@@ -101,11 +106,18 @@ fn a_killed_daemons_workdir_is_swept_by_the_next_mount() {
         thread::sleep(Duration::from_millis(1));
     }
     let staged = entries(&dead_work);
-    assert!(!staged.is_empty(), "the staged copy is in the stopped daemon's workdir");
+    assert!(
+        !staged.is_empty(),
+        "the staged copy is in the stopped daemon's workdir"
+    );
     signal(pid, nix::sys::signal::Signal::SIGKILL);
     let _ = first.wait_exit();
     let _ = writer.wait();
-    assert_eq!(entries(&dead_work), staged, "the killed daemon left its workdir");
+    assert_eq!(
+        entries(&dead_work),
+        staged,
+        "the killed daemon left its workdir"
+    );
 
     // The second mount of the same layers (the first mountpoint is dead;
     // the mount detaches it) sweeps the dead daemon's workdir before it

@@ -147,7 +147,14 @@ pub fn supervise(keeper: i32, signals: &mut nix::sys::signalfd::SignalFd) -> End
                 continue;
             }
             Ok(None) | Err(Errno::EINTR) | Err(Errno::EAGAIN) => {}
-            Err(_) => {}
+            // Signals cannot be read any more: wait for the keeper alone.
+            Err(_) => {
+                return match waitpid(Pid::from_raw(keeper), Some(WaitPidFlag::__WALL)) {
+                    Ok(WaitStatus::Exited(_, code)) => Ended::Exited(code),
+                    Ok(WaitStatus::Signaled(_, sig, _)) => Ended::Killed(sig as i32),
+                    _ => Ended::Killed(Signal::SIGKILL as i32),
+                };
+            }
         }
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
