@@ -198,18 +198,21 @@ impl Plan {
     }
 
     /// The work base whose stale per-PID directories this mount sweeps:
-    /// the default one, or the parent of a `-o workdir=` named by this
-    /// process's PID (FlatImage's `<data>/work/<PID>`). Any other explicit
-    /// workdir has no siblings of ours to judge.
+    /// the default one, or the parent of a `-o workdir=` named by the PID
+    /// of this process or of its parent (FlatImage's `<data>/work/<PID>`,
+    /// given to the helper it starts). Any other explicit workdir is not
+    /// known to follow the per-PID convention: its siblings are left alone.
     fn work_base(&self) -> Option<PathBuf> {
         let upper = self.upper.as_ref()?;
-        match &self.workdir {
-            None => Some(default_work_base(upper)),
-            Some(w) if w.file_name() == Some(std::process::id().to_string().as_ref()) => {
-                w.parent().map(Path::to_path_buf)
-            }
-            Some(_) => None,
-        }
+        let Some(w) = &self.workdir else {
+            return Some(default_work_base(upper));
+        };
+        let name = w.file_name()?.to_str()?;
+        let ours = [std::process::id(), nix::unistd::getppid().as_raw() as u32];
+        ours.iter()
+            .any(|pid| pid.to_string() == name)
+            .then(|| w.parent().map(Path::to_path_buf))
+            .flatten()
     }
 
     fn workdir_path(&self) -> Option<PathBuf> {

@@ -144,10 +144,7 @@ fn a_live_daemons_workdir_is_never_swept() {
     let a_work = s.work.join(a.pid().to_string());
     fs::write(a_work.join("in-flight"), "staged").unwrap();
     // A leftover of a process that is gone: nobody holds its lock.
-    let mut gone = Command::new("true").spawn().unwrap();
-    let gone_pid = gone.id();
-    gone.wait().unwrap();
-    let stale = s.work.join(gone_pid.to_string());
+    let stale = s.work.join(dead_pid().to_string());
     fs::create_dir_all(stale.join("sub")).unwrap();
     fs::write(stale.join("sub/half"), "half").unwrap();
     // A directory named by a live process (pid 1) that holds no lock: its
@@ -168,4 +165,48 @@ fn a_live_daemons_workdir_is_never_swept() {
         assert!(status.is_some_and(|s| s.success()), "{log}");
     }
     assert!(entries(&s.work).is_empty(), "{:?}", entries(&s.work));
+}
+
+/// A pid that is gone: a child that has been reaped.
+fn dead_pid() -> u32 {
+    let mut gone = Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    pid
+}
+
+#[test]
+fn an_explicit_per_pid_workdir_sweeps_its_siblings_and_no_other() {
+    let s = Scene::new("sweep-explicit");
+    fs::write(s.lower.join("f"), "lower\n").unwrap();
+    // FlatImage's form: `-o workdir=<data>/work/<PID>`, the PID being the
+    // one that started the daemon (here, this test).
+    let base = s.t.mkdir("data/flat-work");
+    let stale = base.join(dead_pid().to_string());
+    fs::create_dir_all(stale.join("half")).unwrap();
+    // Any other explicit workdir: its numbered siblings are not ours.
+    let other = s.t.mkdir("data/other");
+    let kept = other.join(dead_pid().to_string());
+    fs::create_dir(&kept).unwrap();
+
+    let lowers = std::slice::from_ref(&s.lower);
+    let per_pid = format!(
+        "workdir={}",
+        base.join(std::process::id().to_string()).display()
+    );
+    let custom = format!("workdir={}", other.join("custom").display());
+    let a = MountGuard::new(lowers, Some(&s.upper), &s.t.mkdir("a"), &[&per_pid]);
+    assert!(
+        !stale.exists(),
+        "a stale sibling of a per-PID workdir is swept"
+    );
+    let b = MountGuard::new(lowers, Some(&s.upper), &s.t.mkdir("b"), &[&custom]);
+    assert!(
+        kept.exists(),
+        "siblings of another explicit workdir are left alone"
+    );
+    for g in [b, a] {
+        let (status, log) = g.unmount();
+        assert!(status.is_some_and(|s| s.success()), "{log}");
+    }
 }
