@@ -291,6 +291,24 @@ impl Plan {
         check_layout(&self.lowers, upper, &work)
     }
 
+    /// The work base whose stale per-PID directories this mount sweeps:
+    /// the default one, or the parent of a `-o workdir=` named by the PID
+    /// of this process or of its parent (FlatImage's `<data>/work/<PID>`,
+    /// given to the helper it starts). Any other explicit workdir is not
+    /// known to follow the per-PID convention: its siblings are left alone.
+    fn work_base(&self) -> Option<PathBuf> {
+        let upper = self.upper.as_ref()?;
+        let Some(w) = &self.workdir else {
+            return Some(default_work_base(upper));
+        };
+        let name = w.file_name()?.to_str()?;
+        let ours = [std::process::id(), nix::unistd::getppid().as_raw() as u32];
+        ours.iter()
+            .any(|pid| pid.to_string() == name)
+            .then(|| w.parent().map(Path::to_path_buf))
+            .flatten()
+    }
+
     fn workdir_path(&self) -> Option<PathBuf> {
         let upper = self.upper.as_ref()?;
         Some(
@@ -314,6 +332,9 @@ impl Plan {
                 )
                 .create(u)
                 .map_err(|e| format!("upper directory {}: cannot create: {e}", u.display()))?;
+                if let Some(base) = self.work_base() {
+                    sweep(&base);
+                }
                 let work = Workdir::open(&w).map_err(|e| e.to_string())?;
                 let upper = Layer::open(u).map_err(|e| format!("upper directory {e}"))?;
                 (Some(upper), Some(work))
@@ -384,6 +405,60 @@ impl Plan {
             }
         };
         serve(union, &self.mount_config(), ready)
+    }
+}
+
+/// Removes the per-PID directories of `base` whose owner is gone (a daemon
+/// or a `fimfs run`, killed): a run's dead mount in `<PID>/mount` is
+/// detached first. A live owner's directory is never touched.
+pub(crate) fn sweep(base: &Path) {
+    for stale in crate::layer::stale_dirs(base) {
+        tracing::info!(
+            "removing the leftovers of process {}: {}",
+            stale.pid,
+            stale.path.display()
+        );
+        clean_stale(&stale.path);
+    }
+}
+
+/// Detaches a leftover mount in `dir/mount` and removes `dir`.
+pub(crate) fn clean_stale(dir: &Path) {
+    let mnt = dir.join("mount");
+    if is_mountpoint(&mnt) {
+        crate::fuse::session::unmount_lazy(&mnt);
+    }
+    remove_dir(dir);
+}
+
+/// `rm -rf dir` through fds, never following a symlink; a failure is logged.
+pub(crate) fn remove_dir(dir: &Path) {
+    use std::os::fd::AsFd;
+    use std::os::unix::ffi::OsStrExt;
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return;
+    };
+    let res = crate::sys::open_layer_root(parent).and_then(|p| {
+        let name = crate::sys::cstr(name.as_bytes())?;
+        crate::layer::remove_tree(p.as_fd(), &name)
+    });
+    match res {
+        Ok(()) | Err(crate::sys::Errno::ENOENT) => {}
+        Err(e) => tracing::warn!("removing {}: {}", dir.display(), e.desc()),
+    }
+}
+
+/// True when `path` is a mountpoint: its device differs from its
+/// parent's, or it cannot be stat'ed at all (a FUSE mount whose daemon
+/// died answers ENOTCONN).
+fn is_mountpoint(path: &Path) -> bool {
+    let parent = path
+        .parent()
+        .and_then(|p| std::fs::symlink_metadata(p).ok());
+    match (std::fs::symlink_metadata(path), parent) {
+        (Ok(m), Some(p)) => m.dev() != p.dev(),
+        (Err(e), _) => e.kind() != std::io::ErrorKind::NotFound,
+        (Ok(_), None) => false,
     }
 }
 

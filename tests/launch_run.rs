@@ -634,14 +634,26 @@ fn exit_statuses() {
         assert_eq!(d.code(), Some(7), "{backend}: {d}");
         let d = fimfs(&s.run_args(&[], "kill -USR1 $$"), &env, s.logs());
         assert_eq!(d.code(), Some(128 + 10), "{backend}: {d}");
-        // A command that does not exist: bwrap's failure, no fallback.
-        let mut args = s.run_args(&[], "");
-        args.truncate(args.len() - 3);
-        args.push("/no/such/command".into());
-        let d = fimfs(&args, &env, s.logs());
-        assert_eq!(d.code(), Some(1), "{backend}: {d}");
-        assert!(d.stderr.contains("/no/such/command"), "{backend}: {d}");
-        assert!(!d.stderr.contains("refused"), "{backend}: {d}");
+        // A command that does not exist (by path or on PATH): 127; one
+        // that exists but cannot be executed (no x bit, a directory): 126,
+        // as shells say. bwrap's message shows; no fallback.
+        for (command, code) in [
+            ("/no/such/command", 127),
+            ("no-such-command", 127),
+            ("/etc/os-release", 126),
+            ("/etc", 126),
+        ] {
+            let mut args = s.run_args(&[], "");
+            args.truncate(args.len() - 3);
+            args.push(command.into());
+            let d = fimfs(&args, &env, s.logs());
+            assert_eq!(d.code(), Some(code), "{backend} {command}: {d}");
+            assert!(d.stderr.contains(command), "{backend}: {d}");
+            assert!(!d.stderr.contains("refused"), "{backend}: {d}");
+        }
+        // Telling them apart wrote nothing into the upper.
+        let written: Vec<_> = fs::read_dir(&s.upper).unwrap().flatten().collect();
+        assert!(written.is_empty(), "{backend}: {written:?}");
     }
     s.assert_clean();
 }
@@ -701,7 +713,7 @@ fn sigkill_of_the_launcher_leaves_nothing_behind() {
         wait_for("the command to die with its launcher", || {
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(cmd_pid), None).is_err()
         });
-        wait_for("the reaper to unmount and remove the run directory", || {
+        wait_for("the keeper to unmount and remove the run directory", || {
             let mounted = mounts().iter().any(|(p, _)| p.starts_with(s.t.path()));
             let runs = fs::read_dir(&s.work).map_or(0, |d| d.count());
             !mounted && runs == 0
@@ -788,8 +800,26 @@ fn bwrap_runs_wait_for_an_upper_in_use() {
         &[("FIM_OVERLAY", "bwrap")],
         s.logs(),
     );
+    // It says at once that it waits, and for which process.
+    let said = format!("is in use by process {} (fimfs)", first.pid());
+    let start = Instant::now();
+    let told = loop {
+        if fs::read_to_string(&third.err).is_ok_and(|e| e.contains(&said)) {
+            break true;
+        }
+        if start.elapsed() > DEADLINE {
+            break false;
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let waited = !s.host("a-done").exists();
+    // Released before any assertion, so that a failure leaves no run behind.
     fs::write(s.host("release"), "").unwrap();
     let (first, third) = (first.wait(), third.wait());
+    assert!(
+        told && waited,
+        "the waiting run did not say `{said}`: {third}"
+    );
     assert_eq!(first.code(), Some(0), "{first}");
     assert_eq!(
         third.code(),

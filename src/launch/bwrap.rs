@@ -154,6 +154,9 @@ pub struct Sandbox<'a> {
     pub extra: &'a [OsString],
     /// The fd bwrap writes its JSON status documents to.
     pub status_fd: Option<i32>,
+    /// The fd the sandbox waits on before it executes the command (only
+    /// to tell why a command could not be executed, see `execfail`).
+    pub block_fd: Option<i32>,
     pub command: &'a [OsString],
 }
 
@@ -205,6 +208,10 @@ impl Sandbox<'_> {
         a.push("--die-with-parent".into());
         if let Some(fd) = self.status_fd {
             a.push("--json-status-fd".into());
+            a.push(fd.to_string().into());
+        }
+        if let Some(fd) = self.block_fd {
+            a.push("--block-fd".into());
             a.push(fd.to_string().into());
         }
         a.push("--".into());
@@ -302,6 +309,7 @@ mod tests {
             target: Path::new("/"),
             extra: &extra,
             status_fd: Some(5),
+            block_fd: None,
             command: &cmd,
         };
         assert_eq!(
@@ -341,6 +349,7 @@ mod tests {
             target: Path::new("/opt/app"),
             extra: &[],
             status_fd: None,
+            block_fd: Some(7),
             command: &cmd,
         };
         assert_eq!(
@@ -357,6 +366,8 @@ mod tests {
                 "/run/m",
                 "/opt/app",
                 "--die-with-parent",
+                "--block-fd",
+                "7",
                 "--",
                 "true",
             ])

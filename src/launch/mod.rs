@@ -14,7 +14,9 @@
 //! - [`run`]: `fimfs run`, which runs one command on the chosen backend,
 //!   falls back to the daemon when the kernel refuses the overlay, and
 //!   forwards signals;
-//! - [`rundir`]: the per-run directory, its reaper, the upper's lock.
+//! - [`rundir`]: the per-run directory and the upper's lock;
+//! - `tree`: the run's processes (keeper, subreaper), all ended with it;
+//! - `execfail`: 127 or 126 for a command bwrap could not execute.
 //!
 //! Invariants:
 //! - Nothing in this module reads the process environment: callers pass
@@ -31,9 +33,11 @@ pub mod bwrap;
 pub mod choice;
 mod elf;
 pub mod error;
+mod execfail;
 pub mod image;
 pub mod run;
 pub mod rundir;
+mod tree;
 
 pub use choice::{
     ALL_BACKENDS, Backend, CASEFOLD_BACKEND, Choice, ParseBackendError, Reason, Rule,

@@ -13,22 +13,30 @@
 //! works and the command itself was the problem; anything else is the
 //! kernel refusing the overlay, and bwrap's message is the reason logged
 //! before the run goes again on the daemon. The command's stderr is never
-//! redirected, so that it stays a terminal.
+//! redirected, so that it stays a terminal. A command that could not be
+//! executed ends the run with 127 or 126 (see `execfail`).
+//!
+//! The run's processes, and who cleans up when the launcher is killed,
+//! are `tree`'s.
 use super::bwrap::{self, Bwrap, Sandbox, Status, View};
 use super::choice::{self, Backend, Choice};
+use super::execfail;
 use super::image::Image;
-use super::rundir::{Reaper, RunDir, RunPaths, lock_upper};
+use super::rundir::{LockError, RunDir, RunPaths, lock_upper};
+use super::tree::{self, TARGET, forward_signals, signalled, stop_signal_within, stop_signals};
 use crate::fuse::session;
 use crate::mount::{Plan, absolute, check_layout, default_work_base, is_dir_named};
 use crate::opts::{MountOpts, MountRequest};
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::Signal;
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::ffi::OsString;
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// The exit status of the launcher's own errors (as `env`, `timeout`, podman).
@@ -105,6 +113,8 @@ pub struct Launch {
     /// `RLIMIT_NOFILE` as the launcher found it: the command gets this one,
     /// not the daemon's raised limit.
     nofile: (u64, u64),
+    /// The launcher's PID, which names the run directory.
+    launcher: u32,
 }
 
 /// Runs `req`; the process exit status.
@@ -186,11 +196,12 @@ impl Launch {
             mode,
             busy_timeout: env.busy_timeout,
             nofile: crate::sys::nofile_limit(),
+            launcher: std::process::id(),
         })
     }
 
     fn paths(&self) -> RunPaths {
-        RunPaths::new(&self.base, std::process::id())
+        RunPaths::new(&self.base, self.launcher)
     }
 
     fn sandbox<'a>(&'a self, view: View<'a>, status_fd: Option<i32>) -> Sandbox<'a> {
@@ -199,6 +210,7 @@ impl Launch {
             target: &self.req.target,
             extra: &self.req.bwrap_args,
             status_fd,
+            block_fd: None,
             command: &self.req.command,
         }
     }
@@ -245,45 +257,102 @@ impl Launch {
     }
 
     /// Runs the command; the exit status. Must be called while the process
-    /// is single-threaded (it forks the reaper first).
+    /// is single-threaded (it forks the keeper, see `tree`).
     pub fn execute(self) -> i32 {
-        let stop = stop_signals();
-        let _ = stop.thread_block();
-        let paths = self.paths();
-        let reaper = match Reaper::start(&paths.dir) {
-            Ok(r) => r,
+        let mut blocked = stop_signals();
+        blocked.add(Signal::SIGCHLD);
+        blocked.add(tree::LAUNCHER_GONE);
+        let _ = blocked.thread_block();
+        let mut watched = stop_signals();
+        watched.add(Signal::SIGCHLD);
+        let mut signals = match SignalFd::with_flags(&watched, SfdFlags::SFD_CLOEXEC) {
+            Ok(s) => s,
             Err(e) => {
-                eprintln!("fimfs: {e}");
+                eprintln!("fimfs: signalfd: {}", e.desc());
                 return LAUNCHER_ERROR;
             }
         };
-        forward_signals(stop);
-        let code = match self.execute_in(paths) {
+        match self.take_locks(&mut signals) {
+            Ok((run_dir, lock)) => self.split(run_dir, lock, signals),
+            Err(LockError::Interrupted(sig)) => 128 + sig,
+            Err(LockError::Failed(e)) => {
+                eprintln!("fimfs: {e}");
+                LAUNCHER_ERROR
+            }
+        }
+    }
+
+    /// Creates the upper, the locked run directory, and waits for the
+    /// upper's lock; a stop signal ends the wait.
+    fn take_locks(&self, signals: &mut SignalFd) -> Result<(RunDir, OwnedFd), LockError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .create(&self.upper)
+            .map_err(|e| {
+                LockError::Failed(format!(
+                    "upper directory {}: cannot create: {e}",
+                    self.upper.display()
+                ))
+            })?;
+        let run_dir = RunDir::create(self.paths()).map_err(LockError::Failed)?;
+        let kernel = matches!(self.mode, Mode::Kernel);
+        let mut pause = |d: Duration| stop_signal_within(signals, d);
+        let lock = lock_upper(&self.upper, kernel, self.busy_timeout, &mut pause)?;
+        Ok((run_dir, lock))
+    }
+
+    /// Forks the keeper, which runs the command; here, waits for it.
+    fn split(self, run_dir: RunDir, lock: OwnedFd, mut signals: SignalFd) -> i32 {
+        let launcher = self.launcher as i32;
+        tree::become_launcher();
+        match crate::sys::fork() {
+            Err(e) => {
+                eprintln!("fimfs: fork: {}", e.desc());
+                LAUNCHER_ERROR
+            }
+            Ok(Some(keeper)) => {
+                let ended = tree::supervise(keeper, &mut signals);
+                // A killed keeper's processes are ours now.
+                tree::end_children();
+                drop((run_dir, lock));
+                match ended {
+                    tree::Ended::Exited(code) => code,
+                    tree::Ended::Killed(sig) => {
+                        eprintln!("fimfs: the run's keeper {keeper} was killed by signal {sig}");
+                        128 + sig
+                    }
+                }
+            }
+            Ok(None) => {
+                drop(signals);
+                let code = match tree::become_keeper(launcher) {
+                    true => self.keep(launcher, &run_dir),
+                    false => LAUNCHER_ERROR,
+                };
+                tree::end_children();
+                drop((run_dir, lock));
+                std::process::exit(code)
+            }
+        }
+    }
+
+    /// The keeper's run: signals handled on a thread, the command run.
+    fn keep(&self, launcher: i32, run_dir: &RunDir) -> i32 {
+        let mut set = stop_signals();
+        set.add(tree::LAUNCHER_GONE);
+        forward_signals(set, launcher);
+        match self.execute_in(run_dir.paths()) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("fimfs: {e}");
                 LAUNCHER_ERROR
             }
-        };
-        reaper.dismiss();
-        code
+        }
     }
 
-    fn execute_in(&self, paths: RunPaths) -> Result<i32, String> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .create(&self.upper)
-            .map_err(|e| {
-                format!(
-                    "upper directory {}: cannot create: {e}",
-                    self.upper.display()
-                )
-            })?;
-        let run_dir = RunDir::create(paths)?;
-        let kernel = matches!(self.mode, Mode::Kernel);
-        let _lock = lock_upper(&self.upper, kernel, self.busy_timeout)?;
-        if kernel {
-            let work = run_dir.paths().work();
+    fn execute_in(&self, paths: &RunPaths) -> Result<i32, String> {
+        if matches!(self.mode, Mode::Kernel) {
+            let work = paths.work();
             let view = View::Overlay {
                 lowers: &self.lowers,
                 upper: &self.upper,
@@ -294,7 +363,8 @@ impl Launch {
                 return Ok(end.code());
             }
             match self.probe_setup(view) {
-                Setup::Works => return Ok(end.code()),
+                Setup::Works => return Ok(self.exec_failed(view).unwrap_or(end.code())),
+                Setup::Refused(_) if signalled().is_some() => return Ok(end.code()),
                 Setup::Refused(reason) => {
                     let why = match reason
                         .contains("Unknown option")
@@ -307,7 +377,7 @@ impl Launch {
                 }
             }
         }
-        self.run_daemon(run_dir.paths())
+        self.run_daemon(paths)
     }
 
     fn run_daemon(&self, paths: &RunPaths) -> Result<i32, String> {
@@ -328,9 +398,14 @@ impl Launch {
         if let Some(sig) = signalled() {
             return Ok(128 + sig);
         }
-        let end = self.run_bwrap(View::Bind(running.mountpoint()))?;
+        let view = View::Bind(running.mountpoint());
+        let end = self.run_bwrap(view)?;
+        let code = match end.status.exit_code.is_none() && signalled().is_none() {
+            true => self.exec_failed(view).unwrap_or(end.code()),
+            false => end.code(),
+        };
         running.stop();
-        Ok(end.code())
+        Ok(code)
     }
 
     /// Runs bwrap with `view` and waits for it; signals go to the command.
@@ -348,12 +423,17 @@ impl Launch {
         let mut cmd = std::process::Command::new(&self.bwrap.path);
         cmd.args(sandbox.args());
         crate::sys::child_nofile_limit(&mut cmd, self.nofile);
-        let mut child = cmd
+        let child = cmd
             .spawn()
             .map_err(|e| format!("running {}: {e}", self.bwrap.path.display()))?;
         drop(wr);
         let bwrap_pid = i32::try_from(child.id()).unwrap_or(0);
         TARGET.store(bwrap_pid, Ordering::SeqCst);
+        // The launcher died while bwrap started: the signal thread may
+        // have missed it.
+        if signalled() == Some(Signal::SIGKILL as i32) {
+            tree::kill_children();
+        }
         let reader = std::thread::spawn(move || {
             let mut f = std::fs::File::from(rd);
             let mut text = String::new();
@@ -371,10 +451,14 @@ impl Launch {
             }
             status
         });
-        let exit = child
-            .wait()
-            .map_err(|e| format!("waiting for bwrap: {e}"))?;
+        // Reaped here (with the run's orphans), not through `child`.
+        drop(child);
+        let exit = tree::wait_for(bwrap_pid);
         TARGET.store(0, Ordering::SeqCst);
+        // The command is over: what it left behind ends now, before the
+        // mount it uses goes.
+        tree::end_children();
+        let exit = exit?;
         let status = reader.join().unwrap_or_default();
         Ok(BwrapEnd { status, exit })
     }
@@ -432,6 +516,25 @@ impl Launch {
     }
 }
 
+impl Launch {
+    /// 127 or 126 for a command bwrap could not execute in the sandbox of
+    /// `view`; None when that cannot be told.
+    fn exec_failed(&self, view: View<'_>) -> Option<i32> {
+        let command = self.req.command.first()?.as_bytes();
+        execfail::classify(
+            &self.bwrap.path,
+            |fds| {
+                Sandbox {
+                    block_fd: Some(fds.block),
+                    ..self.sandbox(view, Some(fds.status))
+                }
+                .args()
+            },
+            command,
+        )
+    }
+}
+
 fn join_lowers(lowers: &[PathBuf]) -> String {
     lowers
         .iter()
@@ -479,47 +582,4 @@ fn wait_ready(mnt: &Path) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-}
-
-/// The pid signals are forwarded to: bwrap, then the command once bwrap
-/// reported it; 0 while nothing runs.
-static TARGET: AtomicI32 = AtomicI32::new(0);
-/// The last stop signal received, 0 if none.
-static SIGNALLED: AtomicI32 = AtomicI32::new(0);
-
-fn signalled() -> Option<i32> {
-    match SIGNALLED.load(Ordering::SeqCst) {
-        0 => None,
-        s => Some(s),
-    }
-}
-
-/// The signals the launcher forwards to its command (and its reaper
-/// keeps blocked).
-pub(crate) fn stop_signals() -> SigSet {
-    let mut s = SigSet::empty();
-    for sig in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-    ] {
-        s.add(sig);
-    }
-    s
-}
-
-/// Takes the (blocked) stop signals on a thread and passes each to the
-/// running command. With nothing running, it is remembered: the launcher
-/// starts nothing more and exits 128+N.
-fn forward_signals(set: SigSet) {
-    std::thread::spawn(move || {
-        while let Ok(sig) = set.wait() {
-            SIGNALLED.store(sig as i32, Ordering::SeqCst);
-            let t = TARGET.load(Ordering::SeqCst);
-            if t > 0 {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(t), sig);
-            }
-        }
-    });
 }

@@ -7,7 +7,7 @@
 //! smaller id always means a higher priority.
 mod workdir;
 
-pub use workdir::{Workdir, remove_tree};
+pub use workdir::{Stale, Workdir, lock_dir, process_alive, remove_tree, stale_dirs};
 
 use crate::sys::{self, Errno};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};

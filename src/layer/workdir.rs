@@ -6,6 +6,13 @@
 //! at exit; an exclusive `flock` on it keeps a second daemon off the same
 //! workdir (the lock dies with the process, even on SIGKILL, so a killed
 //! daemon never blocks the next one).
+//!
+//! A work base (`<parent of UPPER>/work`, or `--workdir` of `fimfs run`)
+//! holds one such directory per process, named by its PID. One whose
+//! process is gone and whose lock is free is stale: [`stale_dirs`] finds
+//! them, locked, so that the caller can remove them while no one can take
+//! them over. A live owner is never touched: its PID answers, and its lock
+//! is held.
 use crate::sys::{self, Errno};
 use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -103,6 +110,63 @@ impl Workdir {
             tracing::warn!("removing workdir {}: {}", self.path.display(), e);
         }
     }
+}
+
+/// Takes the exclusive `flock` of the directory at `path` without
+/// waiting; held until the returned fd is dropped.
+pub fn lock_dir(path: &Path) -> Result<OwnedFd, Errno> {
+    let root = sys::open_layer_root(path)?;
+    let fd = sys::openat(root.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    sys::flock_exclusive(fd.as_fd())?;
+    Ok(fd)
+}
+
+/// A per-PID directory whose owner is gone, held locked.
+#[derive(Debug)]
+pub struct Stale {
+    pub pid: u32,
+    pub path: PathBuf,
+    _lock: OwnedFd,
+}
+
+/// The `base/<PID>` directories of processes that are gone and whose lock
+/// is free, other than this process's own.
+pub fn stale_dirs(base: &Path) -> Vec<Stale> {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        // Checked before the lock: a process that has just created its
+        // directory and not yet locked it is alive.
+        if pid == me || process_alive(pid) || !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        // A lock we can take is a lock nobody holds.
+        if let Ok(lock) = lock_dir(&e.path()) {
+            out.push(Stale {
+                pid,
+                path: e.path(),
+                _lock: lock,
+            });
+        }
+    }
+    out
+}
+
+/// False only when no process `pid` exists.
+pub fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
 }
 
 /// `rm -rf dir/name` through fds, never following a symlink.
