@@ -102,10 +102,12 @@ pub(crate) fn absolute(p: &Path) -> Result<PathBuf, String> {
 
 /// A FUSE mount whose daemon died answers ENOTCONN to everything; the
 /// mountpoint is usable again once it is detached. Only such a mount is
-/// touched: anything else is left for the checks to report.
+/// touched: anything else is left for the checks to report. A daemon
+/// killed a moment ago is still dying: the stat waits until its last
+/// thread is gone, and is then aborted (ECONNABORTED), the same verdict.
 fn detach_if_dead(mountpoint: &Path) {
     if let Err(e) = std::fs::metadata(mountpoint)
-        && e.raw_os_error() == Some(libc::ENOTCONN)
+        && matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED))
     {
         tracing::warn!(
             "mountpoint {}: a FUSE mount whose daemon is gone; detaching it",

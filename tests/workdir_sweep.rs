@@ -71,9 +71,9 @@ impl Scene {
     }
 }
 
-#[test]
-fn a_killed_daemons_workdir_is_swept_by_the_next_mount() {
-    let s = Scene::new("sweep-killed");
+/// Mounts the scene at `m` with a large lower file and starts appending to
+/// it; returns once the copy-up shows in the daemon's workdir.
+fn copy_up_in_flight(s: &Scene) -> (MountGuard, std::process::Child, PathBuf) {
     let mut f = fs::File::create(s.lower.join("huge")).unwrap();
     let mib: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8 + 1).collect();
     for _ in 0..HUGE_MIB {
@@ -81,8 +81,7 @@ fn a_killed_daemons_workdir_is_swept_by_the_next_mount() {
     }
     drop(f);
     let first = s.mount("m");
-    let pid = first.pid();
-    let dead_work = s.work.join(pid.to_string());
+    let work = s.work.join(first.pid().to_string());
     let mut writer = Command::new("sh")
         .arg("-c")
         .arg("echo x >> \"$1\"")
@@ -92,19 +91,24 @@ fn a_killed_daemons_workdir_is_swept_by_the_next_mount() {
         .spawn()
         .unwrap();
     let start = Instant::now();
-    loop {
-        if !entries(&dead_work).is_empty() {
-            signal(pid, nix::sys::signal::Signal::SIGSTOP);
-            break;
-        }
+    while entries(&work).is_empty() {
         assert!(
             writer.try_wait().unwrap().is_none(),
             "the copy-up ended before it showed in {}; enlarge HUGE_MIB",
-            dead_work.display()
+            work.display()
         );
         assert!(start.elapsed() < DEADLINE, "no copy-up started");
         thread::sleep(Duration::from_millis(1));
     }
+    (first, writer, work)
+}
+
+#[test]
+fn a_killed_daemons_workdir_is_swept_by_the_next_mount() {
+    let s = Scene::new("sweep-killed");
+    let (first, mut writer, dead_work) = copy_up_in_flight(&s);
+    let pid = first.pid();
+    signal(pid, nix::sys::signal::Signal::SIGSTOP);
     let staged = entries(&dead_work);
     assert!(
         !staged.is_empty(),
@@ -130,6 +134,35 @@ fn a_killed_daemons_workdir_is_swept_by_the_next_mount() {
         entries(&dead_work)
     );
     assert_eq!(entries(&s.work), vec![second.pid().to_string()]);
+    let (status, log) = second.unmount();
+    assert!(status.is_some_and(|s| s.success()), "{log}");
+    assert!(entries(&s.work).is_empty());
+}
+
+/// The issue's own sequence: `kill -9` in the middle of a copy-up and the
+/// next `fimfs mount` on the same mountpoint at once, while the killed
+/// daemon may still be dying (its copy thread still in the kernel, its
+/// lock still held, its mount not yet aborted) and is not yet reaped.
+#[test]
+fn a_mount_right_after_a_kill_waits_for_the_dying_daemon_and_sweeps() {
+    let s = Scene::new("sweep-dying");
+    let (first, mut writer, dead_work) = copy_up_in_flight(&s);
+    signal(first.pid(), nix::sys::signal::Signal::SIGKILL);
+    let second = s.mount("m");
+    assert!(
+        !dead_work.exists(),
+        "{} is still there: {:?}",
+        dead_work.display(),
+        entries(&dead_work)
+    );
+    assert_eq!(entries(&s.work), vec![second.pid().to_string()]);
+    assert_eq!(
+        fs::metadata(second.join("huge")).unwrap().len(),
+        (HUGE_MIB * 1024 * 1024) as u64,
+        "the lower file is whole through the new mount"
+    );
+    let _ = first.wait_exit();
+    let _ = writer.wait();
     let (status, log) = second.unmount();
     assert!(status.is_some_and(|s| s.success()), "{log}");
     assert!(entries(&s.work).is_empty());

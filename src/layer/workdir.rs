@@ -141,13 +141,21 @@ pub fn stale_dirs(base: &Path) -> Vec<Stale> {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
-        // Checked before the lock: a process that has just created its
-        // directory and not yet locked it is alive.
-        if pid == me || process_alive(pid) || !e.file_type().is_ok_and(|t| t.is_dir()) {
+        if pid == me || !e.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
+        // Checked before the lock: a process that has just created its
+        // directory and not yet locked it is alive.
+        let lock = match owner(pid) {
+            Owner::Alive => continue,
+            Owner::Gone => lock_dir(&e.path()).ok(),
+            Owner::Dying => {
+                tracing::info!("waiting for process {pid}, which is ending, to free its workdir");
+                lock_when_free(&e.path(), DYING_WAIT)
+            }
+        };
         // A lock we can take is a lock nobody holds.
-        if let Ok(lock) = lock_dir(&e.path()) {
+        if let Some(lock) = lock {
             out.push(Stale {
                 pid,
                 path: e.path(),
@@ -156,6 +164,68 @@ pub fn stale_dirs(base: &Path) -> Vec<Stale> {
         }
     }
     out
+}
+
+/// How long a sweep waits for a killed process to finish dying. A daemon
+/// killed in the middle of a copy-up lives on until its copy thread leaves
+/// the kernel (a second or two for hundreds of MiB); its lock is held until
+/// then, and the next mount, started right after the kill, must not give
+/// up on its leftovers.
+const DYING_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What is left of the process that named a per-PID directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    Alive,
+    /// Killed (SIGKILL pending) or exiting (its main thread a zombie):
+    /// it will free its lock soon, without serving again.
+    Dying,
+    Gone,
+}
+
+fn owner(pid: u32) -> Owner {
+    if !process_alive(pid) {
+        return Owner::Gone;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return Owner::Gone;
+    };
+    if dying(&status) {
+        Owner::Dying
+    } else {
+        Owner::Alive
+    }
+}
+
+/// Reads `/proc/PID/status`: a zombie or dead state, or SIGKILL among the
+/// pending signals (of the thread or of the whole process).
+fn dying(status: &str) -> bool {
+    const SIGKILL_BIT: u64 = 1 << (libc::SIGKILL - 1);
+    status.lines().any(|l| {
+        let (key, value) = l.split_once(':').unwrap_or((l, ""));
+        let value = value.trim();
+        match key {
+            "State" => value.starts_with('Z') || value.starts_with('X'),
+            "SigPnd" | "ShdPnd" => {
+                u64::from_str_radix(value, 16).is_ok_and(|bits| bits & SIGKILL_BIT != 0)
+            }
+            _ => false,
+        }
+    })
+}
+
+/// Takes the lock of `path` once it is free, or gives up after `wait`.
+fn lock_when_free(path: &Path, wait: std::time::Duration) -> Option<OwnedFd> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match lock_dir(path) {
+            Ok(fd) => return Some(fd),
+            Err(Errno::EWOULDBLOCK) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(_) => return None,
+        }
+    }
 }
 
 /// False only when no process `pid` exists.
@@ -188,4 +258,22 @@ pub fn remove_tree(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> Result<(), Err
         remove_tree(sub.as_fd(), &sys::cstr(&e.name)?)?;
     }
     sys::unlinkat(dir, name, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dying;
+
+    #[test]
+    fn a_killed_or_exiting_process_is_dying() {
+        let status = |state: &str, sig: &str, shd: &str| {
+            format!("Name:\tfimfs\nState:\t{state}\nSigPnd:\t{sig}\nShdPnd:\t{shd}\n")
+        };
+        let quiet = "0000000000000000";
+        assert!(!dying(&status("S (sleeping)", quiet, quiet)));
+        assert!(!dying(&status("R (running)", quiet, "0000000000004000")));
+        assert!(dying(&status("Z (zombie)", quiet, quiet)));
+        assert!(dying(&status("S (sleeping)", quiet, "0000000000000100")));
+        assert!(dying(&status("D (disk sleep)", "0000000000000100", quiet)));
+    }
 }
