@@ -174,12 +174,30 @@ impl Union {
 
     /// The number an entry reports: its origin's, except for an upper
     /// file with several links, which reports its own so that every name
-    /// of it agrees (see `attr`).
+    /// of it agrees, and an upper inode that carries on another entry's
+    /// number (a copy-up, a rename) while the daemon runs (see `attr`).
     fn ino_of(&self, f: &Found) -> u64 {
         if linked_upper(&f.state, &f.st) {
-            self.inos.encode(f.st.st_dev, f.st.st_ino)
-        } else {
-            self.inos.encode(f.origin.st_dev, f.origin.st_ino)
+            return self.inos.encode(f.st.st_dev, f.st.st_ino);
+        }
+        if f.state.upper
+            && let Some(n) = self.inos.sticky_of(f.st.st_dev, f.st.st_ino)
+        {
+            return n;
+        }
+        self.inos.encode(f.origin.st_dev, f.origin.st_ino)
+    }
+
+    /// `f` leaves its name (removed, replaced, moved away). When it went by
+    /// a lower entry's number, the kernel may still hold that number (an
+    /// open file), so whatever comes at the name next takes a fresh one
+    /// while the daemon runs (after a remount, the lower entry's again).
+    fn retire_origin(&self, f: &Found) {
+        let own = f.state.upper && (f.origin.st_dev, f.origin.st_ino) == (f.st.st_dev, f.st.st_ino);
+        // A lower entry with several links is never an origin (`resolve`),
+        // and its other names keep their number.
+        if !own && f.state.kind != Kind::Dir && f.origin.st_nlink <= 1 {
+            self.inos.release(f.origin.st_dev, f.origin.st_ino);
         }
     }
 

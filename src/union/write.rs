@@ -362,6 +362,7 @@ impl Union {
         if found.state.upper && !linked {
             self.inos.gone(found.st.st_dev, found.st.st_ino);
         }
+        self.retire_origin(&found);
         self.nodes.unlinked(&p, name);
         Ok(linked.then(|| self.inos.encode(found.st.st_dev, found.st.st_ino)))
     }
