@@ -639,12 +639,18 @@ impl Union {
         if marker::is_layer_xattr(name) {
             return self.layer_of(ino);
         }
-        if marker::is_private_xattr(name) {
+        // `.ciopfs` lives in no layer: a file without xattrs.
+        if marker::is_private_xattr(name) || self.is_ciopfs(ino) {
             return Err(Errno::ENODATA);
         }
         let node = self.node(ino)?;
         let place = self.quick_place(&node)?;
         sys::lgetxattr_at(place.dir.as_fd(), &place.name, &sys::cstr(name)?)
+    }
+
+    /// Is `ino` the `.ciopfs` entry of a casefold mount?
+    pub(super) fn is_ciopfs(&self, ino: u64) -> bool {
+        ino == CIOPFS_INO && self.opts.casefold
     }
 
     /// Which layer serves `ino` (`user.fimfs.layer`): `upper`, or
@@ -669,6 +675,9 @@ impl Union {
 
     /// The xattr names of `ino`, NUL-separated, private ones left out.
     pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
+        if self.is_ciopfs(ino) {
+            return Ok(Vec::new());
+        }
         let node = self.node(ino)?;
         let place = self.quick_place(&node)?;
         let raw = sys::llistxattr_at(place.dir.as_fd(), &place.name)?;
