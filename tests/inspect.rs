@@ -296,6 +296,8 @@ fn diff_and_export_read_every_marker_dialect() {
         ".wh.wfile",
         ".wh.wtx",
         ".wh.wux",
+        // The launcher's mark: this layer's deletions are `.wh.` files.
+        ".wh..wh.fimfs",
     ]
     .iter()
     .map(|n| n.to_string())

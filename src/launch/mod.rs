@@ -29,6 +29,7 @@
 
 pub mod bwrap;
 pub mod choice;
+pub mod dialect;
 mod elf;
 pub mod error;
 pub mod image;

@@ -17,6 +17,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 pub const WH_PREFIX: &[u8] = b".wh.";
 pub const OPAQUE_FILE: &[u8] = b".wh..wh..opq";
+/// What `fimfs export` leaves at the root of a layer whose deletions are
+/// `.wh.` files, for the launcher (`launch::dialect`). Read as the whiteout
+/// of `.wh.fimfs`, a name no view can hold, it hides nothing.
+pub const EXPORT_MARK: &[u8] = b".wh..wh.fimfs";
 
 const OPAQUE_XATTRS: [&CStr; 3] = [
     c"trusted.overlay.opaque",
