@@ -39,6 +39,9 @@ fn linked_upper(state: &State, st: &libc::stat) -> bool {
     state.upper && state.kind != Kind::Dir && st.st_nlink > 1
 }
 
+/// A name the kernel holds for a lower-only entry: parent, name, number.
+pub type LowerOnlyName = (u64, Vec<u8>, u64);
+
 /// With casefold, `.ciopfs` answers lookups in every directory (Wine then
 /// treats the mount as case-insensitive and stops scanning directories
 /// itself, as on ciopfs) but is never listed: one read-only empty file,
@@ -372,8 +375,22 @@ impl Union {
     /// The names the kernel holds for lower-only nodes, as (parent, name,
     /// node): what to drop from its caches once the lowers' view may
     /// change behind this daemon (another daemon shares the upper).
-    pub fn lower_only_names(&self) -> Vec<(u64, Vec<u8>, u64)> {
+    pub fn lower_only_names(&self) -> Vec<LowerOnlyName> {
         self.nodes.lower_only_names()
+    }
+
+    /// Forgets what the engine remembers of the lowers, which never change
+    /// under a mount unless a user changed one on purpose (`SIGUSR1`): the
+    /// names each lower directory lacks, folded indexes, every node's cached
+    /// layer directories and listing stamps. Returns the live node numbers
+    /// and the lower-only names, whose kernel caches the caller drops.
+    pub fn forget_lowers(&self) -> (Vec<u64>, Vec<LowerOnlyName>) {
+        let names = self.nodes.lower_only_names();
+        let inos = self.nodes.forget_layers();
+        self.fold.clear();
+        // Cached layers of an older generation are resolved again.
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        (inos, names)
     }
 
     /// The kernel forgot `n` lookups of `ino`.
