@@ -115,23 +115,66 @@ fn exported_layer_with_a_deletion_runs_on_the_daemon() {
     );
 }
 
+/// Its only deletion is an opaque directory: `d` made again in the upper.
 #[test]
-fn layer_with_only_an_opaque_marker_runs_on_the_daemon() {
+fn exported_layer_with_only_an_opaque_marker_runs_on_the_daemon() {
     let (tmp, base) = setup("dialect-opq");
-    let layer = tmp.mkdir("opq");
-    put(&layer.join("d/.wh..wh..opq"), "");
-    put(&layer.join("d/new"), "new\n");
+    let up1 = tmp.mkdir("up1");
+    put(&up1.join("d/new"), "new\n");
+    let o = std::process::Command::new("setfattr")
+        .args(["-n", "user.overlay.opaque", "-v", "y"])
+        .arg(up1.join("d"))
+        .status()
+        .expect("run setfattr");
+    assert!(o.success(), "setfattr");
+    let layer = tmp.join("layer");
+    export(&tmp, &up1, &layer);
+    assert!(
+        layer.join("d/.wh..wh..opq").exists(),
+        "export wrote the opaque marker"
+    );
     let lowers = vec![layer.clone(), base];
     let o = run(&tmp, &lowers, &tmp.join("upper"), false);
     assert!(o.stdout.contains("new"), "{o}");
     assert!(
-        !o.stdout.contains("x\n") && !o.stdout.contains(".wh."),
+        !o.stdout.contains("\nx\n") && !o.stdout.contains(".wh."),
         "d is not opaque: {o}"
     );
     assert!(o.stdout.contains("fs=fuseblk"), "not on the daemon: {o}");
     let n = notes(&o);
     assert_eq!(n.len(), 1, "one fimfs: line, got {n:?}\n{o}");
-    assert!(n[0].contains(&layer.display().to_string()), "{n:?}");
+    assert!(
+        n[0].contains(&format!("lower 1 {}", layer.display())),
+        "{n:?}"
+    );
+}
+
+/// A layer made by hand (no mark) with a `.wh.` file in its root: the bounded
+/// check reads each layer's root directory.
+#[test]
+fn hand_made_layer_with_a_whiteout_in_its_root_runs_on_the_daemon() {
+    let (tmp, base) = setup("dialect-hand");
+    let layer = tmp.mkdir("hand");
+    put(&layer.join(".wh.gone"), "");
+    put(&layer.join("only"), "only\n");
+    let lowers = vec![layer.clone(), base];
+    let o = run(&tmp, &lowers, &tmp.join("upper"), false);
+    assert!(
+        o.stdout.contains("only") && o.stdout.contains("keep"),
+        "{o}"
+    );
+    assert!(
+        !o.stdout.contains("gone"),
+        "the deleted file came back: {o}"
+    );
+    assert!(o.stdout.contains("fs=fuseblk"), "not on the daemon: {o}");
+    let n = notes(&o);
+    assert_eq!(n.len(), 1, "one fimfs: line, got {n:?}\n{o}");
+    assert!(
+        n[0].contains(&format!("lower 1 {}", layer.display())),
+        "{n:?}"
+    );
+    assert!(n[0].contains(".wh.gone"), "{n:?}");
 }
 
 #[test]
