@@ -8,6 +8,13 @@
 //! unmount, cleanup) is not timed. All three run in the same process, one
 //! after the other, so the ratio is meaningful on a noisy machine.
 //!
+//! A second set of 20 lowers holds 20,000 (empty) files each, in 20 × 10
+//! directories of 100: the launcher looks into the layers for deletions the
+//! kernel overlay cannot read (`launch::dialect`), and that look must not
+//! cost a launch over big layers more than 10%. `FIMFS_BENCH_BASELINE=BIN`
+//! times another fimfs binary (an older build) on the same layers in the
+//! same run, for a before/after comparison on one noisy machine.
+//!
 //! `cargo bench --bench launch` (root, FUSE, bubblewrap >= 0.10 on PATH or
 //! in FIMFS_BWRAP). Prints a `variant | median | ratio` table and writes it
 //! to `target/fimfs-launch-report.md`.
@@ -19,6 +26,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const LOWERS: usize = 20;
+/// Files per lower of the big set: 20 directories × 10 × 100.
+const BIG_FILES: usize = 20_000;
 
 struct Setup {
     dir: PathBuf,
@@ -41,12 +50,27 @@ fn bwrap_path() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
+/// Fills lower `i` of the big set: `d00..d19/e0..e9/f000..f099`, empty.
+fn fill_big(l: &Path, i: usize) {
+    for d in 0..BIG_FILES / 1000 {
+        for e in 0..10 {
+            let dir = l.join(format!("d{d:02}/e{e}"));
+            fs::create_dir_all(&dir).unwrap();
+            for f in 0..100 {
+                fs::File::create(dir.join(format!("f{f:03}-{i:02}"))).unwrap();
+            }
+        }
+    }
+}
+
 impl Setup {
-    fn new() -> Setup {
+    /// `big`: lowers of [`BIG_FILES`] files each, else of 50.
+    fn new(big: bool) -> Setup {
         let base = std::env::var_os("FIMFS_BENCH_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/var/tmp/fimfs-bench"));
-        let dir = base.join(format!("launch-{}", std::process::id()));
+        let tag = if big { "big" } else { "small" };
+        let dir = base.join(format!("launch-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let mut lowers = Vec::new();
         // Top-most first, as `fimfs run` takes them; each with a directory
@@ -57,6 +81,9 @@ impl Setup {
             fs::create_dir_all(l.join(format!("only{i:02}"))).unwrap();
             for f in 0..50 {
                 fs::write(l.join(format!("shared/f{i:02}-{f:02}")), b"x").unwrap();
+            }
+            if big {
+                fill_big(&l, i);
             }
             lowers.push(l);
         }
@@ -106,7 +133,11 @@ impl Setup {
     }
 
     fn fimfs(&self, overlay: &str) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_fimfs"));
+        self.fimfs_bin(Path::new(env!("CARGO_BIN_EXE_fimfs")), overlay)
+    }
+
+    fn fimfs_bin(&self, bin: &Path, overlay: &str) -> Command {
+        let mut c = Command::new(bin);
         let lowers: Vec<String> = self
             .lowers
             .iter()
@@ -164,26 +195,53 @@ fn main() {
         println!("launch bench: not run outside `cargo bench` (needs root, FUSE, bwrap)");
         return;
     }
-    let setup = Setup::new();
+    let setup = Setup::new(false);
+    let big = Setup::new(true);
+    let baseline = std::env::var_os("FIMFS_BENCH_BASELINE").map(PathBuf::from);
     let mut c = Criterion::default()
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5))
         .configure_from_args();
-    let variants: [(&str, &dyn Fn() -> Command); 3] = [
-        ("bwrap_overlay_plain", &|| setup.plain()),
-        ("fimfs_run_bwrap", &|| setup.fimfs("bwrap")),
-        ("fimfs_run_daemon", &|| setup.fimfs("unionfs")),
+    // Each variant: its name, the layer set it runs on (its FIFO), and its
+    // command; ratios are to the plain bwrap of the same set.
+    type Make<'a> = Box<dyn Fn() -> Command + 'a>;
+    let mut variants: Vec<(&str, &Setup, Make<'_>)> = vec![
+        ("bwrap_overlay_plain", &setup, Box::new(|| setup.plain())),
+        ("fimfs_run_bwrap", &setup, Box::new(|| setup.fimfs("bwrap"))),
+        (
+            "fimfs_run_daemon",
+            &setup,
+            Box::new(|| setup.fimfs("unionfs")),
+        ),
+        (
+            "bwrap_overlay_plain_20k_files",
+            &big,
+            Box::new(|| big.plain()),
+        ),
+        (
+            "fimfs_run_bwrap_20k_files",
+            &big,
+            Box::new(|| big.fimfs("bwrap")),
+        ),
     ];
+    if let Some(bin) = &baseline {
+        let big = &big;
+        variants.push((
+            "fimfs_run_bwrap_20k_files_baseline",
+            big,
+            Box::new(move || big.fimfs_bin(bin, "bwrap")),
+        ));
+    }
     let samples: Vec<RefCell<Vec<Duration>>> =
         variants.iter().map(|_| RefCell::default()).collect();
     let mut group = c.benchmark_group(format!("launch_start_{LOWERS}_lowers"));
-    for ((name, make), seen) in variants.iter().zip(&samples) {
+    for ((name, on, make), seen) in variants.iter().zip(&samples) {
         group.bench_function(*name, |b| {
             b.iter_custom(|iters| {
                 (0..iters)
                     .map(|_| {
-                        let d = setup.time_start(make());
+                        let d = on.time_start(make());
                         seen.borrow_mut().push(d);
                         d
                     })
@@ -192,16 +250,22 @@ fn main() {
         });
     }
     group.finish();
-    let base = median(&mut samples[0].borrow_mut());
+    let medians: Vec<Duration> = samples
+        .iter()
+        .map(|s| median(&mut s.borrow_mut()))
+        .collect();
     let mut report = format!(
-        "| from spawn to the command starting ({LOWERS} lowers) | median | ratio to plain bwrap |\n|---|---:|---:|\n"
+        "| from spawn to the command starting ({LOWERS} lowers) | median | ratio to plain bwrap on the same lowers |\n|---|---:|---:|\n"
     );
-    for ((name, _), seen) in variants.iter().zip(&samples) {
-        let m = median(&mut seen.borrow_mut());
+    for (i, (name, on, _)) in variants.iter().enumerate() {
+        let base = variants
+            .iter()
+            .position(|(n, o, _)| std::ptr::eq(*o, *on) && n.starts_with("bwrap_overlay_plain"))
+            .map_or(medians[0], |j| medians[j]);
         report.push_str(&format!(
             "| {name} | {:.2} ms | {:.2}x |\n",
-            m.as_secs_f64() * 1e3,
-            m.as_secs_f64() / base.as_secs_f64().max(1e-9)
+            medians[i].as_secs_f64() * 1e3,
+            medians[i].as_secs_f64() / base.as_secs_f64().max(1e-9)
         ));
     }
     println!("\n{report}");

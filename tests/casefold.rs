@@ -259,3 +259,51 @@ fn wrong_case_lookups_in_a_big_directory() {
     assert_eq!(lstat_errno(&m.join("big/New7")), libc::ENOENT);
     drop(m);
 }
+
+/// `sh -c SCRIPT` in `dir`: exit code, stdout and stderr together.
+fn sh_out(dir: &Path, script: &str) -> (i32, String) {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .expect("run sh");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// `.ciopfs` answers xattr calls like a file without xattrs: `ls -la` shows it
+/// without "Permission denied", listxattr is empty, getxattr ENODATA, and
+/// setting one fails as on a file that cannot change (EPERM).
+#[test]
+fn ciopfs_has_no_xattrs_and_refuses_none_to_read() {
+    let s = stack("casefold-ciopfs-xattr");
+    let m = s.mount_opts(&["casefold"]);
+    let (code, out) = sh_out(m.path(), "ls -la .ciopfs Docs/.ciopfs");
+    assert_eq!(code, 0, "ls -la .ciopfs: {out}");
+    assert!(!out.contains("Permission denied"), "ls -la .ciopfs: {out}");
+    let (code, out) = sh_out(m.path(), "getfattr -d -m - .ciopfs; echo rc=$?");
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out.trim(),
+        "rc=0",
+        "listxattr of .ciopfs lists nothing: {out}"
+    );
+    let (_, out) = sh_out(m.path(), "getfattr -n user.x .ciopfs 2>&1; echo rc=$?");
+    assert!(
+        out.contains("No such attribute"),
+        "getxattr: ENODATA, got {out}"
+    );
+    let (_, out) = sh_out(m.path(), "setfattr -n user.x -v 1 .ciopfs 2>&1; echo rc=$?");
+    assert!(
+        out.contains("Operation not permitted"),
+        "setxattr: EPERM, got {out}"
+    );
+    let (_, out) = sh_out(m.path(), "setfattr -x user.x .ciopfs 2>&1; echo rc=$?");
+    assert!(
+        out.contains("No such attribute"),
+        "removexattr: ENODATA, got {out}"
+    );
+    unmount_clean(m);
+}

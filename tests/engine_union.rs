@@ -2456,3 +2456,90 @@ fn random_ops_match_a_plain_directory() {
         failures.join("\n\n")
     );
 }
+
+/// A second engine over the same layers: what a remount sees.
+fn reopen(fx: &Fixture) -> Union {
+    use fimfs::layer::{Layer, Stack, Workdir};
+    let open = |p: &Path| Layer::open(p).unwrap_or_else(|e| panic!("Layer::open: {e}"));
+    let upper = fx.upper.as_deref().map(open);
+    let stack = Stack::new(upper, fx.lowers.iter().map(|p| open(p)).collect());
+    let work = fx.tmp.path().join("work").join("2");
+    let work = Workdir::open(&work).unwrap_or_else(|e| panic!("Workdir::open: {e}"));
+    Union::new(stack, Some(work), Options::default())
+}
+
+/// The upper carries no mark of fimfs (the kernel overlay would list it), yet
+/// numbers hold: a copy-up keeps its lower entry's number in the session and
+/// after a remount; a file renamed away keeps its number in the session; a file
+/// made at a name a deleted or renamed lower file had takes a fresh number in
+/// the session (the kernel may still hold the old one) and, after a remount, the
+/// number of the lower entry it hides, which no other live entry has.
+#[test]
+fn numbers_hold_without_marks_across_a_remount() {
+    let fx = Fixture::new(
+        "ino-nomark",
+        &["f a A\nf b B\nf c C\nf d D\nf e E"],
+        Some(""),
+        Options::default(),
+    );
+    let num = |u: &Union, p: &str| -> u64 {
+        let mut l = Lookups::new(u);
+        let i = l.ino(p).unwrap_or_else(|e| panic!("lookup {p}: {e}"));
+        u.getattr(i)
+            .unwrap_or_else(|e| panic!("getattr {p}: {e}"))
+            .ino
+    };
+    let u = &fx.union;
+    let orig: BTreeMap<&str, u64> = ["a", "b", "c", "d", "e"]
+        .iter()
+        .map(|p| (*p, num(u, p)))
+        .collect();
+    for line in [
+        "append a Z",
+        "chmod b 600",
+        "append c Z",
+        "rename c moved",
+        "unlink d",
+        "create d new",
+        "create tmp T",
+        "rename tmp e",
+    ] {
+        let (op, want) = parse_op(line);
+        assert_eq!(engine_apply(u, &op, true), want, "{line}");
+    }
+    // Every entry once, distinct numbers (`check_view`).
+    let tree = parse_expect("f a AZ\nf b B\nf d new\nf e T\nf moved CZ");
+    let mut problems = Vec::new();
+    let view = engine_view(u, &mut problems);
+    check_view(&view, &tree, &mut problems);
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert_eq!(num(u, "a"), orig["a"], "copy-up by a write");
+    assert_eq!(num(u, "b"), orig["b"], "copy-up by chmod");
+    assert_eq!(num(u, "moved"), orig["c"], "renamed copy-up, same session");
+    for p in ["d", "e"] {
+        assert!(
+            view[p].ino != orig[p],
+            "{p}: new file took the deleted one's number"
+        );
+    }
+    let upper = fx.upper();
+    for (path, x) in disk_snapshot(upper)
+        .iter()
+        .flat_map(|(p, e)| e.xattrs.keys().map(move |k| (p.clone(), k.clone())))
+    {
+        assert!(
+            !x.contains("fimfs"),
+            "{path}: fimfs wrote {x} into the upper"
+        );
+    }
+
+    let again = reopen(&fx);
+    let mut problems = Vec::new();
+    let view2 = engine_view(&again, &mut problems);
+    check_view(&view2, &tree, &mut problems);
+    assert!(problems.is_empty(), "after a remount: {problems:#?}");
+    assert_eq!(view2["a"].ino, view["a"].ino, "a: number after a remount");
+    assert_eq!(view2["b"].ino, view["b"].ino, "b: number after a remount");
+    assert_eq!(view2["d"].ino, orig["d"], "d hides the old d: its number");
+    assert_eq!(view2["e"].ino, orig["e"], "e hides the old e: its number");
+}

@@ -426,3 +426,39 @@ fn generated_kernel_upper_reads_the_same_in_fimfs() {
     build_generated(&mut s, 0x1a7e);
     check_direction(&mut s, Writer::Kernel, &workload_generated, generated_facts);
 }
+
+// ---------------------------------------------------------------------------------
+// A lower changed on purpose behind the mount
+
+/// fimfs remembers what a lower directory lacks once it has listed it, so a file
+/// added to a lower behind the mount is not seen (the kernel calls changing a lower
+/// under a mount undefined; the README says so). `SIGUSR1` to the daemon drops what
+/// it remembers of the lowers and has the kernel drop its cached entries, pages and
+/// listings; the kernel's negative entry for the name cannot be named and lasts
+/// `timeout` (1 s by default), which the bounded poll covers.
+#[test]
+fn sigusr1_shows_what_was_added_to_a_lower() {
+    let s = Stack::new("sigusr1-lowers", 2);
+    put(&s.l(1, "d/a"), "a\n");
+    put(&s.l(2, "d/b"), "b\n");
+    let m = s.mount();
+    assert_eq!(names(&s.m("d")), ["a", "b"]);
+    put(&s.l(2, "d/new"), "new\n");
+    assert_eq!(
+        lstat_errno(&s.m("d/new")),
+        libc::ENOENT,
+        "a file added to a lower behind the mount is not seen until SIGUSR1"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(m.pid() as i32),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .expect("kill -USR1 the daemon");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while lstat_errno(&s.m("d/new")) != 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(read_str(&s.m("d/new")), "new\n", "seen after SIGUSR1");
+    assert_eq!(names(&s.m("d")), ["a", "b", "new"], "listed after SIGUSR1");
+    unmount_clean(m);
+}

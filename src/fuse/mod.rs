@@ -157,6 +157,8 @@ pub struct FimFs {
 enum Stale {
     /// The cached attributes of an inode.
     Attr(u64),
+    /// Everything cached of an inode: attributes, data, a listing.
+    All(u64),
     /// A directory entry (casefold: another spelling of a changed name).
     Entry(u64, Vec<u8>),
 }
@@ -178,6 +180,8 @@ impl FimFs {
                 let _ = match s {
                     // Offset -1: attributes only.
                     Stale::Attr(ino) => n.inval_inode(INodeNo(ino), -1, 0),
+                    // Offset 0, length 0: every page too.
+                    Stale::All(ino) => n.inval_inode(INodeNo(ino), 0, 0),
                     Stale::Entry(parent, name) => {
                         n.inval_entry(INodeNo(parent), std::ffi::OsStr::from_bytes(&name))
                     }
@@ -236,10 +240,49 @@ impl FimFs {
         }
     }
 
+    /// On each `SIGUSR1`, forgets what the daemon remembers of the lowers
+    /// (a user changed one on purpose) and has the kernel drop what it
+    /// caches of them: entries of lower-only names, attributes, pages and
+    /// listings of every inode it holds. The kernel's negative entries
+    /// cannot be named; they expire after `timeout`. The signal must be
+    /// blocked in every thread ([`block_refresh_signal`]).
+    pub fn forget_lowers_on_signal(&self) {
+        let (u, tx) = (self.union.clone(), self.stale.clone());
+        let watch = move || {
+            let set = nix::sys::signal::SigSet::from(REFRESH_SIGNAL);
+            while set.wait().is_ok() {
+                let (inos, names) = u.forget_lowers();
+                tracing::info!("{REFRESH_SIGNAL:?}: forgot what was remembered of the lowers");
+                for (parent, name, _) in names {
+                    let _ = tx.send(Stale::Entry(parent, name));
+                }
+                for ino in inos {
+                    let _ = tx.send(Stale::All(ino));
+                }
+            }
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("fimfs-refresh".into())
+            .spawn(watch)
+        {
+            tracing::warn!("{REFRESH_SIGNAL:?} will not be handled: {e}");
+        }
+    }
+
     /// Where the session's notifier goes once the session exists.
     pub fn notifier_slot(&self) -> Arc<OnceLock<fuser::Notifier>> {
         self.notifier.clone()
     }
+}
+
+/// The signal that makes the daemon forget what it remembers of the lowers.
+pub const REFRESH_SIGNAL: nix::sys::signal::Signal = nix::sys::signal::Signal::SIGUSR1;
+
+/// Blocks [`REFRESH_SIGNAL`] in the calling thread, and so in every thread
+/// it starts afterwards: only the thread of
+/// [`FimFs::forget_lowers_on_signal`] takes it.
+pub fn block_refresh_signal() {
+    let _ = nix::sys::signal::SigSet::from(REFRESH_SIGNAL).thread_block();
 }
 
 pub fn file_type(k: Kind) -> FileType {

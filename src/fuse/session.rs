@@ -225,7 +225,9 @@ pub fn serve(
     // Every thread started from here on inherits the blocked mask; only the
     // signal thread takes them, with sigwait.
     let _ = stop_sigset().thread_block();
+    super::block_refresh_signal();
     let fs = FimFs::new(union.clone(), cfg.ttl, Tuning::for_mount(cfg));
+    fs.forget_lowers_on_signal();
     let slot = fs.notifier_slot();
     let session = match open_session(fs, cfg) {
         Ok(s) => s,

@@ -6,8 +6,9 @@
 //! - `A`/`M`: an entry that is new, or that replaces one the lowers have.
 //!   With `--lowers` this is decided by resolving the name in the lowers
 //!   (their whiteouts and opaque directories count). Without them, a
-//!   non-directory is `M` when it carries a copy-up mark (fimfs'
-//!   `user.fimfs.origin`, the kernel overlay's `overlay.origin`), else `A`.
+//!   non-directory is `M` when it carries a copy-up mark (the kernel
+//!   overlay's `overlay.origin`, or `user.fimfs.origin` that fimfs wrote
+//!   before it stopped marking the upper), else `A`.
 //! - Directories: with `--lowers`, `A` when the lowers have nothing there,
 //!   `M` when they have a non-directory there or one with another mode or
 //!   owner; a directory that merely holds changes is not listed. Without

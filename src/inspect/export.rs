@@ -15,7 +15,7 @@ use super::tar::{self, Header};
 use super::{Error, mounts, quote};
 use crate::layer::{Layer, remove_tree};
 use crate::sys::{self, Errno};
-use crate::union::marker;
+use crate::union::marker::{self, EXPORT_MARK};
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::fs::File;
@@ -117,6 +117,8 @@ struct DirSink<'a> {
     links: Links,
     root_user: bool,
     warn: Warn<'a>,
+    /// A `.wh.` file was written: the export gets the launcher's mark.
+    deletions: bool,
 }
 
 fn write_err(path: &[u8], what: &str, e: Errno) -> Error {
@@ -211,6 +213,23 @@ fn marker_file(dir: BorrowedFd<'_>, name: &[u8], like: &libc::stat) -> sys::Resu
     sys::fchmod(fd.as_fd(), 0o644)
 }
 
+/// Leaves the launcher's mark (`launch::dialect`) at the root of a directory
+/// export that holds `.wh.` files, then gives the root back the upper root's
+/// times, which the new entry changed.
+fn mark_dir(
+    root: &OwnedFd,
+    upper_root: BorrowedFd<'_>,
+    at: (BorrowedFd<'_>, &CStr),
+) -> sys::Result<()> {
+    let st = sys::fstat(upper_root)?;
+    match marker_file(root.as_fd(), EXPORT_MARK, &st) {
+        // The upper held it already (an export used as an upper): it is there.
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(e),
+    }
+    set_times(at, &st)
+}
+
 fn unbalanced() -> Error {
     Error::msg("export: unbalanced walk")
 }
@@ -230,6 +249,7 @@ impl Visitor for DirSink<'_> {
         if matches!(item.change, Change::Dir { opaque: true }) {
             marker_file(dir.as_fd(), marker::OPAQUE_FILE, item.st)
                 .map_err(|e| write_err(item.path, "mark opaque", e))?;
+            self.deletions = true;
         }
         self.stack.push(dir);
         Ok(())
@@ -252,6 +272,7 @@ impl Visitor for DirSink<'_> {
         if item.change == Change::Whiteout {
             let wh = whiteout_name(item)?;
             marker_file(out, &wh, item.st).map_err(err("write the whiteout of"))?;
+            self.deletions = true;
             let c = sys::cstr(&wh).map_err(err("write the whiteout of"))?;
             return set_times((out, &c), item.st).map_err(err("set the times of"));
         }
@@ -277,6 +298,7 @@ struct TarSink<'a, W: Write> {
     links: Links,
     warn: Warn<'a>,
     file: String,
+    deletions: bool,
 }
 
 impl<W: Write> TarSink<'_, W> {
@@ -334,6 +356,7 @@ impl<W: Write> Visitor for TarSink<'_, W> {
         if matches!(item.change, Change::Dir { opaque: true }) {
             dir.extend_from_slice(marker::OPAQUE_FILE);
             self.marker(dir, item.st)?;
+            self.deletions = true;
         }
         Ok(())
     }
@@ -347,6 +370,7 @@ impl<W: Write> Visitor for TarSink<'_, W> {
         if item.change == Change::Whiteout {
             let mut path = parent.to_vec();
             path.extend(whiteout_name(item)?);
+            self.deletions = true;
             return self.marker(path, item.st);
         }
         if let Some(first) = self.links.seen(item) {
@@ -492,8 +516,13 @@ pub fn export(upper: &Path, target: &Target, warn: Warn<'_>) -> Result<(), Strin
                 links: Links::default(),
                 root_user: sys::geteuid() == 0,
                 warn,
+                deletions: false,
             };
             scan::walk(up.root(), &mut sink).map_err(|e| e.render(upper))?;
+            if sink.deletions {
+                mark_dir(&sink.root, up.root(), (parent.as_fd(), &tmp_c))
+                    .map_err(|e| format!("{shown}: cannot write its mark: {}", e.desc()))?;
+            }
             sys::fsync(sink.root.as_fd(), false).map_err(|e| format!("{shown}: {}", e.desc()))?;
         }
         Target::Tar(_) => {
@@ -504,8 +533,14 @@ pub fn export(upper: &Path, target: &Target, warn: Warn<'_>) -> Result<(), Strin
                 links: Links::default(),
                 warn,
                 file: shown.clone(),
+                deletions: false,
             };
             scan::walk(up.root(), &mut sink).map_err(|e| e.render(upper))?;
+            if sink.deletions {
+                let st = sys::fstat(up.root()).map_err(|e| format!("{upper:?}: {}", e.desc()))?;
+                sink.marker(EXPORT_MARK.to_vec(), &st)
+                    .map_err(|e| e.render(upper))?;
+            }
             let file = sink
                 .w
                 .finish()

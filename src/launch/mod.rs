@@ -31,6 +31,7 @@
 
 pub mod bwrap;
 pub mod choice;
+pub mod dialect;
 mod elf;
 pub mod error;
 mod execfail;

@@ -177,7 +177,13 @@ impl Launch {
         // A real run does not ask bwrap its version (a process on every
         // start): an old bwrap refuses --overlay-src, and the fallback says
         // why. A dry run asks, to show what would happen.
+        let unreadable = (choice.backend == Backend::Bwrap)
+            .then(|| super::dialect::first_unreadable(&upper, &lowers))
+            .flatten();
         let mode = match choice.backend {
+            Backend::Bwrap if unreadable.is_some() => Mode::Daemon {
+                why: unreadable.map(|u| u.to_string()),
+            },
             Backend::Bwrap if req.dry_run => match too_old(&bwrap) {
                 Some(why) => Mode::Daemon { why: Some(why) },
                 None => Mode::Kernel,
@@ -296,6 +302,9 @@ impl Launch {
             })?;
         let run_dir = RunDir::create(self.paths()).map_err(LockError::Failed)?;
         let kernel = matches!(self.mode, Mode::Kernel);
+        if let Mode::Daemon { why: Some(why) } = &self.mode {
+            eprintln!("fimfs: {why}; running the command on the fimfs daemon instead");
+        }
         let mut pause = |d: Duration| stop_signal_within(signals, d);
         let lock = lock_upper(&self.upper, kernel, self.busy_timeout, &mut pause)?;
         Ok((run_dir, lock))

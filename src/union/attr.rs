@@ -2,10 +2,17 @@
 //! of merged directories, and ownership squashing.
 //!
 //! Inode numbers. A union entry reports the inode of its *origin*: the
-//! first lower entry of the same type found below an upper winner (what a
-//! copy-up was made from), or else the winner itself. So a file keeps its
-//! number across its own copy-up, across forgets and cache drops, and
-//! `d_ino` from readdir (computed by the same rule) equals `st_ino`. Real
+//! first lower entry of the same type found below an upper winner (with
+//! one link, and no whiteout between them), or else the winner itself.
+//! The rule reads no mark of its own in the upper (the kernel overlay
+//! would show it): an upper entry over a lower one of its type stands for
+//! it. So a file keeps its number across its own copy-up, across forgets,
+//! cache drops and remounts, and `d_ino` from readdir (computed by the
+//! same rule) equals `st_ino`. While the daemon runs, an upper inode that
+//! carries on an entry known by another number (`stick`) keeps it, and a
+//! lower entry that left its name gives its number up (`retire`), so a
+//! file made at that name later never shares a number with one the
+//! kernel may still hold. Real
 //! numbers from different filesystems are kept apart by putting a small
 //! per-device id in the top byte, as the kernel overlay's `xino` does; the
 //! FUSE root is always 1.
@@ -94,9 +101,19 @@ impl InoMap {
         self.remapped.store(true, Ordering::Release);
     }
 
+    /// The lower entry `dev`/`ino` (one link) left its name, and whatever
+    /// went by its number may live on: a later entry at that name takes a
+    /// fresh number, a new one each time (the last one may have moved on).
+    pub fn release(&self, dev: u64, ino: u64) {
+        self.retired.insert((dev, ino), self.fresh());
+        self.remapped.store(true, Ordering::Release);
+    }
+
     /// The upper inode `dev`/`ino` reports `number` from now on.
+    /// Also when `number` is its own: a name of a lower entry below it
+    /// must not lend it that entry's number.
     pub fn stick(&self, dev: u64, ino: u64, number: u64) {
-        if number == 0 || self.encode(dev, ino) == number {
+        if number == 0 || self.sticky.get(&(dev, ino)).is_some_and(|n| *n == number) {
             return;
         }
         if let Some((_, old)) = self.sticky_by.remove(&number) {
@@ -105,6 +122,15 @@ impl InoMap {
         self.sticky.insert((dev, ino), number);
         self.sticky_by.insert(number, (dev, ino));
         self.remapped.store(true, Ordering::Release);
+    }
+
+    /// The number the upper inode `dev`/`ino` carries on from another
+    /// entry, if any: it wins over what its name would give it.
+    pub fn sticky_of(&self, dev: u64, ino: u64) -> Option<u64> {
+        if !self.remapped.load(Ordering::Acquire) {
+            return None;
+        }
+        self.sticky.get(&(dev, ino)).map(|n| *n)
     }
 
     /// The upper inode `dev`/`ino` is gone (its number may be reused).

@@ -249,12 +249,8 @@ impl Union {
         let pup = self.ensure_upper_dir(&parent)?;
         let tmp = work.temp_name();
         // For a directory, `place` is its own fd with an empty name.
+        // No origin mark: the kernel overlay would show it (see `attr`).
         let staged = copy_entry(&place, &found.st, work.fd(), &tmp, truncate, &self.reflinks)
-            .map(|()| {
-                if found.state.kind != Kind::Dir {
-                    marker::mark_origin(work.fd(), &tmp, &found.st);
-                }
-            })
             .and_then(|()| {
                 sys::renameat2(
                     work.fd(),

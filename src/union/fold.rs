@@ -88,6 +88,11 @@ pub struct FoldCache {
 }
 
 impl FoldCache {
+    /// Forgets every index (lower ones are otherwise kept for ever).
+    pub fn clear(&self) {
+        self.dirs.clear();
+    }
+
     /// The index of the directory open as `dir` (an `O_PATH` fd), fresh.
     /// `generation` is the engine's namespace generation for an upper
     /// directory, None for a lower one.

@@ -17,6 +17,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 pub const WH_PREFIX: &[u8] = b".wh.";
 pub const OPAQUE_FILE: &[u8] = b".wh..wh..opq";
+/// What `fimfs export` leaves at the root of a layer whose deletions are
+/// `.wh.` files, for the launcher (`launch::dialect`). Read as the whiteout
+/// of `.wh.fimfs`, a name no view can hold, it hides nothing.
+pub const EXPORT_MARK: &[u8] = b".wh..wh.fimfs";
 
 const OPAQUE_XATTRS: [&CStr; 3] = [
     c"trusted.overlay.opaque",
@@ -146,8 +150,11 @@ pub fn is_layer_xattr(name: &[u8]) -> bool {
     name == LAYER_XATTR.to_bytes() || name == LAYER_XATTR_TRUSTED.to_bytes()
 }
 
-/// Marks of an upper entry copied up from the lower entry below it: ours,
-/// and the kernel overlay's (`origin`, both namespaces).
+/// Marks of an upper entry copied up from the lower entry below it: the
+/// kernel overlay's (`origin`, both namespaces), and ours, which fimfs
+/// wrote before it stopped writing anything of its own into the upper
+/// (the kernel overlay lists it). Read only by `fimfs diff`; the numbers
+/// the union reports need no mark (`attr`).
 const ORIGIN_XATTRS: [&CStr; 4] = [
     c"user.fimfs.origin",
     c"trusted.fimfs.origin",
@@ -168,22 +175,8 @@ pub enum Origin {
     Exact(u64, u64),
 }
 
-impl Origin {
-    /// May the upper entry take the number of `lower`, found below it at
-    /// the same name? Not when it was copied from another file and then
-    /// renamed or linked over this name.
-    pub fn admits(self, lower: &libc::stat) -> bool {
-        match self {
-            Origin::None => false,
-            Origin::Unverified => true,
-            Origin::Exact(dev, ino) => dev == lower.st_dev && ino == lower.st_ino,
-        }
-    }
-}
-
-/// Reads the origin mark of the upper entry `dir/name`. Asked on every
-/// lookup of an upper file: one `listxattr`, and a read only of a mark
-/// that is there.
+/// Reads the origin mark of the upper entry `dir/name`: one `listxattr`,
+/// and a read only of a mark that is there.
 pub fn origin(dir: BorrowedFd<'_>, name: &CStr) -> Origin {
     let Ok(names) = sys::llistxattr_at(dir, name) else {
         return Origin::None;
@@ -206,18 +199,6 @@ pub fn origin(dir: BorrowedFd<'_>, name: &CStr) -> Origin {
         };
     }
     Origin::None
-}
-
-/// Marks a staged copy-up of `lower`. A symlink takes no `user.*` xattr:
-/// it gets the trusted mark when privileged, else none (it then reports
-/// its own number).
-pub fn mark_origin(dir: BorrowedFd<'_>, name: &CStr, lower: &libc::stat) {
-    let mut v = Vec::with_capacity(16);
-    v.extend_from_slice(&lower.st_dev.to_le_bytes());
-    v.extend_from_slice(&lower.st_ino.to_le_bytes());
-    if sys::lsetxattr_at(dir, name, ORIGIN_XATTRS[0], &v, 0).is_err() {
-        let _ = sys::lsetxattr_at(dir, name, ORIGIN_XATTRS[1], &v, 0);
-    }
 }
 
 /// Set once the upper has refused a device node; from then on whiteouts are

@@ -39,6 +39,9 @@ fn linked_upper(state: &State, st: &libc::stat) -> bool {
     state.upper && state.kind != Kind::Dir && st.st_nlink > 1
 }
 
+/// A name the kernel holds for a lower-only entry: parent, name, number.
+pub type LowerOnlyName = (u64, Vec<u8>, u64);
+
 /// With casefold, `.ciopfs` answers lookups in every directory (Wine then
 /// treats the mount as case-insensitive and stops scanning directories
 /// itself, as on ciopfs) but is never listed: one read-only empty file,
@@ -174,12 +177,30 @@ impl Union {
 
     /// The number an entry reports: its origin's, except for an upper
     /// file with several links, which reports its own so that every name
-    /// of it agrees (see `attr`).
+    /// of it agrees, and an upper inode that carries on another entry's
+    /// number (a copy-up, a rename) while the daemon runs (see `attr`).
     fn ino_of(&self, f: &Found) -> u64 {
         if linked_upper(&f.state, &f.st) {
-            self.inos.encode(f.st.st_dev, f.st.st_ino)
-        } else {
-            self.inos.encode(f.origin.st_dev, f.origin.st_ino)
+            return self.inos.encode(f.st.st_dev, f.st.st_ino);
+        }
+        if f.state.upper
+            && let Some(n) = self.inos.sticky_of(f.st.st_dev, f.st.st_ino)
+        {
+            return n;
+        }
+        self.inos.encode(f.origin.st_dev, f.origin.st_ino)
+    }
+
+    /// `f` leaves its name (removed, replaced, moved away). When it went by
+    /// a lower entry's number, the kernel may still hold that number (an
+    /// open file), so whatever comes at the name next takes a fresh one
+    /// while the daemon runs (after a remount, the lower entry's again).
+    fn retire_origin(&self, f: &Found) {
+        let own = f.state.upper && (f.origin.st_dev, f.origin.st_ino) == (f.st.st_dev, f.st.st_ino);
+        // A lower entry with several links is never an origin (`resolve`),
+        // and its other names keep their number.
+        if !own && f.state.kind != Kind::Dir && f.origin.st_nlink <= 1 {
+            self.inos.release(f.origin.st_dev, f.origin.st_ino);
         }
     }
 
@@ -354,8 +375,22 @@ impl Union {
     /// The names the kernel holds for lower-only nodes, as (parent, name,
     /// node): what to drop from its caches once the lowers' view may
     /// change behind this daemon (another daemon shares the upper).
-    pub fn lower_only_names(&self) -> Vec<(u64, Vec<u8>, u64)> {
+    pub fn lower_only_names(&self) -> Vec<LowerOnlyName> {
         self.nodes.lower_only_names()
+    }
+
+    /// Forgets what the engine remembers of the lowers, which never change
+    /// under a mount unless a user changed one on purpose (`SIGUSR1`): the
+    /// names each lower directory lacks, folded indexes, every node's cached
+    /// layer directories and listing stamps. Returns the live node numbers
+    /// and the lower-only names, whose kernel caches the caller drops.
+    pub fn forget_lowers(&self) -> (Vec<u64>, Vec<LowerOnlyName>) {
+        let names = self.nodes.lower_only_names();
+        let inos = self.nodes.forget_layers();
+        self.fold.clear();
+        // Cached layers of an older generation are resolved again.
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        (inos, names)
     }
 
     /// The kernel forgot `n` lookups of `ino`.
@@ -621,12 +656,18 @@ impl Union {
         if marker::is_layer_xattr(name) {
             return self.layer_of(ino);
         }
-        if marker::is_private_xattr(name) {
+        // `.ciopfs` lives in no layer: a file without xattrs.
+        if marker::is_private_xattr(name) || self.is_ciopfs(ino) {
             return Err(Errno::ENODATA);
         }
         let node = self.node(ino)?;
         let place = self.quick_place(&node)?;
         sys::lgetxattr_at(place.dir.as_fd(), &place.name, &sys::cstr(name)?)
+    }
+
+    /// Is `ino` the `.ciopfs` entry of a casefold mount?
+    pub(super) fn is_ciopfs(&self, ino: u64) -> bool {
+        ino == CIOPFS_INO && self.opts.casefold
     }
 
     /// Which layer serves `ino` (`user.fimfs.layer`): `upper`, or
@@ -651,6 +692,9 @@ impl Union {
 
     /// The xattr names of `ino`, NUL-separated, private ones left out.
     pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
+        if self.is_ciopfs(ino) {
+            return Ok(Vec::new());
+        }
         let node = self.node(ino)?;
         let place = self.quick_place(&node)?;
         let raw = sys::llistxattr_at(place.dir.as_fd(), &place.name)?;

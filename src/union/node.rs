@@ -535,6 +535,19 @@ impl NodeTable {
 
     /// The names the kernel holds for nodes only the lowers have, as
     /// (parent, name, node).
+    /// Drops what every live node remembers of its layers (cached directory
+    /// fds and lower listings, listing stamps); returns their numbers.
+    pub fn forget_layers(&self) -> Vec<u64> {
+        self.map
+            .iter()
+            .map(|e| {
+                e.value().clear_dir();
+                e.value().set_listed(None);
+                *e.key()
+            })
+            .collect()
+    }
+
     pub fn lower_only_names(&self) -> Vec<(u64, Vec<u8>, u64)> {
         self.names
             .iter()

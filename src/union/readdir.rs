@@ -7,7 +7,7 @@
 //! entry's number follows the same origin rule as lookup, so `d_ino`
 //! equals the `st_ino` a later stat reports.
 use super::Union;
-use super::attr::Kind;
+use super::attr::{InoMap, Kind};
 use super::marker::{self, OPAQUE_FILE, WH_PREFIX};
 use super::node::{LayerDir, Node};
 use crate::layer::{LayerId, UPPER};
@@ -154,7 +154,9 @@ impl Merge<'_> {
                 if kind == Kind::Dir && upper_child_opaque(self.upper, upper_name) {
                     return;
                 }
-                if kind != Kind::Dir && !upper_copy_of(self.upper, upper_name, dir, &name) {
+                if kind != Kind::Dir
+                    && !upper_copy_of(&self.union.inos, self.upper, upper_name, dir, &name)
+                {
                     return;
                 }
                 self.out[i].ino = ino;
@@ -174,9 +176,10 @@ fn upper_child_opaque(upper: Option<BorrowedFd<'_>>, name: &[u8]) -> bool {
 }
 
 /// Does the upper file `name` take its number from the lower entry of
-/// the same name in `lower`? Only when it was copied up from that very
-/// file, and neither has other links.
+/// the same name and type in `lower`? When neither has other links, and
+/// the upper inode does not carry on another entry's number (`attr`).
 fn upper_copy_of(
+    inos: &InoMap,
     upper: Option<BorrowedFd<'_>>,
     name: &[u8],
     lower: BorrowedFd<'_>,
@@ -189,7 +192,7 @@ fn upper_copy_of(
     let (Ok(up), Ok(low)) = (sys::fstatat(dir, &c), sys::fstatat(lower, &lc)) else {
         return false;
     };
-    up.st_nlink <= 1 && low.st_nlink <= 1 && marker::origin(dir, &c).admits(&low)
+    up.st_nlink <= 1 && low.st_nlink <= 1 && inos.sticky_of(up.st_dev, up.st_ino).is_none()
 }
 
 impl Union {

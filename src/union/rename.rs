@@ -246,6 +246,13 @@ impl Union {
             }
             _ => {}
         }
+        if !exchange {
+            // Neither entry stands for the lower entries at their old names.
+            self.retire_origin(&src);
+            if let Some(d) = &dst {
+                self.retire_origin(d);
+            }
+        }
         self.nodes.renamed((&p, kname), (&np, knewname), exchange);
         Ok(())
     }

@@ -7,7 +7,7 @@
 //! Resolution always reads the layers (no cached guess decides what exists),
 //! so entries added to the upper behind the mount are seen at once.
 use super::attr::Kind;
-use super::marker::{self, Origin, Probe};
+use super::marker::{self, Probe};
 use super::names::LayerNames;
 use super::node::{DirLayers, LayerDir, Node, State};
 use super::{Union, fold};
@@ -184,7 +184,6 @@ impl Union {
             layers: Vec::new(),
             opaque: false,
         };
-        let mut mark = Origin::None;
         let mut winner_name = None;
         for (i, layer) in parent.layers.iter().enumerate() {
             let LayerDir { id, fd, .. } = layer;
@@ -210,21 +209,9 @@ impl Union {
             if !scan.take(*id, st, dir_fd) {
                 break;
             }
-            // An upper non-directory takes the number of the lower entry
-            // below only when it was copied up from it.
-            let upper_file = *id == UPPER && Kind::from_mode(st.st_mode) != Kind::Dir;
-            if upper_file {
-                mark = sys::cstr(name).map_or(Origin::None, |c| marker::origin(fd.as_fd(), &c));
-                if mark == Origin::None {
-                    break;
-                }
-            }
         }
         let (winner, st) = scan.found.ok_or(Errno::ENOENT)?;
         let kind = Kind::from_mode(st.st_mode);
-        if winner == UPPER && kind != Kind::Dir && !scan.origin.is_some_and(|o| mark.admits(&o)) {
-            scan.origin = None;
-        }
         let dir = (kind == Kind::Dir).then(|| DirLayers {
             generation: self.generation(),
             layers: scan.layers,

@@ -362,6 +362,7 @@ impl Union {
         if found.state.upper && !linked {
             self.inos.gone(found.st.st_dev, found.st.st_ino);
         }
+        self.retire_origin(&found);
         self.nodes.unlinked(&p, name);
         Ok(linked.then(|| self.inos.encode(found.st.st_dev, found.st.st_ino)))
     }
@@ -479,7 +480,9 @@ impl Union {
     }
 
     pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
-        if marker::is_private_xattr(name) {
+        // `.ciopfs` is no layer's file: it cannot take one, as an immutable
+        // file cannot.
+        if marker::is_private_xattr(name) || self.is_ciopfs(ino) {
             return Err(Errno::EPERM);
         }
         if self.is_read_only() {
