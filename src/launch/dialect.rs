@@ -41,7 +41,7 @@ impl std::fmt::Display for Unreadable {
         match self.marked {
             true => write!(
                 f,
-                "{} was written by fimfs export ({})",
+                "{} carries {}, the mark fimfs export leaves",
                 self.layer,
                 self.entry.display()
             )?,
