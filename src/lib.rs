@@ -1,17 +1,20 @@
 //! fimfs: a union filesystem for FlatImage.
 //!
 //! Layers of the code, each using only those above it:
-//! `sys` (the only unsafe code) → `layer` → `union` (FUSE-free engine) →
-//! `fuse` (the `fuser` adapter) → `launch` / `inspect` / `cli`.
+//! `sys` (the only unsafe code) → `host` (mount table, locks, processes,
+//! signal sets) → `layer` → `union` (FUSE-free engine) →
+//! `fuse` (the `fuser` adapter) → `mount` → `inspect` / `launch` → `cli`.
 #![deny(unsafe_code)]
 
 pub mod cli;
 pub mod fuse;
+pub mod host;
 pub mod inspect;
 pub mod launch;
 pub mod layer;
 pub mod mount;
-pub mod mountinfo;
+/// The mount table, under the name tests and benchmarks know it by.
+pub use host::mountinfo;
 pub mod opts;
 pub mod sys;
 pub mod union;

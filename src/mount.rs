@@ -6,6 +6,9 @@
 //! and exits 1.
 use crate::fuse::Ttl;
 use crate::fuse::session::{MountConfig, serve};
+use crate::host::mountpoint::{detach_if_dead, is_mountpoint, unmount_lazy};
+use crate::host::paths::absolute;
+use crate::host::process::fuse_daemons;
 use crate::layer::{Layer, Stack, Workdir};
 use crate::opts::MountRequest;
 use crate::union::{Options, Squash, Union};
@@ -75,80 +78,10 @@ pub(crate) fn is_dir_named(what: &str, p: &Path) -> Result<(), String> {
     }
 }
 
-/// The absolute, symlink-free form of `p`, which need not exist yet: its
-/// deepest existing ancestor is resolved and the rest appended.
-pub(crate) fn absolute(p: &Path) -> Result<PathBuf, String> {
-    let p = std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()))?;
-    let mut existing = p.as_path();
-    let mut rest = Vec::new();
-    loop {
-        match existing.canonicalize() {
-            Ok(mut c) => {
-                for part in rest.iter().rev() {
-                    c.push(part);
-                }
-                return Ok(c);
-            }
-            Err(_) => match (existing.parent(), existing.file_name()) {
-                (Some(parent), Some(name)) => {
-                    rest.push(name.to_owned());
-                    existing = parent;
-                }
-                _ => return Err(format!("{}: no existing ancestor", p.display())),
-            },
-        }
-    }
-}
-
-/// A FUSE mount whose daemon died answers ENOTCONN to everything; the
-/// mountpoint is usable again once it is detached. Only such a mount is
-/// touched: anything else is left for the checks to report. A daemon
-/// killed a moment ago is still dying: the stat waits until its last
-/// thread is gone, and is then aborted (ECONNABORTED), the same verdict.
-fn detach_if_dead(mountpoint: &Path) {
-    if let Err(e) = std::fs::metadata(mountpoint)
-        && matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED))
-    {
-        tracing::warn!(
-            "mountpoint {}: a FUSE mount whose daemon is gone; detaching it",
-            mountpoint.display()
-        );
-        crate::fuse::session::unmount_lazy(mountpoint);
-    }
-}
-
-/// The processes holding a `/dev/fuse` fd of FUSE connection `conn` (the
-/// minor of the mount's device), from `fuse_connection:` in
-/// `/proc/PID/fdinfo` (Linux 6.x); empty where that is not shown.
-fn fuse_daemons(conn: u32) -> Vec<u32> {
-    let want = format!("fuse_connection:\t{conn}\n");
-    let mut pids = Vec::new();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return pids;
-    };
-    for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
-            continue;
-        };
-        let serves = fds.flatten().any(|fd| {
-            std::fs::read_link(fd.path()).is_ok_and(|l| l == Path::new("/dev/fuse"))
-                && std::fs::read_to_string(p.path().join("fdinfo").join(fd.file_name()))
-                    .is_ok_and(|info| info.contains(&want))
-        });
-        if serves {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
 /// Refuses a mountpoint that a live fimfs mount already covers, naming the
 /// daemon, instead of calling it merely non-empty.
 fn refuse_live_fimfs(mountpoint: &Path) -> Result<(), String> {
-    let Some(m) = crate::mountinfo::read()
+    let Some(m) = crate::host::mountinfo::read()
         .into_iter()
         .rev()
         .find(|m| m.point == mountpoint)
@@ -225,11 +158,11 @@ impl Plan {
         let mut lowers = Vec::new();
         for l in &req.lowers {
             is_dir_named("lower directory", l)?;
-            lowers.push(absolute(l)?);
+            lowers.push(absolute(l).map_err(|e| e.to_string())?);
         }
         detach_if_dead(&req.mountpoint);
         is_dir_named("mountpoint", &req.mountpoint)?;
-        let mountpoint = absolute(&req.mountpoint)?;
+        let mountpoint = absolute(&req.mountpoint).map_err(|e| e.to_string())?;
         let empty = std::fs::read_dir(&mountpoint)
             .map_err(|e| format!("mountpoint {}: {e}", mountpoint.display()))?
             .next()
@@ -248,7 +181,7 @@ impl Plan {
                 if u.exists() {
                     is_dir_named("upper directory", u)?;
                 }
-                Some(absolute(u)?)
+                Some(absolute(u).map_err(|e| e.to_string())?)
             }
             None => None,
         };
@@ -259,7 +192,7 @@ impl Plan {
                     w.display()
                 ));
             }
-            Some(w) => Some(absolute(w)?),
+            Some(w) => Some(absolute(w).map_err(|e| e.to_string())?),
             None => None,
         };
         let plan = Plan {
@@ -428,7 +361,7 @@ pub(crate) fn sweep(base: &Path) {
 pub(crate) fn clean_stale(dir: &Path) {
     let mnt = dir.join("mount");
     if is_mountpoint(&mnt) {
-        crate::fuse::session::unmount_lazy(&mnt);
+        unmount_lazy(&mnt);
     }
     remove_dir(dir);
 }
@@ -447,20 +380,6 @@ pub(crate) fn remove_dir(dir: &Path) {
     match res {
         Ok(()) | Err(crate::sys::Errno::ENOENT) => {}
         Err(e) => tracing::warn!("removing {}: {}", dir.display(), e.desc()),
-    }
-}
-
-/// True when `path` is a mountpoint: its device differs from its
-/// parent's, or it cannot be stat'ed at all (a FUSE mount whose daemon
-/// died answers ENOTCONN).
-fn is_mountpoint(path: &Path) -> bool {
-    let parent = path
-        .parent()
-        .and_then(|p| std::fs::symlink_metadata(p).ok());
-    match (std::fs::symlink_metadata(path), parent) {
-        (Ok(m), Some(p)) => m.dev() != p.dev(),
-        (Err(e), _) => e.kind() != std::io::ErrorKind::NotFound,
-        (Ok(_), None) => false,
     }
 }
 

@@ -10,6 +10,7 @@
 //! Every daemon with an upper holds a shared `flock` on the upper's root
 //! directory (as `fimfs run` does); a side thread reads `/proc/locks` once
 //! a second and counts the other holders.
+use crate::host::locks::holders_of_fd;
 use crate::sys;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -63,14 +64,9 @@ pub fn watch(upper: std::os::fd::BorrowedFd<'_>, on_shared: impl Fn() + Send + '
 
 /// How many other processes hold a `flock` on the locked directory.
 fn others(lock: &OwnedFd) -> usize {
-    let Ok(st) = sys::fstat(lock.as_fd()) else {
+    let Some(holders) = holders_of_fd(lock.as_fd()) else {
         return 1;
     };
-    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
-    let dev = (libc::major(st.st_dev), libc::minor(st.st_dev));
     let me = std::process::id();
-    crate::inspect::mounts::flock_holders(&locks, dev, st.st_ino)
-        .into_iter()
-        .filter(|&pid| pid != me)
-        .count()
+    holders.into_iter().filter(|&pid| pid != me).count()
 }

@@ -6,9 +6,11 @@
 //! A detach is noticed by watching `/proc/self/mountinfo` (the kernel wakes
 //! pollers of that file on every mount-table change).
 use super::{FimFs, Ttl, Tuning};
+use crate::host::mountinfo;
+use crate::host::mountpoint::unmount_lazy;
+use crate::host::signals::daemon_stop_set;
 use crate::union::Union;
 use fuser::{Config, MountOption, Session, SessionACL};
-use nix::sys::signal::{SigSet, Signal};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,21 +24,11 @@ pub struct MountConfig {
     pub default_permissions: bool,
     pub read_only: bool,
     pub ttl: Ttl,
-    /// What the mount table shows as the source (`crate::mount::mount_source`).
+    /// What the mount table shows as the source (the layers, as `fimfs mount` spells them).
     pub source: std::ffi::OsString,
     /// Open upper files in FUSE passthrough mode where the kernel and
     /// the daemon's privileges allow it.
     pub passthrough: bool,
-}
-
-const STOP_SIGNALS: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
-
-fn stop_sigset() -> SigSet {
-    let mut s = SigSet::empty();
-    for sig in STOP_SIGNALS {
-        s.add(sig);
-    }
-    s
 }
 
 /// The mount table shows the type `fuse.fimfs`, which `findmnt -t
@@ -169,22 +161,9 @@ impl Shutdown {
     }
 }
 
-/// Detaches the mount at `path`: `umount2(MNT_DETACH)` as root, else
-/// `fusermount3 -uz`.
-pub fn unmount_lazy(path: &Path) {
-    if nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH).is_ok() {
-        return;
-    }
-    let _ = std::process::Command::new("fusermount3")
-        .arg("-uz")
-        .arg(path)
-        .stderr(std::process::Stdio::null())
-        .status();
-}
-
 /// The mount id of the newest FUSE mount on `path`: the one just made.
 fn mount_id(path: &Path) -> Option<u32> {
-    crate::mountinfo::read()
+    mountinfo::read()
         .into_iter()
         .rev()
         .find(|m| m.is_fuse() && m.point == path)
@@ -204,10 +183,7 @@ fn watch_detach(id: u32, stop: Arc<Shutdown>) {
         let mut info = Vec::new();
         let _ = std::io::Seek::seek(&mut &f, std::io::SeekFrom::Start(0));
         let _ = std::io::Read::read_to_end(&mut &f, &mut info);
-        if !crate::mountinfo::parse_mountinfo(&info)
-            .iter()
-            .any(|m| m.id == id)
-        {
+        if !mountinfo::parse_mountinfo(&info).iter().any(|m| m.id == id) {
             stop.run("the mount was detached", false);
             std::process::exit(0);
         }
@@ -224,7 +200,7 @@ pub fn serve(
     crate::sys::ignore_sigpipe();
     // Every thread started from here on inherits the blocked mask; only the
     // signal thread takes them, with sigwait.
-    let _ = stop_sigset().thread_block();
+    let _ = daemon_stop_set().thread_block();
     super::block_refresh_signal();
     let fs = FimFs::new(union.clone(), cfg.ttl, Tuning::for_mount(cfg));
     fs.forget_lowers_on_signal();
@@ -244,7 +220,7 @@ pub fn serve(
     });
     let s = stop.clone();
     std::thread::spawn(move || {
-        if let Ok(sig) = stop_sigset().wait() {
+        if let Ok(sig) = daemon_stop_set().wait() {
             s.run(&format!("{sig:?}"), true);
             std::process::exit(0);
         }

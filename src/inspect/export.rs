@@ -420,8 +420,8 @@ impl<W: Write> Visitor for TarSink<'_, W> {
 /// target is already there (to be replaced).
 fn check_target(upper: &Path, target: &Target) -> Result<(OwnedFd, Vec<u8>, bool), String> {
     let t = target.path();
-    let abs_t = crate::mount::absolute(t)?;
-    let abs_u = crate::mount::absolute(upper)?;
+    let abs_t = crate::host::paths::absolute(t).map_err(|e| e.to_string())?;
+    let abs_u = crate::host::paths::absolute(upper).map_err(|e| e.to_string())?;
     if abs_t.starts_with(&abs_u) {
         return Err(format!(
             "{}: is inside the upper {}",

@@ -23,9 +23,11 @@ use super::choice::{self, Backend, Choice};
 use super::execfail;
 use super::image::Image;
 use super::rundir::{LockError, RunDir, RunPaths, lock_upper};
-use super::tree::{self, TARGET, forward_signals, signalled, stop_signal_within, stop_signals};
+use super::tree::{self, TARGET, forward_signals, signalled, stop_signal_within};
 use crate::fuse::session;
-use crate::mount::{Plan, absolute, check_layout, default_work_base, is_dir_named};
+use crate::host::paths::absolute;
+use crate::host::signals::run_stop_set;
+use crate::mount::{Plan, check_layout, default_work_base, is_dir_named};
 use crate::opts::{MountOpts, MountRequest};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -148,7 +150,7 @@ impl Launch {
         let mut lowers = Vec::new();
         for l in &req.lowers {
             is_dir_named("lower directory", l)?;
-            lowers.push(absolute(l)?);
+            lowers.push(absolute(l).map_err(|e| e.to_string())?);
         }
         if lowers.is_empty() {
             return Err("no lower directory given".into());
@@ -156,9 +158,9 @@ impl Launch {
         if req.upper.exists() {
             is_dir_named("upper directory", &req.upper)?;
         }
-        let upper = absolute(&req.upper)?;
+        let upper = absolute(&req.upper).map_err(|e| e.to_string())?;
         let base = match &req.workdir {
-            Some(w) => absolute(w)?,
+            Some(w) => absolute(w).map_err(|e| e.to_string())?,
             None => default_work_base(&upper),
         };
         check_layout(&lowers, &upper, &base)?;
@@ -265,11 +267,11 @@ impl Launch {
     /// Runs the command; the exit status. Must be called while the process
     /// is single-threaded (it forks the keeper, see `tree`).
     pub fn execute(self) -> i32 {
-        let mut blocked = stop_signals();
+        let mut blocked = run_stop_set();
         blocked.add(Signal::SIGCHLD);
         blocked.add(tree::LAUNCHER_GONE);
         let _ = blocked.thread_block();
-        let mut watched = stop_signals();
+        let mut watched = run_stop_set();
         watched.add(Signal::SIGCHLD);
         let mut signals = match SignalFd::with_flags(&watched, SfdFlags::SFD_CLOEXEC) {
             Ok(s) => s,
@@ -347,7 +349,7 @@ impl Launch {
 
     /// The keeper's run: signals handled on a thread, the command run.
     fn keep(&self, launcher: i32, run_dir: &RunDir) -> i32 {
-        let mut set = stop_signals();
+        let mut set = run_stop_set();
         set.add(tree::LAUNCHER_GONE);
         forward_signals(set, launcher);
         match self.execute_in(run_dir.paths()) {

@@ -20,7 +20,8 @@
 //! mount on an upper in use but then behaves undefined (the kernel's own
 //! warning). A run waits for the lock up to a timeout, then gives up; it
 //! says at once that it waits, and for which process.
-use crate::layer::lock_dir;
+use crate::host::locks::{holders_of_fd, lock_dir};
+use crate::host::process::describe_pid;
 use crate::mount::{clean_stale, sweep};
 use crate::sys::{self, Errno};
 use std::os::fd::{AsFd, OwnedFd};
@@ -170,26 +171,11 @@ pub fn lock_upper(
 /// Who holds the lock of the directory `fd`, in words: "process 123 (fimfs
 /// run)" or "processes 12, 34 (fimfs)", from `/proc/locks`.
 fn holders(fd: &OwnedFd) -> String {
-    let pids = match sys::fstat(fd.as_fd()) {
-        Ok(st) => {
-            let dev = (libc::major(st.st_dev), libc::minor(st.st_dev));
-            let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
-            crate::inspect::mounts::flock_holders(&locks, dev, st.st_ino)
-        }
-        Err(_) => Vec::new(),
-    };
+    let pids = holders_of_fd(fd.as_fd()).unwrap_or_default();
     let names: Vec<String> = pids.iter().map(|p| describe_pid(*p)).collect();
     match names.len() {
         0 => "another process".into(),
         1 => format!("process {}", names[0]),
         _ => format!("processes {}", names.join(", ")),
-    }
-}
-
-/// `123 (fimfs)`: the PID and its command name.
-fn describe_pid(pid: u32) -> String {
-    match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
-        Ok(comm) => format!("{pid} ({})", comm.trim()),
-        Err(_) => pid.to_string(),
     }
 }

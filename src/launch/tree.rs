@@ -24,6 +24,7 @@
 //! Signals: both processes block the stop signals; the launcher passes
 //! them to the keeper, whose signal thread passes them to bwrap, then to
 //! the command once bwrap named it.
+use crate::host::process::children_of;
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::signalfd::SignalFd;
@@ -62,34 +63,6 @@ pub fn become_launcher() {
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         tracing::warn!("prctl(PR_SET_CHILD_SUBREAPER): {}", e.desc());
     }
-}
-
-/// The PIDs whose parent is `parent`, from `/proc/*/stat`.
-pub fn children_of(parent: i32) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read(e.path().join("stat")) else {
-            continue;
-        };
-        if parent_in_stat(&stat) == Some(parent) {
-            out.push(pid);
-        }
-    }
-    out
-}
-
-/// The 4th field of `/proc/PID/stat`, after the command name in
-/// parentheses (which may itself hold spaces and parentheses).
-fn parent_in_stat(stat: &[u8]) -> Option<i32> {
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
-    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Sends SIGKILL to every child of this process, without reaping.
@@ -185,21 +158,6 @@ pub(crate) fn signalled() -> Option<i32> {
     }
 }
 
-/// The signals the launcher forwards to its command (and its keeper
-/// keeps blocked).
-pub(crate) fn stop_signals() -> SigSet {
-    let mut s = SigSet::empty();
-    for sig in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-    ] {
-        s.add(sig);
-    }
-    s
-}
-
 /// Waits up to `d` for a stop signal on `signals`; the one that came.
 pub(crate) fn stop_signal_within(signals: &mut SignalFd, d: Duration) -> Option<i32> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -235,23 +193,4 @@ pub(crate) fn forward_signals(set: SigSet, launcher: i32) {
             }
         }
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parent_pid_is_read_after_the_command_name() {
-        assert_eq!(parent_in_stat(b"12 (sh) S 7 12 12 0"), Some(7));
-        assert_eq!(parent_in_stat(b"12 (a) b (c)) R 99 1 1"), Some(99));
-        assert_eq!(parent_in_stat(b"12 (sh"), None);
-    }
-
-    #[test]
-    fn this_process_is_a_child_of_its_parent() {
-        let me = std::process::id() as i32;
-        let parent = nix::unistd::getppid().as_raw();
-        assert!(children_of(parent).contains(&me));
-    }
 }

@@ -84,7 +84,7 @@ impl MountLine {
     }
 
     /// A FUSE mount whose source names `upper` as its writable layer:
-    /// fimfs' `UPPER=RW:TOP=RO:…` (`mount::mount_source`), or the bare upper
+    /// fimfs' `UPPER=RW:TOP=RO:…` (the source a fimfs mount writes), or the bare upper
     /// that fimfs daemons wrote before.
     pub fn names_upper(&self, upper: &[u8]) -> bool {
         self.is_fuse()
