@@ -4,8 +4,11 @@
 //! binary takes those tools' command lines unchanged (see `opts`); invoked
 //! as `fimfs SOURCE MOUNTPOINT -o OPTS` (what `mount.fuse3` runs for
 //! `mount -t fuse.fimfs` and fstab), it mounts.
+mod error;
 mod install;
 pub mod logging;
+
+pub use error::{CliError, InstallError};
 
 use crate::launch::run::{Environment, LAUNCHER_ERROR, RunRequest};
 use crate::launch::{Backend, Image, casefold_enabled, overlay_show};
@@ -167,8 +170,8 @@ fn mount(req: Result<MountRequest, OptError>) -> i32 {
         }
     };
     init_logging(req.opts.debug);
-    match Plan::check(req) {
-        Ok(plan) => run(plan),
+    match Plan::check(req).and_then(run) {
+        Ok(()) => 0,
         Err(e) => {
             eprintln!("fimfs: {e}");
             1
@@ -188,14 +191,14 @@ fn split_lowers(lowers: &OsString) -> Vec<PathBuf> {
 
 /// Opens the image read-only and says whether casefold is on for it
 /// (`FIM_CASEFOLD=1` or its casefold byte).
-fn image_and_casefold(image: &Path) -> Result<(Image, bool), String> {
-    let img = Image::open(image).map_err(|e| e.to_string())?;
+fn image_and_casefold(image: &Path) -> Result<(Image, bool), CliError> {
+    let img = Image::open(image)?;
     let env = std::env::var_os("FIM_CASEFOLD");
     let on = casefold_enabled(false, env.as_deref(), Some(img.casefold_byte()));
     Ok((img, on))
 }
 
-fn overlay(action: OverlayAction) -> Result<(), String> {
+fn overlay(action: OverlayAction) -> Result<(), CliError> {
     match action {
         OverlayAction::Show { image } => {
             let (img, casefold) = image_and_casefold(&image)?;
@@ -205,14 +208,14 @@ fn overlay(action: OverlayAction) -> Result<(), String> {
             Ok(())
         }
         OverlayAction::Set { value, image } => {
-            let backend = Backend::parse_setting(&value).map_err(|e| e.to_string())?;
-            let mut img = Image::open_rw(&image).map_err(|e| e.to_string())?;
-            img.set_overlay(backend).map_err(|e| e.to_string())
+            let backend = Backend::parse_setting(&value).map_err(CliError::Backend)?;
+            let mut img = Image::open_rw(&image)?;
+            Ok(img.set_overlay(backend)?)
         }
     }
 }
 
-fn casefold(action: CasefoldAction, image: PathBuf) -> Result<(), String> {
+fn casefold(action: CasefoldAction, image: PathBuf) -> Result<(), CliError> {
     match action {
         CasefoldAction::Show => {
             let (_, on) = image_and_casefold(&image)?;
@@ -220,17 +223,16 @@ fn casefold(action: CasefoldAction, image: PathBuf) -> Result<(), String> {
             Ok(())
         }
         CasefoldAction::On | CasefoldAction::Off => {
-            let mut img = Image::open_rw(&image).map_err(|e| e.to_string())?;
-            img.set_casefold(matches!(action, CasefoldAction::On))
-                .map_err(|e| e.to_string())
+            let mut img = Image::open_rw(&image)?;
+            Ok(img.set_casefold(matches!(action, CasefoldAction::On))?)
         }
     }
 }
 
-fn diff(lowers: Option<OsString>, json: bool, upper: PathBuf) -> Result<(), String> {
+fn diff(lowers: Option<OsString>, json: bool, upper: PathBuf) -> Result<(), CliError> {
     use crate::inspect::diff;
     let lowers = lowers.as_ref().map(split_lowers);
-    let lines = diff::diff(&upper, lowers.as_deref())?;
+    let lines = diff::diff(&upper, lowers.as_deref()).map_err(CliError::Inspect)?;
     let out = if json {
         diff::render_json(&lines)
     } else {
@@ -240,14 +242,14 @@ fn diff(lowers: Option<OsString>, json: bool, upper: PathBuf) -> Result<(), Stri
     Ok(())
 }
 
-fn export(tar: Option<PathBuf>, upper: PathBuf, outdir: Option<PathBuf>) -> Result<(), String> {
+fn export(tar: Option<PathBuf>, upper: PathBuf, outdir: Option<PathBuf>) -> Result<(), CliError> {
     use crate::inspect::export::{Target, export};
     let target = match (tar, outdir) {
         (Some(t), _) => Target::Tar(t),
         (None, Some(d)) => Target::Dir(d),
-        (None, None) => return Err("export: give OUTDIR or --tar FILE".into()),
+        (None, None) => return Err(CliError::NoExportTarget),
     };
-    export(&upper, &target, &mut |w| eprintln!("fimfs: warning: {w}"))
+    export(&upper, &target, &mut |w| eprintln!("fimfs: warning: {w}")).map_err(CliError::Inspect)
 }
 
 /// Prints `PATH: LAYER` for each path; 1 when any of them failed.
@@ -265,7 +267,7 @@ fn which(paths: Vec<PathBuf>) -> i32 {
     code
 }
 
-fn status(res: Result<(), String>) -> i32 {
+fn status(res: Result<(), CliError>) -> i32 {
     match res {
         Ok(()) => 0,
         Err(e) => {
@@ -368,6 +370,8 @@ fn dispatch(command: Command, cmd: &clap::Command) -> i32 {
         } => status(diff(lowers, json, upper)),
         Command::Export { tar, upper, outdir } => status(export(tar, upper, outdir)),
         Command::Which { paths } => which(paths),
-        Command::Install { prefix } => status(install::install(cmd, &prefix)),
+        Command::Install { prefix } => {
+            status(install::install(cmd, &prefix).map_err(CliError::from))
+        }
     }
 }

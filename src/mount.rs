@@ -4,8 +4,12 @@
 //! the disk as it found it. Without `-f` the process forks once; the parent
 //! exits 0 only after the child's mount answers, or prints the child's error
 //! and exits 1.
+mod error;
+
+pub use error::MountError;
+
 use crate::fuse::Ttl;
-use crate::fuse::session::{MountConfig, serve};
+use crate::fuse::session::{MountConfig, SessionError, serve};
 use crate::host::mountpoint::{detach_if_dead, is_mountpoint, unmount_lazy};
 use crate::host::paths::absolute;
 use crate::host::process::fuse_daemons;
@@ -67,20 +71,21 @@ pub struct Plan {
     mountpoint: PathBuf,
 }
 
-pub(crate) fn is_dir_named(what: &str, p: &Path) -> Result<(), String> {
+pub(crate) fn is_dir_named(what: &'static str, p: &Path) -> Result<(), MountError> {
+    let path = p.to_path_buf();
     match std::fs::metadata(p) {
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(format!("{what} {}: is not a directory", p.display())),
+        Ok(_) => Err(MountError::NotADirectory { what, path }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(format!("{what} {}: does not exist", p.display()))
+            Err(MountError::Missing { what, path })
         }
-        Err(e) => Err(format!("{what} {}: {e}", p.display())),
+        Err(source) => Err(MountError::Io { what, path, source }),
     }
 }
 
 /// Refuses a mountpoint that a live fimfs mount already covers, naming the
 /// daemon, instead of calling it merely non-empty.
-fn refuse_live_fimfs(mountpoint: &Path) -> Result<(), String> {
+fn refuse_live_fimfs(mountpoint: &Path) -> Result<(), MountError> {
     let Some(m) = crate::host::mountinfo::read()
         .into_iter()
         .rev()
@@ -89,18 +94,11 @@ fn refuse_live_fimfs(mountpoint: &Path) -> Result<(), String> {
     else {
         return Ok(());
     };
-    let by = match fuse_daemons(m.dev.1).as_slice() {
-        [] => String::new(),
-        [pid] => format!(", served by process {pid}"),
-        pids => format!(", served by processes {pids:?}"),
-    };
-    Err(format!(
-        "mountpoint {}: is already a fimfs mount ({}{by}); unmount it first \
-         (fusermount3 -u {}), or mount elsewhere",
-        mountpoint.display(),
-        String::from_utf8_lossy(&m.source),
-        mountpoint.display()
-    ))
+    Err(MountError::AlreadyMounted {
+        mountpoint: mountpoint.to_path_buf(),
+        daemons: fuse_daemons(m.dev.1),
+        source: m.source,
+    })
 }
 
 fn nearest_dev(p: &Path) -> Option<u64> {
@@ -115,34 +113,37 @@ fn inside(a: &Path, b: &Path) -> bool {
 /// The rules every upper and workdir obey (absolute paths): neither
 /// overlaps a lower, they do not overlap each other, and they are on one
 /// filesystem (copy-up renames from one into the other).
-pub(crate) fn check_layout(lowers: &[PathBuf], upper: &Path, work: &Path) -> Result<(), String> {
+pub(crate) fn check_layout(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+) -> Result<(), MountError> {
     for (what, p) in [("upper directory", upper), ("workdir", work)] {
         for l in lowers {
             if inside(p, l) || inside(l, p) {
-                return Err(format!(
-                    "{what} {}: overlaps lower directory {}",
-                    p.display(),
-                    l.display()
-                ));
+                return Err(overlap(what, p, "lower directory", l));
             }
         }
     }
     if inside(work, upper) || inside(upper, work) {
-        return Err(format!(
-            "workdir {}: overlaps the upper directory {}",
-            work.display(),
-            upper.display()
-        ));
+        return Err(overlap("workdir", work, "the upper directory", upper));
     }
     if nearest_dev(work) != nearest_dev(upper) {
-        return Err(format!(
-            "workdir {}: is on another filesystem than the upper directory {} \
-             (copy-up needs an atomic rename between them)",
-            work.display(),
-            upper.display()
-        ));
+        return Err(MountError::OtherFilesystem {
+            workdir: work.to_path_buf(),
+            upper: upper.to_path_buf(),
+        });
     }
     Ok(())
+}
+
+fn overlap(what: &'static str, p: &Path, other_what: &'static str, other: &Path) -> MountError {
+    MountError::Overlap {
+        what,
+        path: p.to_path_buf(),
+        other_what,
+        other: other.to_path_buf(),
+    }
 }
 
 pub(crate) fn default_work_base(upper: &Path) -> PathBuf {
@@ -154,45 +155,43 @@ pub(crate) fn default_work_base(upper: &Path) -> PathBuf {
 
 impl Plan {
     /// Checks every path of `req`; creates nothing.
-    pub fn check(req: MountRequest) -> Result<Plan, String> {
+    pub fn check(req: MountRequest) -> Result<Plan, MountError> {
         let mut lowers = Vec::new();
         for l in &req.lowers {
             is_dir_named("lower directory", l)?;
-            lowers.push(absolute(l).map_err(|e| e.to_string())?);
+            lowers.push(absolute(l)?);
         }
         detach_if_dead(&req.mountpoint);
         is_dir_named("mountpoint", &req.mountpoint)?;
-        let mountpoint = absolute(&req.mountpoint).map_err(|e| e.to_string())?;
+        let mountpoint = absolute(&req.mountpoint)?;
         let empty = std::fs::read_dir(&mountpoint)
-            .map_err(|e| format!("mountpoint {}: {e}", mountpoint.display()))?
+            .map_err(|source| MountError::Io {
+                what: "mountpoint",
+                path: mountpoint.clone(),
+                source,
+            })?
             .next()
             .is_none();
         if !req.opts.nonempty {
             refuse_live_fimfs(&mountpoint)?;
         }
         if !empty && !req.opts.nonempty {
-            return Err(format!(
-                "mountpoint {}: is not an empty directory (use -o nonempty to mount over it)",
-                mountpoint.display()
-            ));
+            return Err(MountError::NotEmpty { mountpoint });
         }
         let upper = match &req.upper {
             Some(u) => {
                 if u.exists() {
                     is_dir_named("upper directory", u)?;
                 }
-                Some(absolute(u).map_err(|e| e.to_string())?)
+                Some(absolute(u)?)
             }
             None => None,
         };
         let workdir = match &req.opts.workdir {
             Some(w) if upper.is_none() => {
-                return Err(format!(
-                    "workdir {}: given without an upper directory",
-                    w.display()
-                ));
+                return Err(MountError::WorkdirWithoutUpper { workdir: w.clone() });
             }
-            Some(w) => Some(absolute(w).map_err(|e| e.to_string())?),
+            Some(w) => Some(absolute(w)?),
             None => None,
         };
         let plan = Plan {
@@ -206,7 +205,7 @@ impl Plan {
         Ok(plan)
     }
 
-    fn check_overlaps(&self) -> Result<(), String> {
+    fn check_overlaps(&self) -> Result<(), MountError> {
         let Some(upper) = &self.upper else {
             return Ok(());
         };
@@ -216,11 +215,7 @@ impl Plan {
             .unwrap_or_else(|| default_work_base(upper));
         for (what, p) in [("upper directory", upper), ("workdir", &work)] {
             if inside(p, &self.mountpoint) || inside(&self.mountpoint, p) {
-                return Err(format!(
-                    "{what} {}: overlaps the mountpoint {}",
-                    p.display(),
-                    self.mountpoint.display()
-                ));
+                return Err(overlap(what, p, "the mountpoint", &self.mountpoint));
             }
         }
         check_layout(&self.lowers, upper, &work)
@@ -254,10 +249,11 @@ impl Plan {
     }
 
     /// Creates the upper and the workdir, opens every layer.
-    pub(crate) fn build(&self) -> Result<Union, String> {
+    pub(crate) fn build(&self) -> Result<Union, MountError> {
+        let layer = |what| move |source| MountError::Layer { what, source };
         let mut lowers = Vec::new();
         for l in &self.lowers {
-            lowers.push(Layer::open(l).map_err(|e| format!("lower directory {e}"))?);
+            lowers.push(Layer::open(l).map_err(layer("lower directory"))?);
         }
         let (upper, work) = match (&self.upper, self.workdir_path()) {
             (Some(u), Some(w)) => {
@@ -266,12 +262,15 @@ impl Plan {
                     0o755,
                 )
                 .create(u)
-                .map_err(|e| format!("upper directory {}: cannot create: {e}", u.display()))?;
+                .map_err(|source| MountError::CreateUpper {
+                    path: u.clone(),
+                    source,
+                })?;
                 if let Some(base) = self.work_base() {
                     sweep(&base);
                 }
-                let work = Workdir::open(&w).map_err(|e| e.to_string())?;
-                let upper = Layer::open(u).map_err(|e| format!("upper directory {e}"))?;
+                let work = Workdir::open(&w).map_err(|e| MountError::Workdir(Box::new(e)))?;
+                let upper = Layer::open(u).map_err(layer("upper directory"))?;
                 (Some(upper), Some(work))
             }
             _ => (None, None),
@@ -329,17 +328,23 @@ impl Plan {
     }
 
     /// Builds the union and serves it here, until the daemon is stopped.
-    pub fn serve(&self, ready: impl FnOnce(Result<(), String>)) -> Result<(), String> {
+    /// `ready` hears once whether the mount answers.
+    pub fn serve(
+        &self,
+        ready: impl FnOnce(Result<(), &dyn std::error::Error>),
+    ) -> Result<(), MountError> {
         crate::sys::raise_nofile_limit();
         crate::sys::umask(0);
         let union = match self.build() {
             Ok(u) => Arc::new(u),
             Err(e) => {
-                ready(Err(e.clone()));
+                ready(Err(&e));
                 return Err(e);
             }
         };
-        serve(union, &self.mount_config(), ready)
+        let ready =
+            |r: Result<(), &SessionError>| ready(r.map_err(|e| e as &dyn std::error::Error));
+        Ok(serve(union, &self.mount_config(), ready)?)
     }
 }
 
@@ -383,59 +388,38 @@ pub(crate) fn remove_dir(dir: &Path) {
     }
 }
 
-/// Runs a checked mount request; the process exit code.
-pub fn run(plan: Plan) -> i32 {
+/// Runs a checked mount request: serves it here with `-f`, else forks a
+/// daemon and returns once its mount answers. An error of the daemon after
+/// that is its own (its stderr is `/dev/null` by then).
+pub fn run(plan: Plan) -> Result<(), MountError> {
     if plan.req.foreground {
-        return match plan.serve(|_| {}) {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("fimfs: {e}");
-                1
-            }
-        };
+        return plan.serve(|_| {});
     }
-    let (rd, wr) = match nix::unistd::pipe() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("fimfs: pipe: {}", e.desc());
-            return 1;
-        }
-    };
-    match crate::sys::fork() {
-        Err(e) => {
-            eprintln!("fimfs: fork: {}", e.desc());
-            1
-        }
-        Ok(Some(_child)) => {
+    let (rd, wr) = nix::unistd::pipe().map_err(MountError::Pipe)?;
+    match crate::sys::fork().map_err(MountError::Fork)? {
+        Some(_child) => {
             drop(wr);
             let mut msg = String::new();
             let _ = std::fs::File::from(rd).read_to_string(&mut msg);
             match msg.as_str() {
-                "OK" => 0,
-                "" => {
-                    eprintln!("fimfs: the daemon exited before the mount was ready");
-                    1
-                }
-                m => {
-                    eprintln!("fimfs: {m}");
-                    1
-                }
+                "OK" => Ok(()),
+                "" => Err(MountError::DaemonGone),
+                _ => Err(MountError::Daemon(msg)),
             }
         }
-        Ok(None) => {
+        None => {
             drop(rd);
             let _ = nix::unistd::setsid();
             let mut wr = Some(std::fs::File::from(wr));
-            let res = plan.serve(|r| {
+            plan.serve(|r| {
                 if let Some(mut w) = wr.take() {
-                    let _ = w.write_all(match &r {
-                        Ok(()) => b"OK",
-                        Err(e) => e.as_bytes(),
-                    });
+                    let _ = match r {
+                        Ok(()) => w.write_all(b"OK"),
+                        Err(e) => w.write_all(e.to_string().as_bytes()),
+                    };
                 }
                 crate::sys::stdio_to_devnull();
-            });
-            i32::from(res.is_err())
+            })
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `fimfs install [--prefix DIR]`: this binary, its man pages and its
 //! bash, zsh and fish completions, all generated from the clap definitions,
 //! under a prefix laid out as Debian's tools look for them.
+use super::error::InstallError;
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,9 +16,12 @@ pub const FISH: &str = "share/fish/vendor_completions.d/fimfs.fish";
 /// Writes `bytes` to `dest` through a temporary file renamed into place, so
 /// that a running `fimfs` at `dest` keeps its text and readers never see
 /// half a file.
-fn write_atomic(dest: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+fn write_atomic(dest: &Path, bytes: &[u8], mode: u32) -> Result<(), InstallError> {
     use std::os::unix::fs::PermissionsExt;
-    let named = |e: std::io::Error| format!("install {}: {e}", dest.display());
+    let named = |source| InstallError::Write {
+        path: dest.to_path_buf(),
+        source,
+    };
     let dir = dest.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(named)?;
     let mut tmp: OsString = dest.as_os_str().to_owned();
@@ -33,13 +37,13 @@ fn write_atomic(dest: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
 }
 
 /// The man pages: `fimfs.1` and one `fimfs-SUBCOMMAND.1` per subcommand.
-fn man_pages(cmd: &clap::Command) -> Result<Vec<(String, Vec<u8>)>, String> {
+fn man_pages(cmd: &clap::Command) -> Result<Vec<(String, Vec<u8>)>, InstallError> {
     let render = |c: clap::Command, name: String| {
         let mut buf = Vec::new();
         clap_mangen::Man::new(c)
             .render(&mut buf)
             .map(|()| (format!("{name}.1"), buf))
-            .map_err(|e| format!("man page {name}: {e}"))
+            .map_err(|source| InstallError::ManPage { name, source })
     };
     let mut pages = vec![render(cmd.clone(), "fimfs".into())?];
     for sub in cmd.get_subcommands() {
@@ -56,10 +60,13 @@ fn completion(cmd: &clap::Command, shell: clap_complete::Shell) -> Vec<u8> {
 }
 
 /// Installs everything under `prefix` and prints each path written.
-pub fn install(cmd: &clap::Command, prefix: &Path) -> Result<(), String> {
+pub fn install(cmd: &clap::Command, prefix: &Path) -> Result<(), InstallError> {
     use clap_complete::Shell;
-    let exe = std::env::current_exe().map_err(|e| format!("finding this binary: {e}"))?;
-    let bin = std::fs::read(&exe).map_err(|e| format!("{}: {e}", exe.display()))?;
+    let exe = std::env::current_exe().map_err(InstallError::CurrentExe)?;
+    let bin = std::fs::read(&exe).map_err(|source| InstallError::Read {
+        path: exe.clone(),
+        source,
+    })?;
     let mut files = vec![(prefix.join(BIN), bin, 0o755)];
     for (name, page) in man_pages(cmd)? {
         files.push((prefix.join(MAN_DIR).join(name), page, 0o644));

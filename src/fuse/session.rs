@@ -5,6 +5,10 @@
 //! (`fusermount3 -u`, `umount`, lazy or not), also with files still open.
 //! A detach is noticed by watching `/proc/self/mountinfo` (the kernel wakes
 //! pollers of that file on every mount-table change).
+mod error;
+
+pub use error::SessionError;
+
 use super::{FimFs, Ttl, Tuning};
 use crate::host::mountinfo;
 use crate::host::mountpoint::unmount_lazy;
@@ -79,17 +83,23 @@ fn fuser_config(cfg: &MountConfig) -> Config {
 /// as source. `None` when mount(2) is not allowed here (EPERM: not root):
 /// then fuser goes through fusermount3, which builds the same type from
 /// `subtype=`.
-fn mount_direct(cfg: &MountConfig) -> Result<Option<std::os::fd::OwnedFd>, String> {
+fn mount_direct(cfg: &MountConfig) -> Result<Option<std::os::fd::OwnedFd>, SessionError> {
     use nix::mount::MsFlags;
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::MetadataExt;
-    let named = |e: String| format!("mounting {}: {e}", cfg.mountpoint.display());
+    let mountpoint = || cfg.mountpoint.clone();
     let dev = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/fuse")
-        .map_err(|e| named(format!("/dev/fuse: {e}")))?;
-    let root = std::fs::metadata(&cfg.mountpoint).map_err(|e| named(e.to_string()))?;
+        .map_err(|source| SessionError::DevFuse {
+            mountpoint: mountpoint(),
+            source,
+        })?;
+    let root = std::fs::metadata(&cfg.mountpoint).map_err(|source| SessionError::Mounting {
+        mountpoint: mountpoint(),
+        source,
+    })?;
     let mut data = format!(
         "fd={},rootmode={:o},user_id={},group_id={}",
         dev.as_raw_fd(),
@@ -117,15 +127,21 @@ fn mount_direct(cfg: &MountConfig) -> Result<Option<std::os::fd::OwnedFd>, Strin
     ) {
         Ok(()) => Ok(Some(dev.into())),
         Err(nix::errno::Errno::EPERM) => Ok(None),
-        Err(e) => Err(named(e.desc().to_string())),
+        Err(errno) => Err(SessionError::Mount {
+            mountpoint: mountpoint(),
+            errno,
+        }),
     }
 }
 
 /// Mounts and completes INIT: with mount(2) where allowed, else through
 /// fusermount3 (fuser's own path).
-fn open_session(fs: FimFs, cfg: &MountConfig) -> Result<Session<FimFs>, String> {
+fn open_session(fs: FimFs, cfg: &MountConfig) -> Result<Session<FimFs>, SessionError> {
     let config = fuser_config(cfg);
-    let named = |e: std::io::Error| format!("mounting {}: {e}", cfg.mountpoint.display());
+    let named = |source| SessionError::Mounting {
+        mountpoint: cfg.mountpoint.clone(),
+        source,
+    };
     match mount_direct(cfg)? {
         Some(fd) => Session::from_fd(fs, fd, config.acl, config).map_err(|e| {
             unmount_lazy(&cfg.mountpoint);
@@ -195,8 +211,8 @@ fn watch_detach(id: u32, stop: Arc<Shutdown>) {
 pub fn serve(
     union: Arc<Union>,
     cfg: &MountConfig,
-    ready: impl FnOnce(Result<(), String>),
-) -> Result<(), String> {
+    ready: impl FnOnce(Result<(), &SessionError>),
+) -> Result<(), SessionError> {
     crate::sys::ignore_sigpipe();
     // Every thread started from here on inherits the blocked mask; only the
     // signal thread takes them, with sigwait.
@@ -207,9 +223,9 @@ pub fn serve(
     let slot = fs.notifier_slot();
     let session = match open_session(fs, cfg) {
         Ok(s) => s,
-        Err(msg) => {
-            ready(Err(msg.clone()));
-            return Err(msg);
+        Err(e) => {
+            ready(Err(&e));
+            return Err(e);
         }
     };
     let _ = slot.set(session.notifier());
@@ -235,7 +251,10 @@ pub fn serve(
     ready(Ok(()));
     let res = session.run();
     stop.run("the kernel ended the session", false);
-    res.map_err(|e| format!("serving {}: {e}", cfg.mountpoint.display()))
+    res.map_err(|source| SessionError::Serving {
+        mountpoint: cfg.mountpoint.clone(),
+        source,
+    })
 }
 
 /// A union served by threads of the calling process (the launcher's
@@ -251,7 +270,7 @@ pub struct Running {
 /// applies the caller's mode itself), so the rest of the process, and the
 /// command it runs, keeps the user's umask. Signals are not touched: block
 /// them before calling this if other threads should handle them.
-pub fn start(union: Arc<Union>, cfg: &MountConfig) -> Result<Running, String> {
+pub fn start(union: Arc<Union>, cfg: &MountConfig) -> Result<Running, SessionError> {
     let (tx, rx) = std::sync::mpsc::channel();
     let mountpoint = cfg.mountpoint.clone();
     let cfg_in = cfg.clone();
@@ -262,7 +281,7 @@ pub fn start(union: Arc<Union>, cfg: &MountConfig) -> Result<Running, String> {
         .name("fimfs-session".into())
         .spawn(move || {
             if let Err(e) = crate::sys::unshare_fs() {
-                let _ = tx.send(Err(format!("unshare(CLONE_FS): {}", e.desc())));
+                let _ = tx.send(Err(SessionError::UnshareFs(e)));
                 return;
             }
             crate::sys::umask(0);
@@ -281,7 +300,7 @@ pub fn start(union: Arc<Union>, cfg: &MountConfig) -> Result<Running, String> {
                 tracing::warn!("serving {}: {e}", mountpoint.display());
             }
         })
-        .map_err(|e| format!("starting the daemon thread: {e}"))?;
+        .map_err(SessionError::Thread)?;
     drop(spawned);
     match rx.recv() {
         Ok(Ok(())) => Ok(Running {
@@ -289,7 +308,7 @@ pub fn start(union: Arc<Union>, cfg: &MountConfig) -> Result<Running, String> {
             union,
         }),
         Ok(Err(e)) => Err(e),
-        Err(_) => Err("the daemon thread ended before mounting".into()),
+        Err(_) => Err(SessionError::ThreadEnded),
     }
 }
 

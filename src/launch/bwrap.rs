@@ -85,6 +85,8 @@ pub enum FindError {
     Unusable { path: PathBuf, why: String },
 }
 
+impl std::error::Error for FindError {}
+
 impl fmt::Display for FindError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -16,7 +16,10 @@
 //!   forwards signals;
 //! - [`rundir`]: the per-run directory and the upper's lock;
 //! - `tree`: the run's processes (keeper, subreaper), all ended with it;
-//! - `execfail`: 127 or 126 for a command bwrap could not execute.
+//! - `execfail`: 127 or 126 for a command bwrap could not execute;
+//! - the launcher's errors are typed ([`run::RunError`],
+//!   [`rundir::RunDirError`], [`rundir::LockError`]), each with its path and
+//!   reason; only [`run::run`] turns them into a `fimfs:` line and 125.
 //!
 //! Invariants:
 //! - Nothing in this module reads the process environment: callers pass

@@ -18,6 +18,10 @@
 //!
 //! The run's processes, and who cleans up when the launcher is killed,
 //! are `tree`'s.
+mod error;
+
+pub use error::RunError;
+
 use super::bwrap::{self, Bwrap, Sandbox, Status, View};
 use super::choice::{self, Backend, Choice};
 use super::execfail;
@@ -27,7 +31,7 @@ use super::tree::{self, TARGET, forward_signals, signalled, stop_signal_within};
 use crate::fuse::session;
 use crate::host::paths::absolute;
 use crate::host::signals::run_stop_set;
-use crate::mount::{Plan, check_layout, default_work_base, is_dir_named};
+use crate::mount::{MountError, Plan, check_layout, default_work_base, is_dir_named};
 use crate::opts::{MountOpts, MountRequest};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -119,14 +123,17 @@ pub struct Launch {
     launcher: u32,
 }
 
+/// Says why the launcher failed, as a `fimfs:` line; its exit status.
+fn failed(e: &RunError) -> i32 {
+    eprintln!("fimfs: {e}");
+    LAUNCHER_ERROR
+}
+
 /// Runs `req`; the process exit status.
 pub fn run(req: RunRequest, env: &Environment) -> i32 {
     let launch = match Launch::prepare(req, env) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("fimfs: {e}");
-            return LAUNCHER_ERROR;
-        }
+        Err(e) => return failed(&e),
     };
     if launch.req.dry_run {
         print!("{}", launch.describe());
@@ -135,38 +142,42 @@ pub fn run(req: RunRequest, env: &Environment) -> i32 {
     launch.execute()
 }
 
+/// The lowers, the upper and BASE, absolute, checked by `fimfs mount`'s
+/// rules.
+fn checked_paths(req: &RunRequest) -> Result<(Vec<PathBuf>, PathBuf, PathBuf), RunError> {
+    let mut lowers = Vec::new();
+    for l in &req.lowers {
+        is_dir_named("lower directory", l)?;
+        lowers.push(absolute(l)?);
+    }
+    if lowers.is_empty() {
+        return Err(RunError::NoLower);
+    }
+    if req.upper.exists() {
+        is_dir_named("upper directory", &req.upper)?;
+    }
+    let upper = absolute(&req.upper)?;
+    let base = match &req.workdir {
+        Some(w) => absolute(w)?,
+        None => default_work_base(&upper),
+    };
+    check_layout(&lowers, &upper, &base)?;
+    Ok((lowers, upper, base))
+}
+
 impl Launch {
     /// Checks every input; creates nothing.
-    pub fn prepare(req: RunRequest, env: &Environment) -> Result<Launch, String> {
+    pub fn prepare(req: RunRequest, env: &Environment) -> Result<Launch, RunError> {
         if req.command.is_empty() {
-            return Err("no command given (fimfs run LOWERS UPPER -- COMMAND [ARG...])".into());
+            return Err(RunError::NoCommand);
         }
         if !req.target.is_absolute() {
-            return Err(format!(
-                "--target {}: must be an absolute path",
-                req.target.display()
-            ));
+            return Err(RunError::TargetNotAbsolute(req.target.clone()));
         }
-        let mut lowers = Vec::new();
-        for l in &req.lowers {
-            is_dir_named("lower directory", l)?;
-            lowers.push(absolute(l).map_err(|e| e.to_string())?);
-        }
-        if lowers.is_empty() {
-            return Err("no lower directory given".into());
-        }
-        if req.upper.exists() {
-            is_dir_named("upper directory", &req.upper)?;
-        }
-        let upper = absolute(&req.upper).map_err(|e| e.to_string())?;
-        let base = match &req.workdir {
-            Some(w) => absolute(w).map_err(|e| e.to_string())?,
-            None => default_work_base(&upper),
-        };
-        check_layout(&lowers, &upper, &base)?;
+        let (lowers, upper, base) = checked_paths(&req)?;
         let (overlay_byte, casefold_byte) = match &req.image {
             Some(path) => {
-                let img = Image::open(path).map_err(|e| e.to_string())?;
+                let img = Image::open(path)?;
                 (Some(img.overlay_byte()), Some(img.casefold_byte()))
             }
             None => (None, None),
@@ -175,7 +186,7 @@ impl Launch {
             choice::casefold_enabled(req.casefold, env.fim_casefold.as_deref(), casefold_byte);
         let choice = choice::choose(env.fim_overlay.as_deref(), overlay_byte, casefold);
         let bwrap = bwrap::find(env.fimfs_bwrap.as_deref(), env.path.as_deref())
-            .map_err(|e| format!("{e}; fimfs run needs bubblewrap to enter the view"))?;
+            .map_err(RunError::NoBwrap)?;
         // A real run does not ask bwrap its version (a process on every
         // start): an old bwrap refuses --overlay-src, and the fallback says
         // why. A dry run asks, to show what would happen.
@@ -275,34 +286,26 @@ impl Launch {
         watched.add(Signal::SIGCHLD);
         let mut signals = match SignalFd::with_flags(&watched, SfdFlags::SFD_CLOEXEC) {
             Ok(s) => s,
-            Err(e) => {
-                eprintln!("fimfs: signalfd: {}", e.desc());
-                return LAUNCHER_ERROR;
-            }
+            Err(e) => return failed(&RunError::Signalfd(e)),
         };
         match self.take_locks(&mut signals) {
             Ok((run_dir, lock)) => self.split(run_dir, lock, signals),
-            Err(LockError::Interrupted(sig)) => 128 + sig,
-            Err(LockError::Failed(e)) => {
-                eprintln!("fimfs: {e}");
-                LAUNCHER_ERROR
-            }
+            Err(RunError::Lock(LockError::Interrupted(sig))) => 128 + sig,
+            Err(e) => failed(&e),
         }
     }
 
     /// Creates the upper, the locked run directory, and waits for the
     /// upper's lock; a stop signal ends the wait.
-    fn take_locks(&self, signals: &mut SignalFd) -> Result<(RunDir, OwnedFd), LockError> {
+    fn take_locks(&self, signals: &mut SignalFd) -> Result<(RunDir, OwnedFd), RunError> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .create(&self.upper)
-            .map_err(|e| {
-                LockError::Failed(format!(
-                    "upper directory {}: cannot create: {e}",
-                    self.upper.display()
-                ))
+            .map_err(|source| MountError::CreateUpper {
+                path: self.upper.clone(),
+                source,
             })?;
-        let run_dir = RunDir::create(self.paths()).map_err(LockError::Failed)?;
+        let run_dir = RunDir::create(self.paths())?;
         let kernel = matches!(self.mode, Mode::Kernel);
         if let Mode::Daemon { why: Some(why) } = &self.mode {
             eprintln!("fimfs: {why}; running the command on the fimfs daemon instead");
@@ -317,10 +320,7 @@ impl Launch {
         let launcher = self.launcher as i32;
         tree::become_launcher();
         match crate::sys::fork() {
-            Err(e) => {
-                eprintln!("fimfs: fork: {}", e.desc());
-                LAUNCHER_ERROR
-            }
+            Err(e) => failed(&RunError::Fork(e)),
             Ok(Some(keeper)) => {
                 let ended = tree::supervise(keeper, &mut signals);
                 // A killed keeper's processes are ours now.
@@ -352,16 +352,11 @@ impl Launch {
         let mut set = run_stop_set();
         set.add(tree::LAUNCHER_GONE);
         forward_signals(set, launcher);
-        match self.execute_in(run_dir.paths()) {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("fimfs: {e}");
-                LAUNCHER_ERROR
-            }
-        }
+        self.execute_in(run_dir.paths())
+            .unwrap_or_else(|e| failed(&e))
     }
 
-    fn execute_in(&self, paths: &RunPaths) -> Result<i32, String> {
+    fn execute_in(&self, paths: &RunPaths) -> Result<i32, RunError> {
         if matches!(self.mode, Mode::Kernel) {
             let work = paths.work();
             let view = View::Overlay {
@@ -391,7 +386,7 @@ impl Launch {
         self.run_daemon(paths)
     }
 
-    fn run_daemon(&self, paths: &RunPaths) -> Result<i32, String> {
+    fn run_daemon(&self, paths: &RunPaths) -> Result<i32, RunError> {
         let mut opts = MountOpts::default();
         opts.workdir = Some(paths.work());
         opts.casefold = self.casefold;
@@ -420,23 +415,23 @@ impl Launch {
     }
 
     /// Runs bwrap with `view` and waits for it; signals go to the command.
-    fn run_bwrap(&self, view: View<'_>) -> Result<BwrapEnd, String> {
+    fn run_bwrap(&self, view: View<'_>) -> Result<BwrapEnd, RunError> {
         if let Some(sig) = signalled() {
             return Ok(BwrapEnd {
                 status: Status::default(),
                 exit: std::process::ExitStatus::from_raw(sig),
             });
         }
-        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| format!("pipe: {}", e.desc()))?;
-        crate::sys::inherit_on_exec(wr.as_fd()).map_err(|e| format!("fcntl: {}", e.desc()))?;
+        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(RunError::Pipe)?;
+        crate::sys::inherit_on_exec(wr.as_fd()).map_err(RunError::Fcntl)?;
         let sandbox = self.sandbox(view, Some(wr.as_raw_fd()));
         let mut cmd = std::process::Command::new(&self.bwrap.path);
         cmd.args(sandbox.args());
         crate::sys::child_nofile_limit(&mut cmd, self.nofile);
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("running {}: {e}", self.bwrap.path.display()))?;
+        let child = cmd.spawn().map_err(|source| RunError::Spawn {
+            program: self.bwrap.path.clone(),
+            source,
+        })?;
         drop(wr);
         let bwrap_pid = i32::try_from(child.id()).unwrap_or(0);
         TARGET.store(bwrap_pid, Ordering::SeqCst);
@@ -469,7 +464,7 @@ impl Launch {
         // The command is over: what it left behind ends now, before the
         // mount it uses goes.
         tree::end_children();
-        let exit = exit?;
+        let exit = exit.map_err(RunError::Wait)?;
         let status = reader.join().unwrap_or_default();
         Ok(BwrapEnd { status, exit })
     }
@@ -575,7 +570,7 @@ impl BwrapEnd {
 }
 
 /// Waits until `statfs(mnt)` reports the FUSE magic, as FlatImage does.
-fn wait_ready(mnt: &Path) -> Result<(), String> {
+fn wait_ready(mnt: &Path) -> Result<(), RunError> {
     const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
     let start = Instant::now();
     loop {
@@ -585,11 +580,10 @@ fn wait_ready(mnt: &Path) -> Result<(), String> {
             return Ok(());
         }
         if start.elapsed() > READY_TIMEOUT {
-            return Err(format!(
-                "the fimfs mount at {} did not answer within {} s",
-                mnt.display(),
-                READY_TIMEOUT.as_secs()
-            ));
+            return Err(RunError::NotReady {
+                mountpoint: mnt.to_path_buf(),
+                waited: READY_TIMEOUT,
+            });
         }
         std::thread::sleep(Duration::from_millis(1));
     }

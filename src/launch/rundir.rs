@@ -24,6 +24,8 @@ use crate::host::locks::{holders_of_fd, lock_dir};
 use crate::host::process::describe_pid;
 use crate::mount::{clean_stale, sweep};
 use crate::sys::{self, Errno};
+use std::fmt;
+use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -65,13 +67,19 @@ pub struct RunDir {
 impl RunDir {
     /// Sweeps stale runs of BASE, then creates and locks `BASE/<PID>` with
     /// empty `work/` and `mount/` inside.
-    pub fn create(paths: RunPaths) -> Result<RunDir, String> {
-        let what = |e: std::io::Error| format!("run directory {}: {e}", paths.dir.display());
+    pub fn create(paths: RunPaths) -> Result<RunDir, RunDirError> {
+        let what = |source| RunDirError::Create {
+            path: paths.dir.clone(),
+            source,
+        };
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
             .create(&paths.base)
-            .map_err(|e| format!("work directory {}: {e}", paths.base.display()))?;
+            .map_err(|source| RunDirError::Base {
+                path: paths.base.clone(),
+                source,
+            })?;
         sweep(&paths.base);
         if paths.dir.exists() {
             clean_stale(&paths.dir);
@@ -80,8 +88,10 @@ impl RunDir {
             .mode(0o700)
             .create(&paths.dir)
             .map_err(what)?;
-        let lock = lock_dir(&paths.dir)
-            .map_err(|e| format!("run directory {}: {}", paths.dir.display(), e.desc()))?;
+        let lock = lock_dir(&paths.dir).map_err(|errno| RunDirError::Lock {
+            path: paths.dir.clone(),
+            errno,
+        })?;
         for sub in [paths.work(), paths.mount()] {
             std::fs::DirBuilder::new()
                 .mode(0o700)
@@ -102,12 +112,95 @@ impl Drop for RunDir {
     }
 }
 
+/// Why [`RunDir::create`] failed.
+#[derive(Debug)]
+pub enum RunDirError {
+    /// BASE could not be created.
+    Base { path: PathBuf, source: io::Error },
+    /// `BASE/<PID>` or a directory in it could not be created.
+    Create { path: PathBuf, source: io::Error },
+    /// `BASE/<PID>` could not be locked.
+    Lock { path: PathBuf, errno: Errno },
+}
+
+impl fmt::Display for RunDirError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunDirError::Base { path, source } => {
+                write!(f, "work directory {}: {source}", path.display())
+            }
+            RunDirError::Create { path, source } => {
+                write!(f, "run directory {}: {source}", path.display())
+            }
+            RunDirError::Lock { path, errno } => {
+                write!(f, "run directory {}: {}", path.display(), errno.desc())
+            }
+        }
+    }
+}
+
+impl std::error::Error for RunDirError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RunDirError::Base { source, .. } | RunDirError::Create { source, .. } => Some(source),
+            RunDirError::Lock { errno, .. } => Some(errno),
+        }
+    }
+}
+
 /// Why [`lock_upper`] did not get the lock.
 #[derive(Debug)]
 pub enum LockError {
     /// A stop signal came while waiting: the run ends with 128+N.
     Interrupted(i32),
-    Failed(String),
+    /// The upper could not be opened.
+    Open {
+        upper: PathBuf,
+        errno: Errno,
+    },
+    /// Another run held the lock for the whole wait.
+    Busy {
+        upper: PathBuf,
+        waited: Duration,
+    },
+    Lock {
+        upper: PathBuf,
+        errno: Errno,
+    },
+}
+
+impl fmt::Display for LockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LockError::Interrupted(sig) => write!(f, "interrupted by signal {sig}"),
+            LockError::Open { upper, errno } => {
+                write!(f, "upper directory {}: {}", upper.display(), errno.desc())
+            }
+            LockError::Busy { upper, waited } => write!(
+                f,
+                "upper directory {}: still in use by another run after {} s \
+                 (the kernel overlay cannot share an upper; \
+                 FIM_OVERLAY=unionfs runs several instances at once)",
+                upper.display(),
+                waited.as_secs()
+            ),
+            LockError::Lock { upper, errno } => write!(
+                f,
+                "upper directory {}: cannot lock: {}",
+                upper.display(),
+                errno.desc()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for LockError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LockError::Open { errno, .. } | LockError::Lock { errno, .. } => Some(errno),
+            LockError::Interrupted(_) | LockError::Busy { .. } => None,
+        }
+    }
 }
 
 /// Waits for the upper's lock: shared for the daemon, exclusive for the
@@ -121,8 +214,9 @@ pub fn lock_upper(
 ) -> Result<OwnedFd, LockError> {
     let fd = sys::open_layer_root(upper)
         .and_then(|r| sys::openat(r.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0))
-        .map_err(|e| {
-            LockError::Failed(format!("upper directory {}: {}", upper.display(), e.desc()))
+        .map_err(|errno| LockError::Open {
+            upper: upper.to_path_buf(),
+            errno,
         })?;
     let start = Instant::now();
     let mut said = false;
@@ -149,20 +243,16 @@ pub fn lock_upper(
                 }
             }
             Err(Errno::EWOULDBLOCK) => {
-                return Err(LockError::Failed(format!(
-                    "upper directory {}: still in use by another run after {} s \
-                     (the kernel overlay cannot share an upper; \
-                     FIM_OVERLAY=unionfs runs several instances at once)",
-                    upper.display(),
-                    timeout.as_secs()
-                )));
+                return Err(LockError::Busy {
+                    upper: upper.to_path_buf(),
+                    waited: timeout,
+                });
             }
-            Err(e) => {
-                return Err(LockError::Failed(format!(
-                    "upper directory {}: cannot lock: {}",
-                    upper.display(),
-                    e.desc()
-                )));
+            Err(errno) => {
+                return Err(LockError::Lock {
+                    upper: upper.to_path_buf(),
+                    errno,
+                });
             }
         }
     }

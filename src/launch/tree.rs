@@ -86,7 +86,7 @@ pub fn end_children() {
 
 /// Waits for child `pid`, reaping on the way the orphans of the run that
 /// end before it (they are this subreaper's children now).
-pub fn wait_for(pid: i32) -> Result<ExitStatus, String> {
+pub fn wait_for(pid: i32) -> Result<ExitStatus, Errno> {
     loop {
         match waitpid(None, Some(WaitPidFlag::__WALL)) {
             Ok(WaitStatus::Exited(p, code)) if p.as_raw() == pid => {
@@ -96,7 +96,7 @@ pub fn wait_for(pid: i32) -> Result<ExitStatus, String> {
                 return Ok(ExitStatus::from_raw(sig as i32));
             }
             Ok(_) | Err(Errno::EINTR) => {}
-            Err(e) => return Err(format!("waiting for bwrap: {}", e.desc())),
+            Err(e) => return Err(e),
         }
     }
 }
