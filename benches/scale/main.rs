@@ -27,28 +27,13 @@ use std::process::{Command, ExitCode};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::config::{env_flag, env_num};
+use common::report::{fmt_dur, median, thousands};
 use common::{find_fimfs, target_dir};
 use sys::{Daemon, KernelOverlay, Mem};
 
 // ---------------------------------------------------------------------------
 // Configuration
-
-fn env_flag(name: &str) -> bool {
-    matches!(
-        env::var(name).as_deref(),
-        Ok("1") | Ok("true") | Ok("yes") | Ok("on")
-    )
-}
-
-fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v.trim().parse().unwrap_or_else(|_| {
-            eprintln!("fimfs-scale: ignoring unparsable {name}={v:?}");
-            default
-        }),
-        _ => default,
-    }
-}
 
 struct Config {
     dir: PathBuf,
@@ -88,19 +73,38 @@ impl Config {
                         "/var/tmp/fimfs-scale"
                     })
                 }),
-            files: env_num("FIMFS_SCALE_FILES", pick(small, 1_000_000u64, 20_000)).max(1),
-            flat_files: env_num("FIMFS_SCALE_FLAT_FILES", pick(small, 20_000u64, 2_000)).max(1),
-            lowers: env_num("FIMFS_SCALE_LOWERS", 100usize),
-            reps: env_num("FIMFS_SCALE_REPS", pick(small, 9usize, 1)).max(1),
-            cold_reps: env_num("FIMFS_SCALE_COLD_REPS", pick(small, 5usize, 1)).max(1),
-            cycles: env_num("FIMFS_SCALE_CYCLES", pick(small, 2usize, 1)).max(1),
+            files: env_num(
+                "fimfs-scale",
+                "FIMFS_SCALE_FILES",
+                pick(small, 1_000_000u64, 20_000),
+            )
+            .max(1),
+            flat_files: env_num(
+                "fimfs-scale",
+                "FIMFS_SCALE_FLAT_FILES",
+                pick(small, 20_000u64, 2_000),
+            )
+            .max(1),
+            lowers: env_num("fimfs-scale", "FIMFS_SCALE_LOWERS", 100usize),
+            reps: env_num("fimfs-scale", "FIMFS_SCALE_REPS", pick(small, 9usize, 1)).max(1),
+            cold_reps: env_num(
+                "fimfs-scale",
+                "FIMFS_SCALE_COLD_REPS",
+                pick(small, 5usize, 1),
+            )
+            .max(1),
+            cycles: env_num("fimfs-scale", "FIMFS_SCALE_CYCLES", pick(small, 2usize, 1)).max(1),
             stat_all: env::var("FIMFS_SCALE_STAT_ALL").as_deref() != Ok("0"),
             gdb_trim: env_flag("FIMFS_SCALE_GDB_TRIM"),
             nofile: env::var("FIMFS_SCALE_NOFILE")
                 .ok()
                 .and_then(|v| v.trim().parse().ok()),
-            settle_max: Duration::from_secs(env_num("FIMFS_SCALE_SETTLE", 30u64).max(5)),
-            timeout: Duration::from_secs(env_num("FIMFS_SCALE_TIMEOUT", 1800u64).max(1)),
+            settle_max: Duration::from_secs(
+                env_num("fimfs-scale", "FIMFS_SCALE_SETTLE", 30u64).max(5),
+            ),
+            timeout: Duration::from_secs(
+                env_num("fimfs-scale", "FIMFS_SCALE_TIMEOUT", 1800u64).max(1),
+            ),
             mount_opts: env::var("FIMFS_SCALE_MOUNT_OPTS")
                 .ok()
                 .filter(|s| !s.is_empty()),
@@ -134,41 +138,6 @@ impl Config {
 
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
-}
-
-fn fmt_dur(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s >= 10.0 {
-        format!("{s:.1} s")
-    } else if s >= 1.0 {
-        format!("{s:.2} s")
-    } else {
-        format!("{:.1} ms", s * 1e3)
-    }
-}
-
-/// 1234567 -> "1,234,567".
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn median(v: &[Duration]) -> Duration {
-    let mut v = v.to_vec();
-    v.sort();
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2
-    }
 }
 
 fn mark(ok: bool) -> &'static str {
