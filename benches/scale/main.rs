@@ -28,7 +28,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::config::{env_flag, env_num};
-use common::report::{fmt_dur, median, thousands};
+use common::report::{Table, fmt_dur, median, thousands};
 use common::{find_fimfs, target_dir};
 use sys::{Daemon, KernelOverlay, Mem};
 
@@ -152,6 +152,8 @@ struct Ctx {
     run: PathBuf,
     /// The pinned copy of the fimfs binary the daemons run.
     fimfs: PathBuf,
+    /// The pinned copy of `FIMFS_BENCH_BASELINE`, run beside it.
+    baseline: Option<PathBuf>,
     /// This binary (the kernel overlay holder).
     exe: PathBuf,
     /// Daemon-side unmount problems.
@@ -263,11 +265,17 @@ fn run_all(cfg: Config) -> Result<bool, String> {
     let pinned = run.join("fimfs");
     fs::copy(&origin, &pinned).map_err(|e| format!("copying {}: {e}", origin.display()))?;
     let exe = env::current_exe().map_err(|e| e.to_string())?;
+    let baseline_origin = common::find_baseline().transpose()?;
+    let baseline = match &baseline_origin {
+        Some(bin) => Some(common::pin(bin, &run, "fimfs-baseline")?),
+        None => None,
+    };
 
     let mut ctx = Ctx {
         cfg,
         run: run.clone(),
         fimfs: pinned,
+        baseline,
         exe,
         warnings: Vec::new(),
     };
@@ -308,10 +316,17 @@ fn run_all(cfg: Config) -> Result<bool, String> {
     let _ = writeln!(report, "# fimfs scale figures\n");
     let _ = writeln!(
         report,
-        "- fimfs: `{}` (run from a copy){revision}\n- kernel {}, {} CPUs, trees in `{}` ({fstype})\n- every \
+        "- fimfs: `{}` (run from a copy){revision}{}\n- kernel {}, {} CPUs, trees in `{}` ({fstype})\n- every \
          command runs as `sh -c CMD` directly on the mount; times are wall-clock from spawn to exit, \
          median of the repetitions (min–max in brackets)\n",
         origin.display(),
+        baseline_origin
+            .as_ref()
+            .map(|b| format!(
+                "\n- fimfs-baseline: `{}` (FIMFS_BENCH_BASELINE)",
+                b.display()
+            ))
+            .unwrap_or_default(),
         kernel.trim(),
         thread::available_parallelism()
             .map(|n| n.get())
@@ -321,13 +336,12 @@ fn run_all(cfg: Config) -> Result<bool, String> {
 
     let mut ok = true;
     if ctx.cfg.memory {
-        match memory(&mut ctx, &base) {
-            Ok(s) => report.push_str(&s),
-            Err(e) => {
-                ok = false;
-                eprintln!("fimfs-scale: memory: {e}");
-                let _ = writeln!(report, "## Memory\n\n**FAILED**: {e}\n");
-            }
+        ok &= memory_part(&mut ctx, &base, &mut report, "");
+        // The baseline binary through the same part, its section beside.
+        if let Some(b) = ctx.baseline.clone() {
+            let current = std::mem::replace(&mut ctx.fimfs, b);
+            ok &= memory_part(&mut ctx, &base, &mut report, ", fimfs-baseline");
+            ctx.fimfs = current;
         }
     }
     if ctx.cfg.flat {
@@ -630,6 +644,22 @@ fn memory(ctx: &mut Ctx, base: &Path) -> Result<String, String> {
     Ok(s)
 }
 
+/// The memory part into `report`, its heading followed by `which`; whether
+/// it ran and its outputs were right.
+fn memory_part(ctx: &mut Ctx, base: &Path, report: &mut String, which: &str) -> bool {
+    match memory(ctx, base) {
+        Ok(s) => {
+            report.push_str(&s.replacen(":", &format!("{which}:"), 1));
+            true
+        }
+        Err(e) => {
+            eprintln!("fimfs-scale: memory{which}: {e}");
+            let _ = writeln!(report, "## Memory{which}\n\n**FAILED**: {e}\n");
+            false
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 2. Flatness in the number of lowers
 
@@ -637,6 +667,18 @@ fn memory(ctx: &mut Ctx, base: &Path) -> Result<String, String> {
 enum Fs {
     Fimfs,
     Kernel,
+    /// `FIMFS_BENCH_BASELINE`, mounted as fimfs is.
+    Baseline,
+}
+
+impl Fs {
+    fn name(self) -> &'static str {
+        match self {
+            Fs::Fimfs => "fimfs",
+            Fs::Kernel => "kernel",
+            Fs::Baseline => "fimfs-baseline",
+        }
+    }
 }
 
 struct Variant {
@@ -651,10 +693,7 @@ impl Variant {
     fn label(&self, lowers: usize) -> String {
         format!(
             "{} {}",
-            match self.fs {
-                Fs::Fimfs => "fimfs",
-                Fs::Kernel => "kernel",
-            },
+            self.fs.name(),
             if self.many {
                 format!("{lowers} lowers")
             } else {
@@ -669,17 +708,34 @@ impl Variant {
 }
 
 impl Ctx {
+    /// The file systems the flatness part compares.
+    fn variant_fs(&self) -> Vec<Fs> {
+        let mut v = vec![Fs::Fimfs];
+        if self.cfg.kernel {
+            v.push(Fs::Kernel);
+        }
+        if self.baseline.is_some() {
+            v.push(Fs::Baseline);
+        }
+        v
+    }
+
     fn mount_variant(&mut self, v: &mut Variant, t: &tree::FlatTree) -> Result<(), String> {
         self.unmount_variant(v);
         match v.fs {
-            Fs::Fimfs => {
+            Fs::Fimfs | Fs::Baseline => {
+                let bin = match (v.fs, &self.baseline) {
+                    (Fs::Baseline, Some(b)) => b,
+                    _ => &self.fimfs,
+                };
                 let lowers = if v.many { &t.many } else { &t.one };
                 let log = self.run.join(format!(
-                    "daemon-flat-{}.log",
+                    "daemon-flat-{}-{}.log",
+                    v.fs.name(),
                     if v.many { "many" } else { "one" }
                 ));
                 v.daemon = Some(Daemon::mount(
-                    &self.fimfs,
+                    bin,
                     lowers,
                     &v.mnt,
                     self.cfg.mount_opts.as_deref(),
@@ -723,16 +779,9 @@ fn flatness(ctx: &mut Ctx, base: &Path, notes: &mut Vec<String>) -> Result<Strin
     fs::write(&list, t.bottom_only.join("\n") + "\n").map_err(|e| e.to_string())?;
 
     let mut variants = Vec::new();
-    for fs_ in [Fs::Fimfs, Fs::Kernel] {
-        if fs_ == Fs::Kernel && !ctx.cfg.kernel {
-            continue;
-        }
+    for fs_ in ctx.variant_fs() {
         for many in [false, true] {
-            let name = format!(
-                "mnt-{}-{}",
-                if fs_ == Fs::Fimfs { "fimfs" } else { "kernel" },
-                if many { "many" } else { "one" }
-            );
+            let name = format!("mnt-{}-{}", fs_.name(), if many { "many" } else { "one" });
             let mnt = ctx.run.join(name);
             fs::create_dir_all(&mnt).map_err(|e| e.to_string())?;
             variants.push(Variant {
@@ -799,13 +848,26 @@ fn flatness(ctx: &mut Ctx, base: &Path, notes: &mut Vec<String>) -> Result<Strin
             format!("{} ({}–{})", fmt_dur(m), fmt_dur(*lo), fmt_dur(*hi)),
         ))
     };
-    let _ = writeln!(
-        s,
-        "| workload | fimfs 1 lower | fimfs {lowers} lowers | fimfs ratio (target ≤ 1.20x) | kernel 1 lower | kernel {lowers} lowers | kernel ratio |\n|---|---:|---:|---:|---:|---:|---:|"
-    );
+    // The kernel's columns stay even when it did not run; the baseline's
+    // come only with a baseline.
+    let mut shown = vec![Fs::Fimfs, Fs::Kernel];
+    if ctx.baseline.is_some() {
+        shown.push(Fs::Baseline);
+    }
+    let mut head = vec!["workload".to_string()];
+    for fs_ in &shown {
+        let n = fs_.name();
+        head.push(format!("{n} 1 lower"));
+        head.push(format!("{n} {lowers} lowers"));
+        head.push(match fs_ {
+            Fs::Kernel => "kernel ratio".into(),
+            _ => format!("{n} ratio (target ≤ 1.20x)"),
+        });
+    }
+    s.push_str(&Table::new(&head).text());
     for (key, name) in [("warm", &warm_name), ("cold", &cold_name)] {
         let mut row = format!("| {name} |");
-        for fs_ in [Fs::Fimfs, Fs::Kernel] {
+        for &fs_ in &shown {
             let one = cell(key, fs_, false);
             let many = cell(key, fs_, true);
             for c in [&one, &many] {
@@ -817,7 +879,7 @@ fn flatness(ctx: &mut Ctx, base: &Path, notes: &mut Vec<String>) -> Result<Strin
             match (one, many) {
                 (Some(o), Some(m)) => {
                     let r = m.0.as_secs_f64() / o.0.as_secs_f64();
-                    if fs_ == Fs::Fimfs {
+                    if fs_ != Fs::Kernel {
                         row.push_str(&format!(" {r:.2}x {} |", mark(r <= 1.2)));
                     } else {
                         row.push_str(&format!(" {r:.2}x |"));
@@ -870,7 +932,8 @@ fn flatness_measure(
         let label = v.label(lowers);
         match ctx.mount_variant(&mut v, t) {
             Ok(()) => kept.push(v),
-            Err(e) if v.fs == Fs::Kernel => {
+            // Only fimfs must mount; the others are references.
+            Err(e) if v.fs != Fs::Fimfs => {
                 eprintln!("fimfs-scale: warning: {label}: {e}");
                 notes.push(format!("{label} unavailable: {e}"));
             }
@@ -975,7 +1038,7 @@ fn flatness_measure(
     }
     let foreign_warm = watch.count();
     let mut mems = BTreeMap::new();
-    for v in variants.iter() {
+    for v in variants.iter().filter(|v| v.fs == Fs::Fimfs) {
         if let Some(d) = &v.daemon {
             mems.insert(
                 v.many,

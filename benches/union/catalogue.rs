@@ -12,13 +12,18 @@ use crate::{fixtures, tree};
 pub enum Side {
     Kernel,
     Fimfs,
+    /// `FIMFS_BENCH_BASELINE`: an older fimfs binary, mounted like fimfs.
+    Baseline,
     FuseOverlayfs,
     UnionfsFuse,
 }
 
 impl Side {
-    /// The sides criterion measures.
-    pub const CRITERION: [Side; 2] = [Side::Kernel, Side::Fimfs];
+    /// The sides criterion measures (the baseline too, when given).
+    pub fn criterion(baseline: bool) -> Vec<Side> {
+        let all = [Side::Kernel, Side::Fimfs, Side::Baseline];
+        all[..if baseline { 3 } else { 2 }].to_vec()
+    }
     /// The sides only the peers mode measures, with a plain loop.
     pub const PEERS: [Side; 2] = [Side::FuseOverlayfs, Side::UnionfsFuse];
 
@@ -26,6 +31,7 @@ impl Side {
         match self {
             Side::Kernel => "kernel",
             Side::Fimfs => "fimfs",
+            Side::Baseline => "fimfs-baseline",
             Side::FuseOverlayfs => "fuse-overlayfs",
             Side::UnionfsFuse => "unionfs-fuse",
         }

@@ -75,6 +75,8 @@ struct Config {
     /// Size of the fresh ext4 the run lives on (0: none, the run lives in
     /// `base` directly); see `sys::mount_scratch_fs`.
     scratch_gib: u64,
+    /// `FIMFS_BENCH_BASELINE` is set: run the baseline side too.
+    baseline: bool,
 }
 
 impl Config {
@@ -119,6 +121,7 @@ impl Config {
             )
             .max(1),
             scratch_gib: env_num("fimfs-bench", "FIMFS_BENCH_SCRATCH_GIB", 12u64),
+            baseline: common::config::baseline_bin().is_some(),
         }
     }
 }
@@ -149,6 +152,8 @@ struct Bench {
     daemons: RefCell<BTreeMap<(Union, Side), Daemon>>,
     /// The fimfs binary as found (the daemon runs a copy of it).
     fimfs_origin: String,
+    /// The baseline binary as found (`FIMFS_BENCH_BASELINE`), if any.
+    baseline_origin: Option<String>,
     /// Timed durations per (group, side), warm-up iterations included.
     measured: RefCell<BTreeMap<(String, Side), Vec<Duration>>>,
     /// Daemon CPU time per timed iteration, for `Spec::cpu` workloads.
@@ -236,7 +241,7 @@ fn main() -> ExitCode {
     if args.list {
         for spec in specs(&cfg) {
             let mut group = c.benchmark_group(spec.group.as_str());
-            for side in Side::CRITERION {
+            for side in Side::criterion(cfg.baseline) {
                 group.bench_function(side.name(), |b| b.iter(|| ()));
             }
             group.finish();

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::SystemTime;
 
 use crate::catalogue::{Side, Workload};
-use crate::common::report::{cell_text, fmt_ns, mean_ns};
+use crate::common::report::{Table, cell_text, fmt_ns, fmt_ratio, mean_ns};
 use crate::common::target_dir;
 use crate::{Bench, fixtures, sys};
 
@@ -66,7 +66,7 @@ impl Bench {
         if let Some((n, first)) = self.failures.borrow().get(&key) {
             return Cell::Failed(*n, first.clone());
         }
-        let crit = if Side::CRITERION.contains(&side) {
+        let crit = if self.criterion_sides().contains(&side) {
             criterion_mean(&w.group, side.name(), self.started)
         } else {
             None
@@ -138,37 +138,22 @@ impl Bench {
             self.fimfs_origin,
             self.cfg.opts_suffix()
         );
-        let _ = writeln!(r, "- {}\n", self.mode_line());
-        let _ = writeln!(r, "| workload | kernel | fimfs | ratio | target |");
-        let _ = writeln!(r, "|---|---:|---:|---:|---:|");
-        for w in workloads {
-            let k = self.cell(w, Side::Kernel, st);
-            let f = self.cell(w, Side::Fimfs, st);
-            let text = |c: &Cell| match c {
-                Cell::Mean(ns) => fmt_ns(*ns),
-                Cell::Skipped(_) => "skipped".into(),
-                Cell::Failed(n, _) => format!("FAILED ({n} runs)"),
-                Cell::NotRun => "not run".into(),
-            };
-            let ratio = match (&k, &f) {
-                (Cell::Mean(k), Cell::Mean(f)) if *k > 0.0 => format!("{:.2}x", f / k),
-                _ => "–".into(),
-            };
-            let _ = writeln!(
-                r,
-                "| {} | {} | {} | {} | {} |",
-                w.group,
-                text(&k),
-                text(&f),
-                ratio,
-                fmt_target(w.target)
-            );
+        if let Some(b) = &self.baseline_origin {
+            let _ = writeln!(r, "- fimfs-baseline: {b}{}", self.cfg.opts_suffix());
         }
+        let _ = writeln!(r, "- {}\n", self.mode_line());
+        r.push_str(&self.main_table(workloads, st));
         let _ = writeln!(
             r,
             "\nMeans per iteration (criterion's estimate when it ran, else this run's own mean); \
              ratio = fimfs / kernel, below 1 means fimfs is faster; target: the issue's goal \
-             for the ratio."
+             for the ratio.{}",
+            if self.baseline_origin.is_some() {
+                " fimfs-baseline: the FIMFS_BENCH_BASELINE binary on the same workload, \
+                 and its ratio to the kernel beside fimfs'."
+            } else {
+                ""
+            }
         );
         let cpu = self.cpu.borrow();
         for w in workloads.iter().filter(|w| w.cpu) {
@@ -191,8 +176,42 @@ impl Bench {
                 }
             }
         }
-        self.notes(&mut r, workloads, st, &Side::CRITERION);
+        self.notes(&mut r, workloads, st, &self.criterion_sides());
         r
+    }
+
+    /// `workload | kernel | fimfs | ratio | target`, with `fimfs-baseline |
+    /// baseline ratio` after `ratio` when the run has a baseline.
+    fn main_table(&self, workloads: &[Workload], st: &Status) -> String {
+        let baseline = self.baseline_origin.is_some();
+        let mut head = vec!["workload", "kernel", "fimfs", "ratio"];
+        if baseline {
+            head.extend(["fimfs-baseline", "baseline ratio"]);
+        }
+        head.push("target");
+        let mut t = Table::new(&head);
+        let text = |c: &Cell| match c {
+            Cell::Mean(ns) => fmt_ns(*ns),
+            Cell::Skipped(_) => "skipped".into(),
+            Cell::Failed(n, _) => format!("FAILED ({n} runs)"),
+            Cell::NotRun => "not run".into(),
+        };
+        for w in workloads {
+            let k = self.cell(w, Side::Kernel, st);
+            let ratio = |c: &Cell| match (&k, c) {
+                (Cell::Mean(k), Cell::Mean(x)) => fmt_ratio(*x, *k),
+                _ => "–".into(),
+            };
+            let f = self.cell(w, Side::Fimfs, st);
+            let mut row = vec![w.group.clone(), text(&k), text(&f), ratio(&f)];
+            if baseline {
+                let b = self.cell(w, Side::Baseline, st);
+                row.extend([text(&b), ratio(&b)]);
+            }
+            row.push(fmt_target(w.target));
+            t.row(&row);
+        }
+        t.text()
     }
 
     /// The "Notes" section: cross-check results, skip reasons, failures and

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::env;
 use std::fs;
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -121,6 +121,7 @@ impl Bench {
                 "unavailable".to_string()
             }
         };
+        let baseline_origin = bench_baseline(&run, &cfg, &mut flavors);
         if cfg.peers {
             for (side, prog, flavor) in [
                 (Side::FuseOverlayfs, "fuse-overlayfs", Flavor::FuseOverlayfs),
@@ -148,6 +149,7 @@ impl Bench {
             flavors,
             daemons: RefCell::new(BTreeMap::new()),
             fimfs_origin,
+            baseline_origin,
             measured: RefCell::new(BTreeMap::new()),
             cpu: RefCell::new(BTreeMap::new()),
             failures: RefCell::new(BTreeMap::new()),
@@ -155,6 +157,11 @@ impl Bench {
             run,
             cfg,
         })
+    }
+
+    /// The sides criterion measures in this run.
+    pub(crate) fn criterion_sides(&self) -> Vec<Side> {
+        Side::criterion(self.flavors.contains_key(&Side::Baseline))
     }
 
     /// Every side of this run: the kernel, then the daemon sides.
@@ -488,6 +495,31 @@ impl Bench {
     }
 }
 
+/// The baseline side (`FIMFS_BENCH_BASELINE`): a pinned copy of the older
+/// binary, mounted as fimfs is. Returns the binary as found.
+fn bench_baseline(
+    run: &Path,
+    cfg: &Config,
+    flavors: &mut BTreeMap<Side, Result<Flavor, String>>,
+) -> Option<String> {
+    let found = common::find_baseline()?.and_then(|bin| {
+        let pinned = common::pin(&bin, run, "fimfs-baseline")?;
+        Ok((bin, pinned))
+    });
+    match found {
+        Ok((bin, pinned)) => {
+            eprintln!("fimfs-bench: baseline binary: {}", bin.display());
+            let opts = cfg.mount_opts.clone();
+            flavors.insert(Side::Baseline, Ok(Flavor::Fimfs { bin: pinned, opts }));
+            Some(bin.display().to_string())
+        }
+        Err(e) => {
+            flavors.insert(Side::Baseline, Err(e));
+            Some("unavailable".into())
+        }
+    }
+}
+
 impl Drop for Bench {
     fn drop(&mut self) {
         self.teardown();
@@ -579,7 +611,7 @@ pub fn run_all(c: &mut Criterion, mut cfg: Config, args: &Args) -> Result<(), St
     for w in &workloads {
         let mut group = c.benchmark_group(w.group.as_str());
         group.sampling_mode(SamplingMode::Flat);
-        for side in Side::CRITERION {
+        for side in bench.criterion_sides() {
             if skipped.contains_key(&(w.group.clone(), side)) {
                 continue;
             }
