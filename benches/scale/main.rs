@@ -28,7 +28,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::config::{env_flag, env_num};
-use common::report::{Table, fmt_dur, median, thousands};
+use common::report::{Table, cpus, fmt_dur, git, median, thousands, uname};
 use common::{find_fimfs, target_dir};
 use sys::{Daemon, KernelOverlay, Mem};
 
@@ -279,16 +279,6 @@ fn run_all(cfg: Config) -> Result<bool, String> {
         exe,
         warnings: Vec::new(),
     };
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .arg("-C")
-            .arg(env!("CARGO_MANIFEST_DIR"))
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
     let revision = match git(&["rev-parse", "--short", "HEAD"]) {
         Some(rev) => {
             let dirty = git(&[
@@ -312,7 +302,6 @@ fn run_all(cfg: Config) -> Result<bool, String> {
         None => String::new(),
     };
     let mut report = String::new();
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let _ = writeln!(report, "# fimfs scale figures\n");
     let _ = writeln!(
         report,
@@ -327,10 +316,8 @@ fn run_all(cfg: Config) -> Result<bool, String> {
                 b.display()
             ))
             .unwrap_or_default(),
-        kernel.trim(),
-        thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0),
+        uname(),
+        cpus(),
         base.display()
     );
 

@@ -6,11 +6,12 @@ use std::env;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::SystemTime;
 
 use crate::catalogue::{Side, Workload};
-use crate::common::report::{Table, cell_text, fmt_ns, fmt_ratio, mean_ns};
+use crate::common::report::{
+    Table, cell_text, cpus, date_utc, fmt_ns, fmt_ratio, git_describe, mean_ns, uname,
+};
 use crate::common::target_dir;
 use crate::{Bench, fixtures, sys};
 
@@ -83,19 +84,11 @@ impl Bench {
         cell_text(&why.replace(&run, "…"), 90)
     }
 
-    fn uname() -> String {
-        Command::new("uname")
-            .arg("-r")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default()
-    }
-
     fn mode_line(&self) -> String {
         format!(
             "kernel {}, {} CPUs, {} mode (sample size {}, warm-up {:?}, measurement {:?})",
-            Self::uname(),
-            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            uname(),
+            cpus(),
             if self.cfg.full { "FULL" } else { "quick" },
             self.cfg.samples,
             self.cfg.warm_up,
@@ -272,19 +265,8 @@ impl Bench {
     /// fuse-overlayfs, unionfs-fuse and fimfs, with the issue's target.
     pub(crate) fn peers_report(&self, workloads: &[Workload], st: &Status) -> String {
         let mut r = String::new();
-        let date = Command::new("date")
-            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default();
-        let git = Command::new("git")
-            .args(["describe", "--always", "--dirty"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_else(|| "?".into());
+        let date = date_utc();
+        let git = git_describe();
         let _ = writeln!(r, "# fimfs and its peers vs the kernel overlay\n");
         let _ = writeln!(r, "- date: {date}");
         let _ = writeln!(r, "- {}", self.mode_line());
