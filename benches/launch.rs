@@ -13,11 +13,17 @@
 //! kernel overlay cannot read (`launch::dialect`), and that look must not
 //! cost a launch over big layers more than 10%. `FIMFS_BENCH_BASELINE=BIN`
 //! times another fimfs binary (an older build) on the same layers in the
-//! same run, for a before/after comparison on one noisy machine.
+//! same run on every fimfs variant (`…_baseline` rows), for a before/after
+//! comparison on one noisy machine.
 //!
 //! `cargo bench --bench launch` (root, FUSE, bubblewrap >= 0.10 on PATH or
 //! in FIMFS_BWRAP). Prints a `variant | median | ratio` table and writes it
 //! to `target/fimfs-launch-report.md`.
+#[path = "common/mod.rs"]
+mod common;
+
+use common::report::{Table, median};
+use common::target_dir;
 use criterion::Criterion;
 use std::cell::RefCell;
 use std::fs;
@@ -177,18 +183,6 @@ impl Drop for Setup {
     }
 }
 
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort();
-    v.get(v.len() / 2).copied().unwrap_or_default()
-}
-
-fn target_dir() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent()?.parent()?.parent().map(Path::to_path_buf))
-        .unwrap_or_else(|| PathBuf::from("target"))
-}
-
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     if !bench {
@@ -197,47 +191,40 @@ fn main() {
     }
     let setup = Setup::new(false);
     let big = Setup::new(true);
-    let baseline = std::env::var_os("FIMFS_BENCH_BASELINE").map(PathBuf::from);
+    let baseline = common::find_baseline().map(|b| b.expect("FIMFS_BENCH_BASELINE"));
     let mut c = Criterion::default()
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5))
         .configure_from_args();
     // Each variant: its name, the layer set it runs on (its FIFO), and its
-    // command; ratios are to the plain bwrap of the same set.
+    // command; ratios are to the plain bwrap of the same set. With a
+    // baseline, each fimfs variant runs again with the baseline binary.
     type Make<'a> = Box<dyn Fn() -> Command + 'a>;
-    let mut variants: Vec<(&str, &Setup, Make<'_>)> = vec![
-        ("bwrap_overlay_plain", &setup, Box::new(|| setup.plain())),
-        ("fimfs_run_bwrap", &setup, Box::new(|| setup.fimfs("bwrap"))),
-        (
-            "fimfs_run_daemon",
-            &setup,
-            Box::new(|| setup.fimfs("unionfs")),
-        ),
-        (
-            "bwrap_overlay_plain_20k_files",
-            &big,
-            Box::new(|| big.plain()),
-        ),
-        (
-            "fimfs_run_bwrap_20k_files",
-            &big,
-            Box::new(|| big.fimfs("bwrap")),
-        ),
+    let rows: [(&str, &Setup, Option<&str>); 5] = [
+        ("bwrap_overlay_plain", &setup, None),
+        ("fimfs_run_bwrap", &setup, Some("bwrap")),
+        ("fimfs_run_daemon", &setup, Some("unionfs")),
+        ("bwrap_overlay_plain_20k_files", &big, None),
+        ("fimfs_run_bwrap_20k_files", &big, Some("bwrap")),
     ];
-    if let Some(bin) = &baseline {
-        let big = &big;
-        variants.push((
-            "fimfs_run_bwrap_20k_files_baseline",
-            big,
-            Box::new(move || big.fimfs_bin(bin, "bwrap")),
-        ));
+    let mut variants: Vec<(String, &Setup, Make<'_>)> = Vec::new();
+    for (name, on, overlay) in rows {
+        let Some(overlay) = overlay else {
+            variants.push((name.into(), on, Box::new(move || on.plain())));
+            continue;
+        };
+        variants.push((name.into(), on, Box::new(move || on.fimfs(overlay))));
+        if let Some(bin) = &baseline {
+            let make = move || on.fimfs_bin(bin, overlay);
+            variants.push((format!("{name}_baseline"), on, Box::new(make)));
+        }
     }
     let samples: Vec<RefCell<Vec<Duration>>> =
         variants.iter().map(|_| RefCell::default()).collect();
     let mut group = c.benchmark_group(format!("launch_start_{LOWERS}_lowers"));
     for ((name, on, make), seen) in variants.iter().zip(&samples) {
-        group.bench_function(*name, |b| {
+        group.bench_function(name.as_str(), |b| {
             b.iter_custom(|iters| {
                 (0..iters)
                     .map(|_| {
@@ -250,27 +237,28 @@ fn main() {
         });
     }
     group.finish();
-    let medians: Vec<Duration> = samples
-        .iter()
-        .map(|s| median(&mut s.borrow_mut()))
-        .collect();
-    let mut report = format!(
-        "| from spawn to the command starting ({LOWERS} lowers) | median | ratio to plain bwrap on the same lowers |\n|---|---:|---:|\n"
-    );
+    let medians: Vec<Duration> = samples.iter().map(|s| median(&s.borrow())).collect();
+    let mut table = Table::new(&[
+        format!("from spawn to the command starting ({LOWERS} lowers)").as_str(),
+        "median",
+        "ratio to plain bwrap on the same lowers",
+    ]);
     for (i, (name, on, _)) in variants.iter().enumerate() {
         let base = variants
             .iter()
             .position(|(n, o, _)| std::ptr::eq(*o, *on) && n.starts_with("bwrap_overlay_plain"))
             .map_or(medians[0], |j| medians[j]);
-        report.push_str(&format!(
-            "| {name} | {:.2} ms | {:.2}x |\n",
-            medians[i].as_secs_f64() * 1e3,
-            medians[i].as_secs_f64() / base.as_secs_f64().max(1e-9)
-        ));
+        table.row(&[
+            name.clone(),
+            format!("{:.2} ms", medians[i].as_secs_f64() * 1e3),
+            format!(
+                "{:.2}x",
+                medians[i].as_secs_f64() / base.as_secs_f64().max(1e-9)
+            ),
+        ]);
     }
+    let report = table.text();
     println!("\n{report}");
     let path = target_dir().join("fimfs-launch-report.md");
-    if fs::write(&path, &report).is_ok() {
-        eprintln!("launch bench: report written to {}", path.display());
-    }
+    common::write_report("launch bench", "report", &path, &report);
 }

@@ -1,8 +1,18 @@
-//! What the benchmark binaries (`benches/union`, `benches/scale`) share:
-//! finding the `fimfs` binary and cargo's target directory, running a
-//! command under a watchdog, cleaning up on a signal, and leaving no mount
-//! behind (the mount table is read with `fimfs::mountinfo`).
-//! Included by each with `#[path = "../common/mod.rs"] mod common;`.
+//! The harness the benchmark binaries (`benches/union`, `benches/scale`,
+//! `benches/launch`) share. Here: finding the `fimfs` binary (and the
+//! baseline one, `FIMFS_BENCH_BASELINE`) and cargo's target directory,
+//! running a command under a watchdog, cleaning up on a signal, and leaving
+//! no mount behind (the mount table is read with `fimfs::mountinfo`).
+//! [`config`]: the environment knobs and the command line; [`report`]:
+//! formats, means, markdown tables and the run's description.
+//!
+//! Included by each with `#[path = "../common/mod.rs"] mod common;`; each
+//! binary uses a part of it, hence no dead-code warnings here.
+#![allow(dead_code)]
+
+pub mod config;
+pub mod report;
+
 use std::env;
 use std::fs;
 use std::io::{self, Write};
@@ -161,6 +171,29 @@ pub fn fresh_run_dir(base: &Path, var: &str, tag: &str) -> Result<(PathBuf, Path
     let run = base.join(format!("run-{}", std::process::id()));
     let _ = fs::remove_dir_all(&run);
     Ok((base, run))
+}
+
+/// Copies `bin` to `dir/name` and returns the copy: others rebuilding
+/// `target/release/fimfs` during the run must not change what is measured.
+pub fn pin(bin: &Path, dir: &Path, name: &str) -> Result<PathBuf, String> {
+    let pinned = dir.join(name);
+    fs::copy(bin, &pinned)
+        .map_err(|e| format!("copying {} to {}: {e}", bin.display(), pinned.display()))?;
+    Ok(pinned)
+}
+
+/// The baseline fimfs binary of `FIMFS_BENCH_BASELINE`, if set: `Err` when
+/// it is set but is not a file.
+pub fn find_baseline() -> Option<Result<PathBuf, String>> {
+    let p = config::baseline_bin()?;
+    Some(if p.is_file() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "FIMFS_BENCH_BASELINE={} does not exist",
+            p.display()
+        ))
+    })
 }
 
 /// Writes a report to `path`, saying so (or why not) on stderr.

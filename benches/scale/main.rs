@@ -27,28 +27,13 @@ use std::process::{Command, ExitCode};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::config::{env_flag, env_num};
+use common::report::{Table, cpus, fmt_dur, git, median, thousands, uname};
 use common::{find_fimfs, target_dir};
 use sys::{Daemon, KernelOverlay, Mem};
 
 // ---------------------------------------------------------------------------
 // Configuration
-
-fn env_flag(name: &str) -> bool {
-    matches!(
-        env::var(name).as_deref(),
-        Ok("1") | Ok("true") | Ok("yes") | Ok("on")
-    )
-}
-
-fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v.trim().parse().unwrap_or_else(|_| {
-            eprintln!("fimfs-scale: ignoring unparsable {name}={v:?}");
-            default
-        }),
-        _ => default,
-    }
-}
 
 struct Config {
     dir: PathBuf,
@@ -88,19 +73,38 @@ impl Config {
                         "/var/tmp/fimfs-scale"
                     })
                 }),
-            files: env_num("FIMFS_SCALE_FILES", pick(small, 1_000_000u64, 20_000)).max(1),
-            flat_files: env_num("FIMFS_SCALE_FLAT_FILES", pick(small, 20_000u64, 2_000)).max(1),
-            lowers: env_num("FIMFS_SCALE_LOWERS", 100usize),
-            reps: env_num("FIMFS_SCALE_REPS", pick(small, 9usize, 1)).max(1),
-            cold_reps: env_num("FIMFS_SCALE_COLD_REPS", pick(small, 5usize, 1)).max(1),
-            cycles: env_num("FIMFS_SCALE_CYCLES", pick(small, 2usize, 1)).max(1),
+            files: env_num(
+                "fimfs-scale",
+                "FIMFS_SCALE_FILES",
+                pick(small, 1_000_000u64, 20_000),
+            )
+            .max(1),
+            flat_files: env_num(
+                "fimfs-scale",
+                "FIMFS_SCALE_FLAT_FILES",
+                pick(small, 20_000u64, 2_000),
+            )
+            .max(1),
+            lowers: env_num("fimfs-scale", "FIMFS_SCALE_LOWERS", 100usize),
+            reps: env_num("fimfs-scale", "FIMFS_SCALE_REPS", pick(small, 9usize, 1)).max(1),
+            cold_reps: env_num(
+                "fimfs-scale",
+                "FIMFS_SCALE_COLD_REPS",
+                pick(small, 5usize, 1),
+            )
+            .max(1),
+            cycles: env_num("fimfs-scale", "FIMFS_SCALE_CYCLES", pick(small, 2usize, 1)).max(1),
             stat_all: env::var("FIMFS_SCALE_STAT_ALL").as_deref() != Ok("0"),
             gdb_trim: env_flag("FIMFS_SCALE_GDB_TRIM"),
             nofile: env::var("FIMFS_SCALE_NOFILE")
                 .ok()
                 .and_then(|v| v.trim().parse().ok()),
-            settle_max: Duration::from_secs(env_num("FIMFS_SCALE_SETTLE", 30u64).max(5)),
-            timeout: Duration::from_secs(env_num("FIMFS_SCALE_TIMEOUT", 1800u64).max(1)),
+            settle_max: Duration::from_secs(
+                env_num("fimfs-scale", "FIMFS_SCALE_SETTLE", 30u64).max(5),
+            ),
+            timeout: Duration::from_secs(
+                env_num("fimfs-scale", "FIMFS_SCALE_TIMEOUT", 1800u64).max(1),
+            ),
             mount_opts: env::var("FIMFS_SCALE_MOUNT_OPTS")
                 .ok()
                 .filter(|s| !s.is_empty()),
@@ -136,41 +140,6 @@ fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
-fn fmt_dur(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s >= 10.0 {
-        format!("{s:.1} s")
-    } else if s >= 1.0 {
-        format!("{s:.2} s")
-    } else {
-        format!("{:.1} ms", s * 1e3)
-    }
-}
-
-/// 1234567 -> "1,234,567".
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn median(v: &[Duration]) -> Duration {
-    let mut v = v.to_vec();
-    v.sort();
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2
-    }
-}
-
 fn mark(ok: bool) -> &'static str {
     if ok { "met" } else { "**MISSED**" }
 }
@@ -183,6 +152,8 @@ struct Ctx {
     run: PathBuf,
     /// The pinned copy of the fimfs binary the daemons run.
     fimfs: PathBuf,
+    /// The pinned copy of `FIMFS_BENCH_BASELINE`, run beside it.
+    baseline: Option<PathBuf>,
     /// This binary (the kernel overlay holder).
     exe: PathBuf,
     /// Daemon-side unmount problems.
@@ -294,23 +265,19 @@ fn run_all(cfg: Config) -> Result<bool, String> {
     let pinned = run.join("fimfs");
     fs::copy(&origin, &pinned).map_err(|e| format!("copying {}: {e}", origin.display()))?;
     let exe = env::current_exe().map_err(|e| e.to_string())?;
+    let baseline_origin = common::find_baseline().transpose()?;
+    let baseline = match &baseline_origin {
+        Some(bin) => Some(common::pin(bin, &run, "fimfs-baseline")?),
+        None => None,
+    };
 
     let mut ctx = Ctx {
         cfg,
         run: run.clone(),
         fimfs: pinned,
+        baseline,
         exe,
         warnings: Vec::new(),
-    };
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .arg("-C")
-            .arg(env!("CARGO_MANIFEST_DIR"))
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
     let revision = match git(&["rev-parse", "--short", "HEAD"]) {
         Some(rev) => {
@@ -335,30 +302,33 @@ fn run_all(cfg: Config) -> Result<bool, String> {
         None => String::new(),
     };
     let mut report = String::new();
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let _ = writeln!(report, "# fimfs scale figures\n");
     let _ = writeln!(
         report,
-        "- fimfs: `{}` (run from a copy){revision}\n- kernel {}, {} CPUs, trees in `{}` ({fstype})\n- every \
+        "- fimfs: `{}` (run from a copy){revision}{}\n- kernel {}, {} CPUs, trees in `{}` ({fstype})\n- every \
          command runs as `sh -c CMD` directly on the mount; times are wall-clock from spawn to exit, \
          median of the repetitions (min–max in brackets)\n",
         origin.display(),
-        kernel.trim(),
-        thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0),
+        baseline_origin
+            .as_ref()
+            .map(|b| format!(
+                "\n- fimfs-baseline: `{}` (FIMFS_BENCH_BASELINE)",
+                b.display()
+            ))
+            .unwrap_or_default(),
+        uname(),
+        cpus(),
         base.display()
     );
 
     let mut ok = true;
     if ctx.cfg.memory {
-        match memory(&mut ctx, &base) {
-            Ok(s) => report.push_str(&s),
-            Err(e) => {
-                ok = false;
-                eprintln!("fimfs-scale: memory: {e}");
-                let _ = writeln!(report, "## Memory\n\n**FAILED**: {e}\n");
-            }
+        ok &= memory_part(&mut ctx, &base, &mut report, "");
+        // The baseline binary through the same part, its section beside.
+        if let Some(b) = ctx.baseline.clone() {
+            let current = std::mem::replace(&mut ctx.fimfs, b);
+            ok &= memory_part(&mut ctx, &base, &mut report, ", fimfs-baseline");
+            ctx.fimfs = current;
         }
     }
     if ctx.cfg.flat {
@@ -661,6 +631,22 @@ fn memory(ctx: &mut Ctx, base: &Path) -> Result<String, String> {
     Ok(s)
 }
 
+/// The memory part into `report`, its heading followed by `which`; whether
+/// it ran and its outputs were right.
+fn memory_part(ctx: &mut Ctx, base: &Path, report: &mut String, which: &str) -> bool {
+    match memory(ctx, base) {
+        Ok(s) => {
+            report.push_str(&s.replacen(":", &format!("{which}:"), 1));
+            true
+        }
+        Err(e) => {
+            eprintln!("fimfs-scale: memory{which}: {e}");
+            let _ = writeln!(report, "## Memory{which}\n\n**FAILED**: {e}\n");
+            false
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 2. Flatness in the number of lowers
 
@@ -668,6 +654,18 @@ fn memory(ctx: &mut Ctx, base: &Path) -> Result<String, String> {
 enum Fs {
     Fimfs,
     Kernel,
+    /// `FIMFS_BENCH_BASELINE`, mounted as fimfs is.
+    Baseline,
+}
+
+impl Fs {
+    fn name(self) -> &'static str {
+        match self {
+            Fs::Fimfs => "fimfs",
+            Fs::Kernel => "kernel",
+            Fs::Baseline => "fimfs-baseline",
+        }
+    }
 }
 
 struct Variant {
@@ -682,10 +680,7 @@ impl Variant {
     fn label(&self, lowers: usize) -> String {
         format!(
             "{} {}",
-            match self.fs {
-                Fs::Fimfs => "fimfs",
-                Fs::Kernel => "kernel",
-            },
+            self.fs.name(),
             if self.many {
                 format!("{lowers} lowers")
             } else {
@@ -700,17 +695,34 @@ impl Variant {
 }
 
 impl Ctx {
+    /// The file systems the flatness part compares.
+    fn variant_fs(&self) -> Vec<Fs> {
+        let mut v = vec![Fs::Fimfs];
+        if self.cfg.kernel {
+            v.push(Fs::Kernel);
+        }
+        if self.baseline.is_some() {
+            v.push(Fs::Baseline);
+        }
+        v
+    }
+
     fn mount_variant(&mut self, v: &mut Variant, t: &tree::FlatTree) -> Result<(), String> {
         self.unmount_variant(v);
         match v.fs {
-            Fs::Fimfs => {
+            Fs::Fimfs | Fs::Baseline => {
+                let bin = match (v.fs, &self.baseline) {
+                    (Fs::Baseline, Some(b)) => b,
+                    _ => &self.fimfs,
+                };
                 let lowers = if v.many { &t.many } else { &t.one };
                 let log = self.run.join(format!(
-                    "daemon-flat-{}.log",
+                    "daemon-flat-{}-{}.log",
+                    v.fs.name(),
                     if v.many { "many" } else { "one" }
                 ));
                 v.daemon = Some(Daemon::mount(
-                    &self.fimfs,
+                    bin,
                     lowers,
                     &v.mnt,
                     self.cfg.mount_opts.as_deref(),
@@ -754,16 +766,9 @@ fn flatness(ctx: &mut Ctx, base: &Path, notes: &mut Vec<String>) -> Result<Strin
     fs::write(&list, t.bottom_only.join("\n") + "\n").map_err(|e| e.to_string())?;
 
     let mut variants = Vec::new();
-    for fs_ in [Fs::Fimfs, Fs::Kernel] {
-        if fs_ == Fs::Kernel && !ctx.cfg.kernel {
-            continue;
-        }
+    for fs_ in ctx.variant_fs() {
         for many in [false, true] {
-            let name = format!(
-                "mnt-{}-{}",
-                if fs_ == Fs::Fimfs { "fimfs" } else { "kernel" },
-                if many { "many" } else { "one" }
-            );
+            let name = format!("mnt-{}-{}", fs_.name(), if many { "many" } else { "one" });
             let mnt = ctx.run.join(name);
             fs::create_dir_all(&mnt).map_err(|e| e.to_string())?;
             variants.push(Variant {
@@ -830,13 +835,26 @@ fn flatness(ctx: &mut Ctx, base: &Path, notes: &mut Vec<String>) -> Result<Strin
             format!("{} ({}–{})", fmt_dur(m), fmt_dur(*lo), fmt_dur(*hi)),
         ))
     };
-    let _ = writeln!(
-        s,
-        "| workload | fimfs 1 lower | fimfs {lowers} lowers | fimfs ratio (target ≤ 1.20x) | kernel 1 lower | kernel {lowers} lowers | kernel ratio |\n|---|---:|---:|---:|---:|---:|---:|"
-    );
+    // The kernel's columns stay even when it did not run; the baseline's
+    // come only with a baseline.
+    let mut shown = vec![Fs::Fimfs, Fs::Kernel];
+    if ctx.baseline.is_some() {
+        shown.push(Fs::Baseline);
+    }
+    let mut head = vec!["workload".to_string()];
+    for fs_ in &shown {
+        let n = fs_.name();
+        head.push(format!("{n} 1 lower"));
+        head.push(format!("{n} {lowers} lowers"));
+        head.push(match fs_ {
+            Fs::Kernel => "kernel ratio".into(),
+            _ => format!("{n} ratio (target ≤ 1.20x)"),
+        });
+    }
+    s.push_str(&Table::new(&head).text());
     for (key, name) in [("warm", &warm_name), ("cold", &cold_name)] {
         let mut row = format!("| {name} |");
-        for fs_ in [Fs::Fimfs, Fs::Kernel] {
+        for &fs_ in &shown {
             let one = cell(key, fs_, false);
             let many = cell(key, fs_, true);
             for c in [&one, &many] {
@@ -848,7 +866,7 @@ fn flatness(ctx: &mut Ctx, base: &Path, notes: &mut Vec<String>) -> Result<Strin
             match (one, many) {
                 (Some(o), Some(m)) => {
                     let r = m.0.as_secs_f64() / o.0.as_secs_f64();
-                    if fs_ == Fs::Fimfs {
+                    if fs_ != Fs::Kernel {
                         row.push_str(&format!(" {r:.2}x {} |", mark(r <= 1.2)));
                     } else {
                         row.push_str(&format!(" {r:.2}x |"));
@@ -901,7 +919,8 @@ fn flatness_measure(
         let label = v.label(lowers);
         match ctx.mount_variant(&mut v, t) {
             Ok(()) => kept.push(v),
-            Err(e) if v.fs == Fs::Kernel => {
+            // Only fimfs must mount; the others are references.
+            Err(e) if v.fs != Fs::Fimfs => {
                 eprintln!("fimfs-scale: warning: {label}: {e}");
                 notes.push(format!("{label} unavailable: {e}"));
             }
@@ -1006,7 +1025,7 @@ fn flatness_measure(
     }
     let foreign_warm = watch.count();
     let mut mems = BTreeMap::new();
-    for v in variants.iter() {
+    for v in variants.iter().filter(|v| v.fs == Fs::Fimfs) {
         if let Some(d) = &v.daemon {
             mems.insert(
                 v.many,

@@ -1,15 +1,19 @@
-//! A minimal POSIX tar (ustar + pax) writer, enough for an exported layer.
+//! The tar writer of `fimfs export --tar`: ustar headers, blocks, padding
+//! and the end of the archive come from the `tar` crate; this module adds
+//! what the crate does not write, a pax extended header (`x`).
 //!
-//! Each entry is a 512-byte ustar header, preceded by a pax extended header
-//! (`x`) only when ustar cannot hold a field: a path that does not split
-//! into prefix (155) and name (100), a link target over 100 bytes, a size,
-//! id or time out of the octal fields' range, or xattrs (pax
-//! `SCHILY.xattr.NAME` records, which GNU tar and bsdtar read). Times are
-//! whole seconds, as in GNU tar's default format. Data is padded to 512
-//! bytes; the archive ends with two zero blocks.
+//! The pax header precedes an entry only when ustar cannot hold a field: a
+//! path that does not split into prefix (155) and name (100), a link target
+//! over 100 bytes, a size, id or time out of the octal fields' range, or
+//! xattrs (pax `SCHILY.xattr.NAME` records, which GNU tar and bsdtar read).
+//! The crate has no pax writer (only GNU long-name entries, which cannot
+//! carry xattrs), and names here are bytes, never UTF-8: keys and values go
+//! through [`pax_record`]. Times are whole seconds, as in GNU tar's default
+//! format. Symlink targets are stored literally (the crate's path setters
+//! would normalise `a//b` or `a/./b`).
+use std::ffi::OsStr;
 use std::io::{self, Read, Write};
-
-const BLOCK: usize = 512;
+use std::os::unix::ffi::OsStrExt;
 
 /// Entry types (`typeflag`).
 pub const REGULAR: u8 = b'0';
@@ -42,41 +46,9 @@ pub struct Header {
 }
 
 /// Largest value of an octal field of `width` bytes (one byte is the NUL).
+/// Larger values go to pax: the crate would write GNU base-256 instead.
 fn octal_max(width: usize) -> u64 {
     (1u64 << (3 * (width as u32 - 1))) - 1
-}
-
-fn put_octal(field: &mut [u8], v: u64) {
-    let digits = field.len() - 1;
-    let s = format!("{v:0digits$o}");
-    field[..digits].copy_from_slice(&s.as_bytes()[s.len() - digits..]);
-    field[digits] = 0;
-}
-
-fn put_bytes(field: &mut [u8], v: &[u8]) {
-    field[..v.len()].copy_from_slice(v);
-}
-
-/// Splits `path` into ustar's (prefix, name), if it fits.
-fn split_path(path: &[u8]) -> Option<(&[u8], &[u8])> {
-    if path.len() <= 100 {
-        return Some((b"", path));
-    }
-    // The name part keeps a directory's trailing slash.
-    let body = path.strip_suffix(b"/").unwrap_or(path);
-    for (i, &b) in body.iter().enumerate().rev() {
-        if b != b'/' {
-            continue;
-        }
-        let (prefix, name) = (&path[..i], &path[i + 1..]);
-        if prefix.len() <= 155 && name.len() <= 100 && !name.is_empty() {
-            return Some((prefix, name));
-        }
-        if name.len() > 100 {
-            return None;
-        }
-    }
-    None
 }
 
 /// One pax record: `LEN KEY=VALUE\n`, where LEN counts the whole record.
@@ -94,10 +66,39 @@ pub fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
     r
 }
 
+/// The ustar header of `h`, and whether its path fit (if not, the header
+/// holds the path's first 100 bytes and pax carries it). Numbers that do not
+/// fit are clamped; pax carries them too.
+fn ustar(h: &Header) -> (tar::Header, bool) {
+    let mut t = tar::Header::new_ustar();
+    let fits = t.set_path(OsStr::from_bytes(&h.path)).is_ok();
+    if !fits {
+        let name = &mut t.as_old_mut().name;
+        let n = h.path.len().min(name.len());
+        name[..n].copy_from_slice(&h.path[..n]);
+    }
+    t.set_entry_type(tar::EntryType::new(h.kind));
+    t.set_mode(h.mode & 0o7777);
+    t.set_uid(h.uid.min(octal_max(8)));
+    t.set_gid(h.gid.min(octal_max(8)));
+    t.set_size(h.size.min(octal_max(12)));
+    t.set_mtime(h.mtime.clamp(0, octal_max(12) as i64) as u64);
+    // Over 100 bytes (or with a NUL) the target goes to pax; the field stays
+    // empty, as GNU tar reads the pax record first.
+    let _ = t.set_link_name_literal(&h.link);
+    if matches!(h.kind, CHAR | BLOCKDEV) {
+        // Only fails on a header that is not ustar or GNU.
+        let _ = t.set_device_major(h.dev.0);
+        let _ = t.set_device_minor(h.dev.1);
+    }
+    t.set_cksum();
+    (t, fits)
+}
+
 /// The pax records `h` needs; empty when plain ustar holds it.
-fn pax_records(h: &Header) -> Vec<u8> {
+fn pax_records(h: &Header, path_fits: bool) -> Vec<u8> {
     let mut r = Vec::new();
-    if split_path(&h.path).is_none() {
+    if !path_fits {
         r.extend(pax_record(b"path", &h.path));
     }
     if h.link.len() > 100 {
@@ -122,99 +123,105 @@ fn pax_records(h: &Header) -> Vec<u8> {
     r
 }
 
-/// The ustar header block of `h` (fields that do not fit are clamped;
-/// the pax header carries them).
-fn ustar_block(h: &Header) -> [u8; BLOCK] {
-    let mut b = [0u8; BLOCK];
-    let (prefix, name) = split_path(&h.path).unwrap_or((b"", &h.path));
-    let name = &name[..name.len().min(100)];
-    put_bytes(&mut b[0..100], name);
-    put_octal(&mut b[100..108], u64::from(h.mode & 0o7777));
-    put_octal(&mut b[108..116], h.uid.min(octal_max(8)));
-    put_octal(&mut b[116..124], h.gid.min(octal_max(8)));
-    put_octal(&mut b[124..136], h.size.min(octal_max(12)));
-    put_octal(
-        &mut b[136..148],
-        h.mtime.clamp(0, octal_max(12) as i64) as u64,
-    );
-    b[156] = h.kind;
-    put_bytes(&mut b[157..257], &h.link[..h.link.len().min(100)]);
-    put_bytes(&mut b[257..263], b"ustar\0");
-    put_bytes(&mut b[263..265], b"00");
-    if matches!(h.kind, CHAR | BLOCKDEV) {
-        put_octal(&mut b[329..337], u64::from(h.dev.0));
-        put_octal(&mut b[337..345], u64::from(h.dev.1));
+/// The headers of `h`: a pax header with its records when needed, then the
+/// ustar header.
+fn headers(h: &Header) -> (Option<(tar::Header, Vec<u8>)>, tar::Header) {
+    let (main, fits) = ustar(h);
+    let records = pax_records(h, fits);
+    if records.is_empty() {
+        return (None, main);
     }
-    put_bytes(&mut b[345..345 + prefix.len()], prefix);
-    // The checksum is computed with its own field as spaces.
-    b[148..156].fill(b' ');
-    let sum: u32 = b.iter().map(|&x| u32::from(x)).sum();
-    put_octal(&mut b[148..155], u64::from(sum));
-    b[155] = b' ';
-    b
+    let base = h.path.strip_suffix(b"/").unwrap_or(&h.path);
+    let base = base.rsplit(|&b| b == b'/').next().unwrap_or(b"");
+    let mut path = b"PaxHeaders/".to_vec();
+    path.extend_from_slice(&base[..base.len().min(80)]);
+    let ph = Header {
+        path,
+        kind: PAX,
+        mode: 0o644,
+        size: records.len() as u64,
+        mtime: h.mtime,
+        ..Header::default()
+    };
+    (Some((ustar(&ph).0, records)), main)
 }
 
-/// The header blocks of `h`: a pax header (with its records) when needed,
-/// then the ustar header.
+/// The header blocks of `h`, as [`Writer`] writes them.
 pub fn encode(h: &Header) -> Vec<u8> {
+    let (pax, main) = headers(h);
     let mut out = Vec::new();
-    let records = pax_records(h);
-    if !records.is_empty() {
-        let base = h.path.strip_suffix(b"/").unwrap_or(&h.path);
-        let base = base.rsplit(|&b| b == b'/').next().unwrap_or(b"");
-        let mut path = b"PaxHeaders/".to_vec();
-        path.extend_from_slice(&base[..base.len().min(80)]);
-        let ph = Header {
-            path,
-            kind: PAX,
-            mode: 0o644,
-            size: records.len() as u64,
-            mtime: h.mtime,
-            ..Header::default()
-        };
-        out.extend_from_slice(&ustar_block(&ph));
+    if let Some((ph, records)) = pax {
+        out.extend_from_slice(ph.as_bytes());
         out.extend_from_slice(&records);
-        out.resize(out.len().div_ceil(BLOCK) * BLOCK, 0);
+        out.resize(out.len().div_ceil(512) * 512, 0);
     }
-    out.extend_from_slice(&ustar_block(h));
+    out.extend_from_slice(main.as_bytes());
     out
+}
+
+/// Reads exactly `want` bytes, or fails: a file that shrank while read
+/// must not leave an entry shorter than its header says.
+struct Exact<'a> {
+    inner: io::Take<&'a mut dyn Read>,
+    want: u64,
+}
+
+impl Read for Exact<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let left = self.inner.limit();
+        if n == 0 && left > 0 {
+            let got = self.want - left;
+            let msg = format!("changed while read: {got} bytes instead of {}", self.want);
+            return Err(io::Error::other(msg));
+        }
+        Ok(n)
+    }
 }
 
 /// Writes entries to `W`.
 pub struct Writer<W: Write> {
-    w: W,
+    b: tar::Builder<W>,
 }
 
 impl<W: Write> Writer<W> {
     pub fn new(w: W) -> Self {
-        Writer { w }
+        Writer {
+            b: tar::Builder::new(w),
+        }
+    }
+
+    fn put(&mut self, h: &Header, data: impl Read) -> io::Result<()> {
+        let (pax, main) = headers(h);
+        if let Some((ph, records)) = pax {
+            self.b.append(&ph, records.as_slice())?;
+        }
+        self.b.append(&main, data)
     }
 
     /// Appends an entry without data.
     pub fn append(&mut self, h: &Header) -> io::Result<()> {
-        self.w.write_all(&encode(h))
+        self.put(h, io::empty())
     }
 
     /// Appends a regular file whose `h.size` bytes come from `data`. Fewer
     /// bytes than announced is an error (the file shrank while read).
     pub fn append_data(&mut self, h: &Header, data: &mut dyn Read) -> io::Result<()> {
-        self.w.write_all(&encode(h))?;
-        let n = io::copy(&mut data.take(h.size), &mut self.w)?;
-        if n != h.size {
-            return Err(io::Error::other(format!(
-                "changed while read: {n} bytes instead of {}",
-                h.size
-            )));
-        }
-        let pad = (BLOCK - (h.size as usize % BLOCK)) % BLOCK;
-        self.w.write_all(&[0u8; BLOCK][..pad])
+        let want = h.size;
+        self.put(
+            h,
+            Exact {
+                inner: data.take(want),
+                want,
+            },
+        )
     }
 
     /// Writes the two closing zero blocks and returns the sink.
-    pub fn finish(mut self) -> io::Result<W> {
-        self.w.write_all(&[0u8; 2 * BLOCK])?;
-        self.w.flush()?;
-        Ok(self.w)
+    pub fn finish(self) -> io::Result<W> {
+        let mut w = self.b.into_inner()?;
+        w.flush()?;
+        Ok(w)
     }
 }
 

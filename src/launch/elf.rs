@@ -3,13 +3,28 @@
 //! little-endian only (FlatImage ships x86_64 and aarch64). Handles the
 //! extended numbering escapes (`e_shnum == 0`, `e_shstrndx == SHN_XINDEX`).
 //!
+//! The record layouts (file header, section header, constants) are the
+//! `object` crate's; the reading is ours, one fixed-size record at a time
+//! through [`ReadAt`]. `object`'s own table reader (`sections()` over a
+//! `ReadCache`) loads the whole section header table in one buffer: on a
+//! 1 GB file whose section 0 claims 16 million sections it peaked at 1 GB
+//! of memory. A FlatImage binary can be gigabytes, and is untrusted here.
+//!
 //! Every offset read from the file is checked against the file's length
 //! before it is used, with checked arithmetic: a hostile file yields an
 //! error, never a panic or a huge allocation.
 
 use std::fs::File;
 use std::io;
+use std::mem::size_of;
 use std::os::unix::fs::FileExt;
+
+use object::elf::{
+    DataEncoding, ELFCLASS32, ELFCLASS64, ELFDATA2LSB, ELFDATA2MSB, ELFMAG, FileClass,
+    FileHeader32, FileHeader64, SHN_XINDEX, SHT_NOBITS, SectionHeader32, SectionHeader64,
+};
+use object::read::elf::{FileHeader as ElfHeader, SectionHeader as ElfSection};
+use object::{LittleEndian as LE, Pod, pod};
 
 use super::error::ErrorKind;
 
@@ -51,15 +66,15 @@ pub enum ElfClass {
 impl ElfClass {
     fn header_len(self) -> u64 {
         match self {
-            ElfClass::Elf32 => 52,
-            ElfClass::Elf64 => 64,
+            ElfClass::Elf32 => size_of::<FileHeader32<LE>>() as u64,
+            ElfClass::Elf64 => size_of::<FileHeader64<LE>>() as u64,
         }
     }
 
     fn min_shentsize(self) -> u64 {
         match self {
-            ElfClass::Elf32 => 40,
-            ElfClass::Elf64 => 64,
+            ElfClass::Elf32 => size_of::<SectionHeader32<LE>>() as u64,
+            ElfClass::Elf64 => size_of::<SectionHeader64<LE>>() as u64,
         }
     }
 }
@@ -102,9 +117,9 @@ pub(crate) struct Found {
     pub table: (u64, u64),
 }
 
-const SHT_NOBITS: u32 = 8;
-const SHN_XINDEX: u64 = 0xffff;
+/// Bytes 8, 9 and 10 of `e_ident` (`EI_ABIVERSION` and two of padding).
 const FIM_MAGIC: [u8; 3] = [b'F', b'I', 0x01];
+const HDR: &str = "cannot read the ELF header";
 
 fn io(op: &'static str) -> impl FnOnce(io::Error) -> ErrorKind {
     move |source| ErrorKind::Io { op, source }
@@ -114,62 +129,78 @@ fn malformed(what: impl Into<String>) -> ErrorKind {
     ErrorKind::MalformedElf(what.into())
 }
 
-fn u16_at(b: &[u8], at: usize) -> u64 {
-    u64::from(u16::from_le_bytes([b[at], b[at + 1]]))
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
+/// Reads one record of type `T` at `at` (at most 64 bytes: ELF headers).
+fn read_pod<T: Pod, R: ReadAt + ?Sized>(r: &R, at: u64, op: &'static str) -> Result<T, ErrorKind> {
+    let mut b = [0u8; 64];
+    let b = &mut b[..size_of::<T>()];
+    r.read_exact_at(b, at).map_err(io(op))?;
+    // The buffer has the record's size, and `object`'s ELF records have
+    // byte alignment: this cannot fail.
+    pod::from_bytes::<T>(b)
+        .map(|(t, _)| *t)
+        .map_err(|()| malformed(op))
 }
 
 /// Reads and checks the ELF header.
 pub(crate) fn read_header<R: ReadAt + ?Sized>(r: &R, file_len: u64) -> Result<Header, ErrorKind> {
-    let mut b = [0u8; 64];
-    if file_len < 16 {
+    // `e_ident` (`object::elf::Ident`, 16 bytes) is bytes: no `Pod` record.
+    let mut id = [0u8; 16];
+    if file_len < id.len() as u64 {
         return Err(ErrorKind::NotElf);
     }
-    r.read_exact_at(&mut b[..16], 0)
-        .map_err(io("cannot read the ELF header"))?;
-    if b[..4] != *b"\x7fELF" {
+    r.read_exact_at(&mut id, 0).map_err(io(HDR))?;
+    if id[..4] != ELFMAG {
         return Err(ErrorKind::NotElf);
     }
-    let class = match b[4] {
-        1 => ElfClass::Elf32,
-        2 => ElfClass::Elf64,
+    let class = match FileClass(id[4]) {
+        ELFCLASS32 => ElfClass::Elf32,
+        ELFCLASS64 => ElfClass::Elf64,
         _ => return Err(ErrorKind::UnsupportedElf("unknown ELF class")),
     };
-    match b[5] {
-        1 => {}
-        2 => return Err(ErrorKind::UnsupportedElf("big-endian")),
+    match DataEncoding(id[5]) {
+        ELFDATA2LSB => {}
+        ELFDATA2MSB => return Err(ErrorKind::UnsupportedElf("big-endian")),
         _ => return Err(ErrorKind::UnsupportedElf("unknown data encoding")),
     }
-    let len = class.header_len();
-    if file_len < len {
+    if file_len < class.header_len() {
         return Err(malformed("file shorter than its ELF header"));
     }
-    // `len` is 52 or 64: the cast cannot truncate.
-    let b = &mut b[..len as usize];
-    r.read_exact_at(b, 0)
-        .map_err(io("cannot read the ELF header"))?;
-    let fim_magic = b[8..11] == FIM_MAGIC;
-    let (shoff, at) = match class {
-        ElfClass::Elf32 => (u64::from(u32_at(b, 0x20)), 0x2e),
-        ElfClass::Elf64 => (u64_at(b, 0x28), 0x3a),
-    };
-    Ok(Header {
+    let fim_magic = id[8..11] == FIM_MAGIC;
+    Ok(match class {
+        ElfClass::Elf32 => fields(
+            &read_pod::<FileHeader32<LE>, R>(r, 0, HDR)?,
+            class,
+            fim_magic,
+        ),
+        ElfClass::Elf64 => fields(
+            &read_pod::<FileHeader64<LE>, R>(r, 0, HDR)?,
+            class,
+            fim_magic,
+        ),
+    })
+}
+
+/// Our header from a file header of either class.
+fn fields<H: ElfHeader<Endian = LE>>(h: &H, class: ElfClass, fim_magic: bool) -> Header {
+    Header {
         class,
         fim_magic,
-        shoff,
-        shentsize: u16_at(b, at),
-        shnum: u16_at(b, at + 2),
-        shstrndx: u16_at(b, at + 4),
-    })
+        shoff: h.e_shoff(LE).into(),
+        shentsize: h.e_shentsize(LE).into(),
+        shnum: h.e_shnum(LE).into(),
+        shstrndx: u64::from(h.e_shstrndx(LE).0),
+    }
+}
+
+/// A section header of either class, reduced to what we use.
+fn section<S: ElfSection<Endian = LE>>(s: &S) -> Section {
+    Section {
+        name: s.sh_name(LE),
+        kind: s.sh_type(LE).0,
+        offset: s.sh_offset(LE).into(),
+        size: s.sh_size(LE).into(),
+        link: s.sh_link(LE),
+    }
 }
 
 /// Reads section header `index`; the caller has bounds-checked the table.
@@ -178,32 +209,16 @@ fn read_section<R: ReadAt + ?Sized>(r: &R, h: &Header, index: u64) -> Result<Sec
         .checked_mul(h.shentsize)
         .and_then(|o| o.checked_add(h.shoff))
         .ok_or_else(|| malformed("section header offset overflows"))?;
-    let mut b = [0u8; 64];
-    // `min_shentsize` is 40 or 64: the cast cannot truncate.
-    let b = &mut b[..h.class.min_shentsize() as usize];
-    r.read_exact_at(b, at)
-        .map_err(io("cannot read a section header"))?;
+    const OP: &str = "cannot read a section header";
     Ok(match h.class {
-        ElfClass::Elf32 => Section {
-            name: u32_at(b, 0),
-            kind: u32_at(b, 4),
-            offset: u64::from(u32_at(b, 16)),
-            size: u64::from(u32_at(b, 20)),
-            link: u32_at(b, 24),
-        },
-        ElfClass::Elf64 => Section {
-            name: u32_at(b, 0),
-            kind: u32_at(b, 4),
-            offset: u64_at(b, 24),
-            size: u64_at(b, 32),
-            link: u32_at(b, 40),
-        },
+        ElfClass::Elf32 => section(&read_pod::<SectionHeader32<LE>, R>(r, at, OP)?),
+        ElfClass::Elf64 => section(&read_pod::<SectionHeader64<LE>, R>(r, at, OP)?),
     })
 }
 
 /// Checks that a section's bytes lie inside the file.
 fn check_data(s: &Section, file_len: u64, what: &str) -> Result<(), ErrorKind> {
-    if s.kind == SHT_NOBITS {
+    if s.kind == SHT_NOBITS.0 {
         return Err(malformed(format!(
             "{what} has no data in the file (SHT_NOBITS)"
         )));
@@ -236,12 +251,13 @@ fn table_extent<R: ReadAt + ?Sized>(
             "section header table starts past the end of the file",
         ));
     }
-    if h.shnum == 0 || h.shstrndx == SHN_XINDEX {
+    let xindex = u64::from(SHN_XINDEX.0);
+    if h.shnum == 0 || h.shstrndx == xindex {
         let zero = read_section(r, h, 0)?;
         if h.shnum == 0 {
             h.shnum = zero.size;
         }
-        if h.shstrndx == SHN_XINDEX {
+        if h.shstrndx == xindex {
             h.shstrndx = u64::from(zero.link);
         }
     }
@@ -326,6 +342,25 @@ pub(crate) fn read_u32_section<R: ReadAt + ?Sized>(
     r.read_exact_at(&mut b, s.offset)
         .map_err(io("cannot read section `.fim_reserved_offset`"))?;
     Ok(u32::from_le_bytes(b))
+}
+
+/// Little-endian field readers for the tests, which build and patch ELF
+/// files byte by byte.
+#[cfg(test)]
+fn u16_at(b: &[u8], at: usize) -> u64 {
+    u64::from(u16::from_le_bytes([b[at], b[at + 1]]))
+}
+
+#[cfg(test)]
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+#[cfg(test)]
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
 }
 
 #[cfg(test)]
