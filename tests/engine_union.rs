@@ -13,8 +13,10 @@
 //!   upper follows SPEC §2.
 //! - A seeded random-operation test comparing the engine with a plain directory
 //!   after every operation.
+mod common;
 mod engine_support;
 
+use common::*;
 use engine_support::*;
 use fimfs::sys::Errno;
 use fimfs::union::{Caller, Make, Options, ROOT_INO, SetAttr, Union};
@@ -457,7 +459,7 @@ fn check_disk(upper: &Path, spec: &str, problems: &mut Vec<String>) {
                         break;
                     }
                     let name = k.rsplit('/').next().unwrap_or(k);
-                    if is_whiteout(v) || (name.starts_with(".wh.") && name != ".wh..wh..opq") {
+                    if v.is_whiteout() || (name.starts_with(".wh.") && name != ".wh..wh..opq") {
                         bad(format!("holds the whiteout {k}"));
                     }
                 }
@@ -1892,30 +1894,6 @@ fn upper_changes_behind_the_union_are_seen() {
 // =================================================================================
 // Random operations against a plain-directory model
 
-/// xorshift64*, tiny and deterministic.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
-        &v[self.below(v.len() as u64) as usize]
-    }
-    fn pick_str(&mut self, v: &[&'static str]) -> &'static str {
-        v[self.below(v.len() as u64) as usize]
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
-
 const NAMES: [&str; 4] = ["a", "b", "c", "d"];
 /// Names for new entries: one more than the layers use.
 const NEW_NAMES: [&str; 5] = ["a", "b", "c", "d", "e"];
@@ -1953,7 +1931,7 @@ fn parent_path(p: &str) -> &str {
     p.rsplit_once('/').map_or("", |(d, _)| d)
 }
 
-fn gen_layer(rng: &mut Rng, tag: &str, upper: bool) -> GenLayer {
+fn gen_layer(rng: &mut XorShift, tag: &str, upper: bool) -> GenLayer {
     let mut g = GenLayer::default();
     for i in 0..3 + rng.below(10) {
         let depth = 1 + rng.below(3);
@@ -1999,7 +1977,7 @@ fn gen_layer(rng: &mut Rng, tag: &str, upper: bool) -> GenLayer {
             55..63 => Gen::Sym(format!("t{}", rng.below(3))),
             63..85 if upper && parent_opaque => continue,
             63..85 if upper => Gen::Wh("w"),
-            63..85 => Gen::Wh(rng.pick_str(&WHITEOUTS)),
+            63..85 => Gen::Wh(WHITEOUTS[rng.below(WHITEOUTS.len())]),
             _ if upper => Gen::Dir {
                 opaque: Some("user.overlay.opaque"),
                 xmark: false,
@@ -2199,14 +2177,14 @@ fn model_apply(root: &Path, op: &Op) -> Result<(), Errno> {
         Op::Chmod(a, m) => {
             fs::set_permissions(p(a), fs::Permissions::from_mode(*m)).map_err(io_errno)
         }
-        Op::Setxattr(a, n, v) => set_xattr(&p(a), n, v.as_bytes()),
-        Op::Removexattr(a, n) => remove_xattr(&p(a), n),
+        Op::Setxattr(a, n, v) => set_xattr(&p(a), n, v.as_bytes()).map_err(Errno::from_raw),
+        Op::Removexattr(a, n) => remove_xattr(&p(a), n).map_err(Errno::from_raw),
         other => unreachable!("the random test does not generate {other:?}"),
     }
 }
 
 /// A random operation on the current state (`view` of the model).
-fn random_op(rng: &mut Rng, view: &View, n: usize) -> Op {
+fn random_op(rng: &mut XorShift, view: &View, n: usize) -> Op {
     let of = |pred: &dyn Fn(&str) -> bool| -> Vec<String> {
         view.iter()
             .filter(|(_, s)| pred(&s.desc))
@@ -2224,18 +2202,18 @@ fn random_op(rng: &mut Rng, view: &View, n: usize) -> Op {
         .cloned()
         .collect();
     let fd = of(&|d| d.starts_with('f') || d == "d");
-    let pick_from = |rng: &mut Rng, v: &[String], fallback: &[String]| -> String {
+    let pick_from = |rng: &mut XorShift, v: &[String], fallback: &[String]| -> String {
         match (v.is_empty(), fallback.is_empty()) {
             (false, _) if !rng.chance(10) => rng.pick(v).clone(),
             (_, false) => rng.pick(fallback).clone(),
             _ => "a".to_string(),
         }
     };
-    let fresh = |rng: &mut Rng| {
+    let fresh = |rng: &mut XorShift| {
         let d = rng.pick(&shallow).clone();
-        child(&d, rng.pick_str(&NEW_NAMES))
+        child(&d, NEW_NAMES[rng.below(NEW_NAMES.len())])
     };
-    let content = |rng: &mut Rng| format!("r{n}x{}", rng.below(1000));
+    let content = |rng: &mut XorShift| format!("r{n}x{}", rng.below(1000));
     match rng.below(100) {
         0..12 => Op::Create(fresh(rng), content(rng)),
         12..20 => Op::Mkdir(fresh(rng)),
@@ -2260,7 +2238,7 @@ fn random_op(rng: &mut Rng, view: &View, n: usize) -> Op {
         60..66 => Op::Link(pick_from(rng, &files, &all), fresh(rng)),
         66..76 => Op::Write(pick_from(rng, &files, &files), content(rng)),
         76..82 => Op::Append(pick_from(rng, &files, &files), content(rng)),
-        82..86 => Op::Truncate(pick_from(rng, &files, &files), rng.below(8)),
+        82..86 => Op::Truncate(pick_from(rng, &files, &files), rng.below(8) as u64),
         86..90 => Op::Chmod(
             pick_from(rng, &fd, &fd),
             *rng.pick(&[0o600, 0o644, 0o755, 0o700]),
@@ -2290,8 +2268,8 @@ fn op_is_safe(view: &View, op: &Op) -> bool {
 
 /// One seeded run; the first divergence, with the layers and the last ops.
 fn run_random(seed: u64, ops: usize) -> Result<(), String> {
-    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-    let nlowers = 1 + rng.below(3) as usize;
+    let mut rng = XorShift::from_state(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let nlowers = 1 + rng.below(3);
     let lowers: Vec<GenLayer> = (0..nlowers)
         .map(|i| gen_layer(&mut rng, &format!("L{i}"), false))
         .collect();

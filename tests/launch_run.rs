@@ -10,10 +10,9 @@
 //! matters it is checked through files the commands write.
 
 mod common;
-mod image_support;
 
+use common::image::{RESERVED_AT, Spec, assert_only_byte_changed, build};
 use common::{MountGuard, TempDir, mounts, require_root_and_fuse};
-use image_support::{RESERVED_AT, Spec, assert_only_byte_changed, build};
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};

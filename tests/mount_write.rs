@@ -9,7 +9,6 @@
 //! remount to check that what the upper holds means the same thing to a fresh daemon.
 
 mod common;
-mod support;
 
 use common::*;
 use std::fs::{self, File, OpenOptions};
@@ -17,7 +16,6 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
-use support::*;
 
 const MIB: u64 = 1024 * 1024;
 

@@ -20,7 +20,6 @@
 //! test write outside it.
 
 mod common;
-mod support;
 
 use common::*;
 use std::ffi::{CString, OsStr};
@@ -29,7 +28,6 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use support::*;
 
 const DEFAULT_OPS: u64 = 3000;
 const DEFAULT_SEED: u64 = 0x0dd5_eed5;

@@ -23,7 +23,6 @@
 //! not a timing assertion.
 
 mod common;
-mod support;
 
 use common::*;
 use std::collections::BTreeMap;
@@ -35,7 +34,6 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
-use support::*;
 
 /// An unprivileged user that exists on Debian (`nobody`).
 const NOBODY: u32 = 65534;
