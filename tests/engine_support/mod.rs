@@ -8,10 +8,15 @@
 //!   `d_ino` equals `st_ino`, that the readdir kind is the lookup kind and that
 //!   `getattr` agrees with `lookup`.
 //! - [`Lookups`]: resolves paths through counted lookups and forgets them on drop.
+//! - [`table`]: the table runner the `engine_*` tests share ([`run_table`],
+//!   [`engine_apply`]).
 //!
 //! Only what calls the engine lives here; scratch directories, the fixture
 //! language, the tree model and the upper's format check are `tests/common`'s.
 #![allow(dead_code)]
+
+pub mod table;
+pub use table::*;
 
 use crate::common::{Seen, TempDir, View, build_layer};
 use fimfs::layer::{Layer, Stack, Workdir};
