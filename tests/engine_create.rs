@@ -68,6 +68,22 @@ fn create_rules() {
             disk: "- d\n- f",
             ..CASE
         },
+        // Was mount_write.rs's mknod_of_a_whiteout_device_is_refused.
+        Case {
+            name: "mknod of a 0/0 device is refused in a lower-only dir and at the root, and writes nothing",
+            lowers: &["f d/x x"],
+            upper: Upper::Spec(""),
+            ops: &[
+                "mkchr d/wh 0 0 => EPERM",
+                "mkchr d/x 0 0 => EEXIST",
+                "mkchr top 0 0 => EPERM",
+            ],
+            tree: "d d\nf d/x x",
+            absent: &["d/wh", "top"],
+            merged: &[""],
+            disk: "- d\n- top",
+            ..CASE
+        },
     ]);
 }
 

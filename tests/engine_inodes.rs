@@ -9,7 +9,6 @@ use common::*;
 use engine_support::*;
 use fimfs::union::{Options, Union};
 use std::collections::BTreeMap;
-use std::path::Path;
 
 #[test]
 fn link_rules() {
@@ -76,17 +75,6 @@ fn link_rules() {
             ..CASE
         },
     ]);
-}
-
-/// A second engine over the same layers: what a remount sees.
-fn reopen(fx: &Fixture) -> Union {
-    use fimfs::layer::{Layer, Stack, Workdir};
-    let open = |p: &Path| Layer::open(p).unwrap_or_else(|e| panic!("Layer::open: {e}"));
-    let upper = fx.upper.as_deref().map(open);
-    let stack = Stack::new(upper, fx.lowers.iter().map(|p| open(p)).collect());
-    let work = fx.tmp.path().join("work").join("2");
-    let work = Workdir::open(&work).unwrap_or_else(|e| panic!("Workdir::open: {e}"));
-    Union::new(stack, Some(work), Options::default())
 }
 
 /// The upper carries no mark of fimfs (the kernel overlay would list it), yet

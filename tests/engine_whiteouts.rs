@@ -218,6 +218,105 @@ fn whiteout_rules() {
             disk: "o d\nf d/x new\nn d",
             ..CASE
         },
+        // The cases below were mount tests in mount_write.rs; a mount added nothing
+        // to what they assert (the remount is the runner's second engine).
+        Case {
+            name: "deleting lower entries leaves whiteouts; an upper-only name needs none; a recreated name shows only the new file",
+            lowers: &[
+                "f shadow top",
+                "f gone lower file\nf shadow bottom\nf lonly/inner lower-only dir\nd emptydir",
+            ],
+            upper: Upper::Spec(""),
+            ops: &[
+                "unlink gone",
+                "unlink shadow",
+                "unlink lonly/inner",
+                "rmdir emptydir",
+                "lookup gone => ENOENT",
+                "create fresh x",
+                "unlink fresh",
+                "create gone again",
+            ],
+            tree: "f gone again\nd lonly",
+            absent: &["shadow", "lonly/inner", "emptydir", "fresh"],
+            merged: &["", "lonly"],
+            disk: "f gone again\nw shadow\nw lonly/inner\nw emptydir\n- fresh\nd lonly",
+            ..CASE
+        },
+        Case {
+            name: "rm -rf of a dir in two lowers, mkdir: empty, opaque, marker hidden, no whiteout needed inside",
+            lowers: &[
+                "f d/w d/w\nf d/sub/v d/sub/v",
+                "f d/x d/x\nf d/sub/y d/sub/y\nf d/sub/deep/z d/sub/deep/z",
+            ],
+            upper: Upper::Spec(""),
+            ops: &[
+                "unlink d/w",
+                "unlink d/x",
+                "unlink d/sub/v",
+                "unlink d/sub/y",
+                "unlink d/sub/deep/z",
+                "rmdir d/sub/deep",
+                "rmdir d/sub",
+                "rmdir d",
+                "lookup d => ENOENT",
+                "mkdir d",
+                "getxattr d user.overlay.opaque => ENODATA",
+                "create d/x new",
+                "unlink d/x",
+            ],
+            tree: "d d",
+            absent: &["d/x", "d/sub", "d/w"],
+            merged: &[""],
+            disk: "o d\ne d",
+            ..CASE
+        },
+        Case {
+            name: "rmdir of a merged dir that looks empty writes a whiteout, not a dir of stale whiteouts",
+            lowers: &["f d/c c\nf e/only e", "f d/a a\nf d/sub/b b\nf e/other e2"],
+            upper: Upper::Spec(""),
+            ops: &[
+                "rmdir d => ENOTEMPTY",
+                "unlink d/a",
+                "unlink d/c",
+                "unlink d/sub/b",
+                "rmdir d/sub",
+                "rmdir d",
+                "create e/new n",
+                "unlink e/new",
+                "unlink e/only",
+                "unlink e/other",
+                "rmdir e",
+            ],
+            tree: "",
+            absent: &["d", "e", "d/a", "e/only"],
+            merged: &[""],
+            disk: "w d\nw e",
+            ..CASE
+        },
+        Case {
+            name: "mkdir over a merged dir emptied and removed gives an empty opaque dir",
+            lowers: &["f d/c c\nf e/only e", "f d/a a\nf d/sub/b b\nf e/other e2"],
+            upper: Upper::Spec(""),
+            ops: &[
+                "unlink d/a",
+                "unlink d/c",
+                "unlink d/sub/b",
+                "rmdir d/sub",
+                "rmdir d",
+                "create e/new n",
+                "unlink e/new",
+                "unlink e/only",
+                "unlink e/other",
+                "rmdir e",
+                "mkdir e",
+            ],
+            tree: "d e",
+            absent: &["d", "e/only", "e/other", "e/new"],
+            merged: &[""],
+            disk: "w d\no e\ne e",
+            ..CASE
+        },
     ]);
 }
 

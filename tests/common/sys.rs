@@ -195,6 +195,32 @@ pub fn utimens(p: &Path, atime: (i64, i64), mtime: (i64, i64), nofollow: bool) -
     cvt(unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), flags) })
 }
 
+/// Appends `data` to `p` through `O_APPEND`.
+pub fn append(p: &Path, data: &[u8]) {
+    use std::io::Write;
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(p)
+        .unwrap_or_else(|e| panic!("open O_APPEND {}: {e}", p.display()));
+    f.write_all(data)
+        .unwrap_or_else(|e| panic!("append to {}: {e}", p.display()));
+}
+
+/// The names `listxattr` gives for `p`, as (lossy) strings.
+pub fn xattr_names(p: &Path) -> Vec<String> {
+    list_xattrs(p)
+        .unwrap_or_else(|e| panic!("listxattr {}: errno {e}", p.display()))
+        .into_iter()
+        .map(|n| String::from_utf8_lossy(&n).into_owned())
+        .collect()
+}
+
+/// `st_mtime` of `p` (not following a symlink), seconds and nanoseconds.
+pub fn mtime(p: &Path) -> (i64, i64) {
+    let m = lstat(p);
+    (m.mtime(), m.mtime_nsec())
+}
+
 /// An `io::Result` reduced to what two implementations must agree on.
 pub fn outcome<T>(r: io::Result<T>) -> Result<(), i32> {
     r.map(|_| ()).map_err(|e| e.raw_os_error().unwrap_or(-1))

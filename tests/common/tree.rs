@@ -207,6 +207,7 @@ pub type Snapshot = BTreeMap<Vec<u8>, Entry>;
 /// kept, `.` and `..` left out.
 pub type Listings = BTreeMap<Vec<u8>, Vec<(Vec<u8>, Kind)>>;
 
+#[derive(Clone)]
 pub struct Tree {
     pub entries: Snapshot,
     pub listings: Listings,

@@ -16,7 +16,7 @@ use super::{Fixture, Lookups, engine_view, errno_named};
 use crate::common::*;
 use fimfs::sys::Errno;
 use fimfs::union::{Caller, Make, Options, ROOT_INO, SetAttr, Union};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::fd::AsFd;
 use std::path::Path;
 
@@ -681,8 +681,38 @@ pub fn run_case(c: &Case, with_upper: Option<&str>, tag: &str) -> Vec<String> {
                 check_disk(upper, c.disk, &mut problems);
             }
         }
+        check_remount(&fx, &view, &mut problems);
     }
     problems
+}
+
+/// A second engine over the same layers: what a remount sees.
+pub fn reopen(fx: &Fixture) -> Union {
+    use fimfs::layer::{Layer, Stack, Workdir};
+    let open = |p: &Path| Layer::open(p).unwrap_or_else(|e| panic!("Layer::open: {e}"));
+    let upper = fx.upper.as_deref().map(open);
+    let stack = Stack::new(upper, fx.lowers.iter().map(|p| open(p)).collect());
+    let work = fx.tmp.path().join("work").join("2");
+    let work = Workdir::open(&work).unwrap_or_else(|e| panic!("Workdir::open: {e}"));
+    Union::new(stack, Some(work), Options::default())
+}
+
+/// What a remount shows: a second engine over the same layers must read the
+/// upper as the first one shows it (contents, kinds, permissions, xattrs; not
+/// inode numbers, which SPEC §3 lets a remount renumber).
+fn check_remount(fx: &Fixture, view: &View, problems: &mut Vec<String>) {
+    let fresh = reopen(fx);
+    let again = engine_view(&fresh, problems);
+    let paths: BTreeSet<&String> = view.keys().chain(again.keys()).collect();
+    for path in paths {
+        let short = |s: Option<&Seen>| s.map(|s| (s.desc.clone(), s.perm, s.xattrs.clone()));
+        let (a, b) = (short(view.get(path)), short(again.get(path)));
+        if a != b {
+            problems.push(format!(
+                "{path}: {a:?} in the session, {b:?} after a remount"
+            ));
+        }
+    }
 }
 
 pub fn run_table(table: &[Case]) {
