@@ -339,7 +339,7 @@ fn show_listing(l: Option<&Vec<(Vec<u8>, Kind)>>) -> String {
 /// writes `trusted.overlay.opaque` beside `user.overlay.opaque` as root, and marks
 /// copies with `user.fimfs.origin`; the kernel mounted with `userxattr` lists both,
 /// fimfs hides them. (That fimfs hides every private xattr through its own mount is
-/// checked in `mount_write`.) With `nlink == false` link counts are left out too.
+/// checked in `mount_write_copy_up`.) With `nlink == false` link counts are left out too.
 pub fn view(root: &Path, nlink: bool) -> Tree {
     let mut t = walk(root);
     for e in t.entries.values_mut() {
