@@ -317,267 +317,6 @@ fn whiteout_rules() {
             disk: "w d\no e\ne e",
             ..CASE
         },
-        // Was mount_write.rs's delete_recreate_cycles_never_bring_lower_entries_back:
-        // one case per step, each running the steps before it too; the second
-        // engine of every case stands for the mount test's remounts.
-        Case {
-            name: "delete/recreate cycles over three lowers, step 1: rm -rf c/a; mkdir c/a",
-            lowers: &[
-                "f c/a/w w1\nf c/a/b/v v1\nf c/q q1",
-                "f c/a/m m2\nf c/a/b/n n2\nf c/k k2",
-                "f c/a/x x3\nf c/a/b/y y3\nf c/z z3\nf c/a/b/deep/q q3",
-            ],
-            upper: Upper::Spec(""),
-            ops: &[
-                "unlink c/a/w",
-                "unlink c/a/m",
-                "unlink c/a/x",
-                "unlink c/a/b/v",
-                "unlink c/a/b/n",
-                "unlink c/a/b/y",
-                "unlink c/a/b/deep/q",
-                "rmdir c/a/b/deep",
-                "rmdir c/a/b",
-                "rmdir c/a",
-                "mkdir c/a",
-            ],
-            tree: "d c\nd c/a\nf c/k k2\nf c/q q1\nf c/z z3",
-            absent: &["c/a/w", "c/a/m", "c/a/x", "c/a/b"],
-            merged: &["", "c"],
-            disk: "o c/a\ne c/a",
-            ..CASE
-        },
-        Case {
-            name: "delete/recreate cycles over three lowers, step 2: mkdir c/a/b",
-            lowers: &[
-                "f c/a/w w1\nf c/a/b/v v1\nf c/q q1",
-                "f c/a/m m2\nf c/a/b/n n2\nf c/k k2",
-                "f c/a/x x3\nf c/a/b/y y3\nf c/z z3\nf c/a/b/deep/q q3",
-            ],
-            upper: Upper::Spec(""),
-            ops: &[
-                "unlink c/a/w",
-                "unlink c/a/m",
-                "unlink c/a/x",
-                "unlink c/a/b/v",
-                "unlink c/a/b/n",
-                "unlink c/a/b/y",
-                "unlink c/a/b/deep/q",
-                "rmdir c/a/b/deep",
-                "rmdir c/a/b",
-                "rmdir c/a",
-                "mkdir c/a",
-                "mkdir c/a/b",
-            ],
-            tree: "d c\nd c/a\nd c/a/b\nf c/k k2\nf c/q q1\nf c/z z3",
-            absent: &["c/a/b/v", "c/a/b/deep"],
-            merged: &["", "c"],
-            disk: "o c/a\nd c/a/b\ne c/a/b",
-            ..CASE
-        },
-        Case {
-            name: "delete/recreate cycles over three lowers, step 3: touch c/a/b/y; rm c/a/b/y",
-            lowers: &[
-                "f c/a/w w1\nf c/a/b/v v1\nf c/q q1",
-                "f c/a/m m2\nf c/a/b/n n2\nf c/k k2",
-                "f c/a/x x3\nf c/a/b/y y3\nf c/z z3\nf c/a/b/deep/q q3",
-            ],
-            upper: Upper::Spec(""),
-            ops: &[
-                "unlink c/a/w",
-                "unlink c/a/m",
-                "unlink c/a/x",
-                "unlink c/a/b/v",
-                "unlink c/a/b/n",
-                "unlink c/a/b/y",
-                "unlink c/a/b/deep/q",
-                "rmdir c/a/b/deep",
-                "rmdir c/a/b",
-                "rmdir c/a",
-                "mkdir c/a",
-                "mkdir c/a/b",
-                "create c/a/b/y",
-                "unlink c/a/b/y",
-            ],
-            tree: "d c\nd c/a\nd c/a/b\nf c/k k2\nf c/q q1\nf c/z z3",
-            absent: &["c/a/b/y"],
-            merged: &["", "c"],
-            disk: "e c/a/b",
-            ..CASE
-        },
-        Case {
-            name: "delete/recreate cycles over three lowers, step 4: rm -rf c; mkdir -p c/a",
-            lowers: &[
-                "f c/a/w w1\nf c/a/b/v v1\nf c/q q1",
-                "f c/a/m m2\nf c/a/b/n n2\nf c/k k2",
-                "f c/a/x x3\nf c/a/b/y y3\nf c/z z3\nf c/a/b/deep/q q3",
-            ],
-            upper: Upper::Spec(""),
-            ops: &[
-                "unlink c/a/w",
-                "unlink c/a/m",
-                "unlink c/a/x",
-                "unlink c/a/b/v",
-                "unlink c/a/b/n",
-                "unlink c/a/b/y",
-                "unlink c/a/b/deep/q",
-                "rmdir c/a/b/deep",
-                "rmdir c/a/b",
-                "rmdir c/a",
-                "mkdir c/a",
-                "mkdir c/a/b",
-                "create c/a/b/y",
-                "unlink c/a/b/y",
-                "rmdir c/a/b",
-                "rmdir c/a",
-                "unlink c/k",
-                "unlink c/q",
-                "unlink c/z",
-                "rmdir c",
-                "mkdir c",
-                "mkdir c/a",
-            ],
-            tree: "d c\nd c/a",
-            absent: &["c/k", "c/q", "c/z", "c/a/b"],
-            merged: &[""],
-            disk: "o c\ne c/a",
-            ..CASE
-        },
-        Case {
-            name: "delete/recreate cycles over three lowers, step 5: rmdir c/a; mkdir c/a; mkdir c/a/b",
-            lowers: &[
-                "f c/a/w w1\nf c/a/b/v v1\nf c/q q1",
-                "f c/a/m m2\nf c/a/b/n n2\nf c/k k2",
-                "f c/a/x x3\nf c/a/b/y y3\nf c/z z3\nf c/a/b/deep/q q3",
-            ],
-            upper: Upper::Spec(""),
-            ops: &[
-                "unlink c/a/w",
-                "unlink c/a/m",
-                "unlink c/a/x",
-                "unlink c/a/b/v",
-                "unlink c/a/b/n",
-                "unlink c/a/b/y",
-                "unlink c/a/b/deep/q",
-                "rmdir c/a/b/deep",
-                "rmdir c/a/b",
-                "rmdir c/a",
-                "mkdir c/a",
-                "mkdir c/a/b",
-                "create c/a/b/y",
-                "unlink c/a/b/y",
-                "rmdir c/a/b",
-                "rmdir c/a",
-                "unlink c/k",
-                "unlink c/q",
-                "unlink c/z",
-                "rmdir c",
-                "mkdir c",
-                "mkdir c/a",
-                "rmdir c/a",
-                "mkdir c/a",
-                "mkdir c/a/b",
-            ],
-            tree: "d c\nd c/a\nd c/a/b",
-            absent: &["c/a/b/v", "c/k"],
-            merged: &[""],
-            disk: "o c\ne c/a/b",
-            ..CASE
-        },
-        Case {
-            name: "delete/recreate cycles over three lowers, step 6: rm -rf c/a; rmdir c; mkdir c; echo > c/z",
-            lowers: &[
-                "f c/a/w w1\nf c/a/b/v v1\nf c/q q1",
-                "f c/a/m m2\nf c/a/b/n n2\nf c/k k2",
-                "f c/a/x x3\nf c/a/b/y y3\nf c/z z3\nf c/a/b/deep/q q3",
-            ],
-            upper: Upper::Spec(""),
-            ops: &[
-                "unlink c/a/w",
-                "unlink c/a/m",
-                "unlink c/a/x",
-                "unlink c/a/b/v",
-                "unlink c/a/b/n",
-                "unlink c/a/b/y",
-                "unlink c/a/b/deep/q",
-                "rmdir c/a/b/deep",
-                "rmdir c/a/b",
-                "rmdir c/a",
-                "mkdir c/a",
-                "mkdir c/a/b",
-                "create c/a/b/y",
-                "unlink c/a/b/y",
-                "rmdir c/a/b",
-                "rmdir c/a",
-                "unlink c/k",
-                "unlink c/q",
-                "unlink c/z",
-                "rmdir c",
-                "mkdir c",
-                "mkdir c/a",
-                "rmdir c/a",
-                "mkdir c/a",
-                "mkdir c/a/b",
-                "rmdir c/a/b",
-                "rmdir c/a",
-                "rmdir c",
-                "mkdir c",
-                "create c/z new",
-            ],
-            tree: "d c\nf c/z new",
-            absent: &["c/a", "c/k", "c/q"],
-            merged: &[""],
-            disk: "o c\nf c/z new\n- c/a\nn c",
-            ..CASE
-        },
-        Case {
-            name: "delete/recreate cycles over three lowers, step 7: rm -rf c",
-            lowers: &[
-                "f c/a/w w1\nf c/a/b/v v1\nf c/q q1",
-                "f c/a/m m2\nf c/a/b/n n2\nf c/k k2",
-                "f c/a/x x3\nf c/a/b/y y3\nf c/z z3\nf c/a/b/deep/q q3",
-            ],
-            upper: Upper::Spec(""),
-            ops: &[
-                "unlink c/a/w",
-                "unlink c/a/m",
-                "unlink c/a/x",
-                "unlink c/a/b/v",
-                "unlink c/a/b/n",
-                "unlink c/a/b/y",
-                "unlink c/a/b/deep/q",
-                "rmdir c/a/b/deep",
-                "rmdir c/a/b",
-                "rmdir c/a",
-                "mkdir c/a",
-                "mkdir c/a/b",
-                "create c/a/b/y",
-                "unlink c/a/b/y",
-                "rmdir c/a/b",
-                "rmdir c/a",
-                "unlink c/k",
-                "unlink c/q",
-                "unlink c/z",
-                "rmdir c",
-                "mkdir c",
-                "mkdir c/a",
-                "rmdir c/a",
-                "mkdir c/a",
-                "mkdir c/a/b",
-                "rmdir c/a/b",
-                "rmdir c/a",
-                "rmdir c",
-                "mkdir c",
-                "create c/z new",
-                "unlink c/z",
-                "rmdir c",
-            ],
-            tree: "",
-            absent: &["c"],
-            merged: &[""],
-            disk: "w c",
-            ..CASE
-        },
     ]);
 }
 
@@ -601,6 +340,90 @@ fn privileged_union_marks_opaque_in_both_namespaces() {
         fx.upper(),
         "o d\nx d trusted.overlay.opaque y\nf d/n N\nn d",
         &mut problems,
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Delete/recreate cycles over three lowers never bring a lower entry back: after
+/// every step the merged listing is what it should be, and after every other step
+/// a second engine over the same layers (a remount) shows it too. Was the mount
+/// test `mount_write::delete_recreate_cycles_never_bring_lower_entries_back`.
+#[test]
+fn delete_recreate_cycles_never_bring_lower_entries_back() {
+    let fx = Fixture::new(
+        "cycles",
+        &[
+            "f c/a/w w1\nf c/a/b/v v1\nf c/q q1",
+            "f c/a/m m2\nf c/a/b/n n2\nf c/k k2",
+            "f c/a/x x3\nf c/a/b/y y3\nf c/z z3\nf c/a/b/deep/q q3",
+        ],
+        Some(""),
+        Options::default(),
+    );
+    let lowers_before: Vec<_> = fx.lowers.iter().map(|p| disk_snapshot(p)).collect();
+    let lower_files = "f c/k k2\nf c/q q1\nf c/z z3";
+    #[rustfmt::skip]
+    let steps: &[(&str, &[&str], String)] = &[
+        ("rm -rf c/a; mkdir c/a", &[
+            "unlink c/a/w", "unlink c/a/m", "unlink c/a/x", "unlink c/a/b/v", "unlink c/a/b/n",
+            "unlink c/a/b/y", "unlink c/a/b/deep/q", "rmdir c/a/b/deep", "rmdir c/a/b",
+            "rmdir c/a", "mkdir c/a",
+        ], format!("d c\nd c/a\n{lower_files}")),
+        ("mkdir c/a/b", &["mkdir c/a/b"], format!("d c\nd c/a\nd c/a/b\n{lower_files}")),
+        ("touch c/a/b/y; rm c/a/b/y", &["create c/a/b/y", "unlink c/a/b/y"],
+            format!("d c\nd c/a\nd c/a/b\n{lower_files}")),
+        ("rm -rf c; mkdir -p c/a", &[
+            "rmdir c/a/b", "rmdir c/a", "unlink c/k", "unlink c/q", "unlink c/z", "rmdir c",
+            "mkdir c", "mkdir c/a",
+        ], "d c\nd c/a".into()),
+        ("rmdir c/a; mkdir c/a; mkdir c/a/b", &["rmdir c/a", "mkdir c/a", "mkdir c/a/b"],
+            "d c\nd c/a\nd c/a/b".into()),
+        ("rm -rf c/a; rmdir c; mkdir c; echo > c/z", &[
+            "rmdir c/a/b", "rmdir c/a", "rmdir c", "mkdir c", "create c/z new",
+        ], "d c\nf c/z new".into()),
+    ];
+    let mut problems = Vec::new();
+    for (i, (what, ops, tree)) in steps.iter().enumerate() {
+        for line in *ops {
+            let (op, want) = parse_op(line);
+            let got = engine_apply(&fx.union, &op, true);
+            if got != want {
+                problems.push(format!("{what}: op {line:?}: got {got:?}, want {want:?}"));
+            }
+        }
+        let mut seen = vec![("the engine that made the changes", &fx.union)];
+        let fresh = reopen(&fx);
+        if i % 2 == 1 {
+            seen.push(("a second engine", &fresh));
+        }
+        for (who, u) in seen {
+            let mut found = Vec::new();
+            check_view(&engine_view(u, &mut found), &parse_expect(tree), &mut found);
+            problems.extend(found.into_iter().map(|p| format!("{what}, {who}: {p}")));
+        }
+    }
+    // The final upper: c is opaque and holds only z.
+    check_disk(fx.upper(), "o c\nf c/z new\n- c/a\nn c", &mut problems);
+    for line in ["unlink c/z", "rmdir c"] {
+        let (op, want) = parse_op(line);
+        assert_eq!(engine_apply(&fx.union, &op, true), want, "{line}");
+    }
+    check_disk(fx.upper(), "w c", &mut problems);
+    for u in [&fx.union, &reopen(&fx)] {
+        check_view(
+            &engine_view(u, &mut problems),
+            &parse_expect(""),
+            &mut problems,
+        );
+    }
+    check_upper_format(fx.upper(), None, &mut problems);
+    for (p, before) in fx.lowers.iter().zip(lowers_before) {
+        assert!(disk_snapshot(p) == before, "lower {} changed", p.display());
+    }
+    assert!(
+        fx.workdir_leftovers().is_empty(),
+        "{:?}",
+        fx.workdir_leftovers()
     );
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
