@@ -5,7 +5,8 @@
 //! entries; names that are not UTF-8 matching byte for byte.
 
 mod common;
-mod support;
+
+use common::*;
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -14,7 +15,6 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use support::*;
 
 fn text(p: &Path) -> String {
     String::from_utf8_lossy(&read(p)).into_owned()

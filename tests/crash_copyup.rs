@@ -10,7 +10,6 @@
 //! the upper. Knobs: `FIMFS_CRASH_ITERS` (default 5), `FIMFS_CRASH_SEED`.
 
 mod common;
-mod support;
 
 use common::*;
 use std::fs::{self, File, OpenOptions};
@@ -20,7 +19,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::thread;
 use std::time::Duration;
-use support::*;
 
 const FILES: usize = 3;
 const MIB: usize = 1024 * 1024;
@@ -305,7 +303,7 @@ fn sigkill_during_copy_up_never_leaves_a_partial_file() {
             "{ctx}: the new daemon's workdir is not clean at mount (the killed daemon left {stale:?})"
         );
         assert_eq!(
-            support::names(m.path()),
+            common::names(m.path()),
             names,
             "{ctx}: readdir of the remounted root"
         );

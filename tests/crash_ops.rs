@@ -10,7 +10,6 @@
 //! the seed. Knobs: `FIMFS_CRASH_OPS_ITERS` (default 100), `FIMFS_CRASH_OPS_SEED`.
 
 mod common;
-mod support;
 
 use common::*;
 use std::fs;
@@ -18,7 +17,6 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::thread;
 use std::time::Duration;
-use support::*;
 
 const N: usize = 8;
 const BIG: usize = 256 * 1024;

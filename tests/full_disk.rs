@@ -5,13 +5,11 @@
 //! same operations succeed.
 
 mod common;
-mod support;
 
 use common::*;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use support::*;
 
 const MIB: usize = 1024 * 1024;
 

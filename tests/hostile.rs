@@ -12,7 +12,6 @@
 //! by the daemon would), which fails the test instead of stalling it.
 
 mod common;
-mod support;
 
 use common::*;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
@@ -24,7 +23,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
-use support::*;
 
 fn long_name() -> String {
     "L".repeat(255)

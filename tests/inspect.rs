@@ -7,14 +7,12 @@
 //! use) leaving nothing behind.
 
 mod common;
-mod support;
 
 use common::*;
 use std::ffi::OsString;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use support::*;
 
 const NOBODY: u32 = 65534;
 

@@ -11,12 +11,11 @@
 //!
 //! Views are full snapshots: names, types, modes, owners, sizes, link counts,
 //! contents, symlink targets, readdir lists with d_type, and user xattrs (the
-//! implementations' own markers aside, see `support::view`). Two layer sets: a
+//! implementations' own markers aside, see `common::tree::view`). Two layer sets: a
 //! hand-made one that hits each case on purpose, and a generated one (three lowers,
 //! opaque directories, whiteouts, odd names) with a deterministic workload.
 
 mod common;
-mod support;
 
 use common::*;
 use std::ffi::OsStr;
@@ -24,7 +23,6 @@ use std::fs::{self, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
-use support::*;
 
 // ---------------------------------------------------------------------------------
 // Hand-made layers and workload

@@ -13,13 +13,11 @@
 //! `listxattr`/`getxattr` of every entry are compared.
 
 mod common;
-mod support;
 
 use common::*;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
-use support::*;
 
 type Xattrs = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
 

@@ -2,47 +2,18 @@
 //! `.fim_reserved_offset` section and a `.shstrtab`, the 4 MiB reserved space,
 //! then `[u64 size]DWARFS…` blocks. Checks reading, one-byte writes and errors.
 
-use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use fimfs::launch::{
     Backend, ErrorKind, Image, ImageError, Layer, LayerProblem, RESERVED_SIZE, choose,
 };
 
-mod image_support;
-use image_support::{
+mod common;
+use common::TempDir;
+use common::image::{
     RESERVED_AT, Spec, assert_only_byte_changed, block, build, dwarfs, dwarfs_image,
 };
-
-/// A directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("fimfs-launch-image-{}-{n}-{tag}", std::process::id());
-        let path = std::env::temp_dir().join(name);
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn write(&self, name: &[u8], bytes: &[u8]) -> PathBuf {
-        let path = self.0.join(OsStr::from_bytes(name));
-        fs::write(&path, bytes).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 fn write_image(dir: &TempDir, name: &[u8], spec: &Spec) -> PathBuf {
     dir.write(name, &build(spec))
@@ -242,11 +213,11 @@ fn error_unpatched_offset_overlaps_the_elf() {
 #[test]
 fn error_missing_file_and_directory() {
     let dir = TempDir::new("io");
-    let missing = dir.0.join("missing.flatimage");
+    let missing = dir.join("missing.flatimage");
     let err = open_err(&missing);
     assert!(matches!(err.kind(), ErrorKind::Io { .. }), "{err}");
     assert!(std::error::Error::source(&err).is_some());
-    let err = open_err(&dir.0);
+    let err = open_err(dir.path());
     assert!(matches!(err.kind(), ErrorKind::NotRegularFile), "{err}");
 }
 

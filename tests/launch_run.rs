@@ -10,13 +10,12 @@
 //! matters it is checked through files the commands write.
 
 mod common;
-mod image_support;
 
-use common::{MountGuard, TempDir, mounts, require_root_and_fuse};
-use image_support::{RESERVED_AT, Spec, assert_only_byte_changed, build};
+use common::image::{RESERVED_AT, Spec, assert_only_byte_changed, build};
+use common::{MountGuard, TempDir, is_whiteout, mounts, require_root_and_fuse};
 use std::ffi::OsString;
 use std::fs;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
@@ -225,10 +224,6 @@ fn view_target(s: &Scene) -> PathBuf {
     let v = s.t.join("view");
     fs::create_dir_all(&v).unwrap();
     v
-}
-
-fn is_whiteout(p: &Path) -> bool {
-    fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == 0)
 }
 
 // ---------------------------------------------------------------------------------

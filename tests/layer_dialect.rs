@@ -5,13 +5,11 @@
 //! to BWRAP. See `src/launch/dialect.rs`.
 
 mod common;
-mod support;
 
 use common::*;
 use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
-use support::{mkwhiteout, put};
 
 /// `fimfs run [--dry-run] --target T LOWERS UPPER -- sh -c LOOK T`, FIM_OVERLAY
 /// and FIM_CASEFOLD left unset: the default backend, BWRAP.

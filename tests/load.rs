@@ -13,7 +13,6 @@
 //! `FIMFS_LOAD_SEED`, `FIMFS_OPEN_FILES` (default 20000).
 
 mod common;
-mod support;
 
 use common::*;
 use std::fs;
@@ -21,7 +20,6 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::*;
 
 const WORKERS: usize = 8;
 const DIRS: [&str; 3] = ["a", "b", "c"];

@@ -20,7 +20,6 @@
 //! test write outside it.
 
 mod common;
-mod support;
 
 use common::*;
 use std::ffi::{CString, OsStr};
@@ -29,7 +28,6 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use support::*;
 
 const DEFAULT_OPS: u64 = 3000;
 const DEFAULT_SEED: u64 = 0x0dd5_eed5;
@@ -611,13 +609,6 @@ fn keep_for_replay(
     log.push(".fimfs-stderr");
     let _ = fs::copy(s.mnt.with_file_name(log), dir.join("daemon.log"));
     Some(dir)
-}
-
-fn splitmix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 fn compare(plain: &Path, other: &Path, what: &str) -> Result<(), String> {

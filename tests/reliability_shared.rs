@@ -7,7 +7,7 @@
 //!   set-ID bits end as on the kernel overlay after a copy-up, a write by root, a write
 //!   by another user and a chown. (That the overlay's private xattrs cannot be set or
 //!   removed through the mount and never show in `listxattr` is tested in
-//!   `mount_write::private_xattrs_are_refused_and_hidden` and
+//!   `mount_write_copy_up::private_xattrs_are_refused_and_hidden` and
 //!   `mount_read::overlay_xattrs_cannot_be_set_through_the_mount`.)
 //! - **Two daemons, one upper** (FlatImage runs several instances of one app): each
 //!   sees its own writes at once and the other's once the kernel's cache expires;
@@ -23,7 +23,6 @@
 //! not a timing assertion.
 
 mod common;
-mod support;
 
 use common::*;
 use std::collections::BTreeMap;
@@ -35,7 +34,6 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
-use support::*;
 
 /// An unprivileged user that exists on Debian (`nobody`).
 const NOBODY: u32 = 65534;

@@ -10,12 +10,10 @@
 //! Knob: `FIMFS_MARKER_FUZZ` (rounds, default 40), `FIMFS_MARKER_SEED`.
 
 mod common;
-mod support;
 
 use common::*;
 use std::fs;
 use std::path::Path;
-use support::*;
 
 const PANIC_NAME: &str = "fimfs-fault-panic";
 

@@ -7,14 +7,12 @@
 //! runs it.
 
 mod common;
-mod support;
 
 use common::*;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
-use support::*;
 
 const NOBODY: u32 = 65534;
 

@@ -1,8 +1,6 @@
-//! FlatImage binaries built for real: an ELF64 with a
-//! `.fim_reserved_offset` section and a `.shstrtab`, the 4 MiB reserved
-//! space, then `[u64 size]DWARFS…` blocks. Shared by the image and the
-//! launcher tests.
-#![allow(dead_code)]
+//! FlatImage binaries built for real: an ELF64 with a `.fim_reserved_offset`
+//! section and a `.shstrtab`, the 4 MiB reserved space, then `[u64 size]DWARFS…`
+//! blocks. Shared by the image and the launcher tests.
 
 use fimfs::launch::RESERVED_SIZE;
 

@@ -1,0 +1,154 @@
+//! Inode numbers and hard links through the FUSE-free engine: hard links of lower
+//! files stay one file, a name reused after a whiteout never takes a deleted or
+//! linked number, and numbers hold across a remount of an upper without marks.
+
+mod common;
+mod engine_support;
+
+use common::*;
+use engine_support::*;
+use fimfs::union::{Options, Union};
+use std::collections::BTreeMap;
+
+#[test]
+fn link_rules() {
+    run_table(&[
+        Case {
+            name: "hard link of a lower file: one inode, one st_ino, writes seen through both",
+            lowers: &["f a A"],
+            upper: Upper::Spec(""),
+            ops: &["link a b", "pwrite b 0 Z"],
+            tree: "f a Z\nf b Z\n= a b",
+            merged: &[""],
+            disk: "f a Z\nf b Z\nh a b",
+            ..CASE
+        },
+        Case {
+            name: "a new file at a whited-out name does not take the deleted file's st_ino",
+            lowers: &["f a old\nf b old"],
+            upper: Upper::Spec(""),
+            ops: &["unlink a", "create a new", "create tmp new", "rename tmp b"],
+            tree: "f a new\nf b new",
+            merged: &[""],
+            new_ino: &["a", "b"],
+            disk: "f a new\nf b new",
+            ..CASE
+        },
+        Case {
+            name: "a new file at a whited-out name never shares st_ino with a lower hard link",
+            lowers: &["f a A\nH b a"],
+            upper: Upper::Spec(""),
+            ops: &["unlink b", "create b new"],
+            tree: "f a A\nf b new",
+            merged: &[""],
+            disk: "f b new\n- a",
+            ..CASE
+        },
+        Case {
+            name: "hard links inside a renamed merged directory stay one file",
+            lowers: &["f d/a A\nf d/x X"],
+            upper: Upper::Spec(""),
+            ops: &["link d/a d/b", "rename d e", "pwrite e/b 0 Z"],
+            tree: "d e\nf e/a Z\nf e/b Z\nf e/x X\n= e/a e/b",
+            merged: &[""],
+            disk: "w d\nf e/a Z\nf e/b Z\nh e/a e/b",
+            ..CASE
+        },
+        Case {
+            name: "a failed directory rename leaves hard links inside it alone",
+            lowers: &["f d/a A\nd d/s"],
+            upper: Upper::Spec(""),
+            ops: &["link d/a d/b", "rename d d/s/x => EINVAL", "pwrite d/b 0 Z"],
+            tree: "d d\nf d/a Z\nf d/b Z\nd d/s\n= d/a d/b",
+            merged: &["", "d"],
+            disk: "f d/a Z\nf d/b Z\nh d/a d/b",
+            ..CASE
+        },
+        Case {
+            name: "hard link onto a whiteout",
+            lowers: &["f a A\nf b B"],
+            upper: Upper::Spec(""),
+            ops: &["unlink b", "link a b"],
+            tree: "f a A\nf b A\n= a b",
+            merged: &[""],
+            disk: "f b A\nh a b",
+            ..CASE
+        },
+    ]);
+}
+
+/// The upper carries no mark of fimfs (the kernel overlay would list it), yet
+/// numbers hold: a copy-up keeps its lower entry's number in the session and
+/// after a remount; a file renamed away keeps its number in the session; a file
+/// made at a name a deleted or renamed lower file had takes a fresh number in
+/// the session (the kernel may still hold the old one) and, after a remount, the
+/// number of the lower entry it hides, which no other live entry has.
+#[test]
+fn numbers_hold_without_marks_across_a_remount() {
+    let fx = Fixture::new(
+        "ino-nomark",
+        &["f a A\nf b B\nf c C\nf d D\nf e E"],
+        Some(""),
+        Options::default(),
+    );
+    let num = |u: &Union, p: &str| -> u64 {
+        let mut l = Lookups::new(u);
+        let i = l.ino(p).unwrap_or_else(|e| panic!("lookup {p}: {e}"));
+        u.getattr(i)
+            .unwrap_or_else(|e| panic!("getattr {p}: {e}"))
+            .ino
+    };
+    let u = &fx.union;
+    let orig: BTreeMap<&str, u64> = ["a", "b", "c", "d", "e"]
+        .iter()
+        .map(|p| (*p, num(u, p)))
+        .collect();
+    for line in [
+        "append a Z",
+        "chmod b 600",
+        "append c Z",
+        "rename c moved",
+        "unlink d",
+        "create d new",
+        "create tmp T",
+        "rename tmp e",
+    ] {
+        let (op, want) = parse_op(line);
+        assert_eq!(engine_apply(u, &op, true), want, "{line}");
+    }
+    // Every entry once, distinct numbers (`check_view`).
+    let tree = parse_expect("f a AZ\nf b B\nf d new\nf e T\nf moved CZ");
+    let mut problems = Vec::new();
+    let view = engine_view(u, &mut problems);
+    check_view(&view, &tree, &mut problems);
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert_eq!(num(u, "a"), orig["a"], "copy-up by a write");
+    assert_eq!(num(u, "b"), orig["b"], "copy-up by chmod");
+    assert_eq!(num(u, "moved"), orig["c"], "renamed copy-up, same session");
+    for p in ["d", "e"] {
+        assert!(
+            view[p].ino != orig[p],
+            "{p}: new file took the deleted one's number"
+        );
+    }
+    let upper = fx.upper();
+    for (path, x) in disk_snapshot(upper)
+        .iter()
+        .flat_map(|(p, e)| e.xattrs.keys().map(move |k| (p.clone(), k.clone())))
+    {
+        assert!(
+            !x.contains("fimfs"),
+            "{path}: fimfs wrote {x} into the upper"
+        );
+    }
+
+    let again = reopen(&fx);
+    let mut problems = Vec::new();
+    let view2 = engine_view(&again, &mut problems);
+    check_view(&view2, &tree, &mut problems);
+    assert!(problems.is_empty(), "after a remount: {problems:#?}");
+    assert_eq!(view2["a"].ino, view["a"].ino, "a: number after a remount");
+    assert_eq!(view2["b"].ino, view["b"].ino, "b: number after a remount");
+    assert_eq!(view2["d"].ino, orig["d"], "d hides the old d: its number");
+    assert_eq!(view2["e"].ino, orig["e"], "e hides the old e: its number");
+}
