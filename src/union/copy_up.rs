@@ -14,6 +14,7 @@
 use super::marker;
 use super::node::Node;
 use super::{Kind, Place, Union};
+use crate::layer::{File, Lower};
 use crate::sys::{self, Errno, Result};
 use std::ffi::CStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -61,6 +62,25 @@ fn copy_range(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, mut off: u64, end: u64) 
         off += n as u64;
     }
     Ok(off)
+}
+
+/// Copies the first `size` bytes of `src`, a file without an fd (an image
+/// lower), to `dst` through its reads.
+fn copy_reads(src: &File, dst: BorrowedFd<'_>, size: u64) -> Result<()> {
+    let mut buf = vec![0; COPY_CHUNK.min(size as usize)];
+    let mut off = 0u64;
+    while off < size {
+        let n = src.read_at(off, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        let mut w = 0;
+        while w < n {
+            w += sys::pwrite(dst, &buf[w..n], off + w as u64)?;
+        }
+        off += n as u64;
+    }
+    sys::ftruncate(dst, size)
 }
 
 /// The source filesystems (by `st_dev`) that refused to share extents
@@ -131,10 +151,13 @@ pub(crate) fn copy_data(
     sys::ftruncate(dst, size)
 }
 
-/// Copies the xattrs of `src` (`dir`/`name`) onto the staged entry,
-/// skipping overlay-private ones; a value the upper refuses is logged.
-fn copy_xattrs(src: &Place, dst_dir: BorrowedFd<'_>, dst: &CStr) {
-    let Ok(names) = sys::llistxattr_at(src.dir.as_fd(), &src.name) else {
+/// Where a copy comes from: an entry and the layer that holds it.
+pub(crate) type Source<'a> = (&'a dyn Lower, &'a Place);
+
+/// Copies the xattrs of `src` onto the staged entry, skipping
+/// overlay-private ones; a value the upper refuses is logged.
+fn copy_xattrs((layer, src): Source<'_>, dst_dir: BorrowedFd<'_>, dst: &CStr) {
+    let Ok(names) = layer.xattr_names(&src.dir, &src.name) else {
         return;
     };
     for n in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
@@ -142,7 +165,8 @@ fn copy_xattrs(src: &Place, dst_dir: BorrowedFd<'_>, dst: &CStr) {
             continue;
         }
         let Ok(cn) = sys::cstr(n) else { continue };
-        let res = sys::lgetxattr_at(src.dir.as_fd(), &src.name, &cn)
+        let res = layer
+            .xattr(&src.dir, &src.name, &cn)
             .and_then(|v| sys::lsetxattr_at(dst_dir, dst, &cn, &v, 0));
         if let Err(e) = res {
             tracing::debug!(
@@ -155,7 +179,7 @@ fn copy_xattrs(src: &Place, dst_dir: BorrowedFd<'_>, dst: &CStr) {
 }
 
 /// Owner, mode, xattrs and times of `st` onto `dir`/`name` (already created).
-pub(crate) fn copy_attrs(src: &Place, st: &libc::stat, dir: BorrowedFd<'_>, name: &CStr) {
+pub(crate) fn copy_attrs(src: Source<'_>, st: &libc::stat, dir: BorrowedFd<'_>, name: &CStr) {
     let kind = Kind::from_mode(st.st_mode);
     // chown first: it clears set-id bits, which chmod then restores.
     if let Err(e) = sys::fchownat(dir, name, st.st_uid, st.st_gid) {
@@ -179,7 +203,7 @@ pub(crate) fn copy_attrs(src: &Place, st: &libc::stat, dir: BorrowedFd<'_>, name
 /// Creates at `dir`/`name` a copy of the non-directory at `src` (with its
 /// data unless `truncate`), attributes included; fsyncs file data.
 pub(crate) fn copy_entry(
-    src: &Place,
+    src: Source<'_>,
     st: &libc::stat,
     dir: BorrowedFd<'_>,
     name: &CStr,
@@ -195,14 +219,18 @@ pub(crate) fn copy_entry(
                 0o600,
             )?;
             if !truncate && st.st_size > 0 {
-                let input = sys::openat(src.dir.as_fd(), &src.name, libc::O_RDONLY, 0)?;
-                copy_data(input.as_fd(), out.as_fd(), st, reflinks)?;
+                let (layer, at) = src;
+                let input = layer.open(&at.dir, &at.name, libc::O_RDONLY)?;
+                match input.fd() {
+                    Some(fd) => copy_data(fd, out.as_fd(), st, reflinks)?,
+                    None => copy_reads(&input, out.as_fd(), st.st_size as u64)?,
+                }
             }
             copy_attrs(src, st, dir, name);
             sys::fsync(out.as_fd(), false)
         }
         Kind::Symlink => {
-            let target = sys::readlinkat(src.dir.as_fd(), &src.name)?;
+            let target = src.0.readlink(&src.1.dir, &src.1.name)?;
             sys::symlinkat(&sys::cstr(&target)?, dir, name)?;
             copy_attrs(src, st, dir, name);
             Ok(())
@@ -250,7 +278,8 @@ impl Union {
         let tmp = work.temp_name();
         // For a directory, `place` is its own fd with an empty name.
         // No origin mark: the kernel overlay would show it (see `attr`).
-        let staged = copy_entry(&place, &found.st, work.fd(), &tmp, truncate, &self.reflinks)
+        let src = (self.layer(place.layer)?, &place);
+        let staged = copy_entry(src, &found.st, work.fd(), &tmp, truncate, &self.reflinks)
             .and_then(|()| {
                 sys::renameat2(
                     work.fd(),

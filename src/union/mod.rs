@@ -24,7 +24,7 @@ pub use flags::InodeFlags;
 pub use readdir::DirEntry;
 pub use write::{Caller, Make, SetAttr};
 
-use crate::layer::{Stack, Workdir};
+use crate::layer::{Dir, File, LayerId, Lower, Stack, UPPER, Workdir};
 use crate::sys::{self, Errno, Result};
 use attr::InoMap;
 use node::{Loc, Node, NodeTable, State};
@@ -99,8 +99,17 @@ pub struct ListedDir {
 /// or the directory `dir` itself when `name` is empty.
 #[derive(Debug, Clone)]
 pub struct Place {
-    pub dir: Arc<OwnedFd>,
+    pub layer: LayerId,
+    pub dir: Dir,
     pub name: CString,
+}
+
+impl Place {
+    /// The directory fd of a place in the upper (a host directory). A
+    /// lower place without an fd is EROFS: nothing writes there.
+    pub fn upper_fd(&self) -> Result<BorrowedFd<'_>> {
+        self.dir.fd().map(|f| f.as_fd()).ok_or(Errno::EROFS)
+    }
 }
 
 impl Union {
@@ -331,7 +340,8 @@ impl Union {
     }
 
     fn ciopfs_attr(&self) -> Result<Attr> {
-        let mut st = sys::fstat(self.stack.statfs_layer().ok_or(Errno::ENOENT)?.root())?;
+        let top = self.stack.statfs_layer().ok_or(Errno::ENOENT)?;
+        let mut st = top.stat(&top.root()?, c"")?;
         st.st_mode = libc::S_IFREG | 0o444;
         st.st_nlink = 1;
         st.st_size = 0;
@@ -444,14 +454,16 @@ impl Union {
                 self.nodes.set_dir(node, d.clone());
                 let top = d.layers.first().ok_or(Errno::ENOENT)?;
                 Place {
-                    dir: top.fd.clone(),
+                    layer: top.id,
+                    dir: top.dir.clone(),
                     name: CString::default(),
                 }
             }
             (None, Some(pl)) => {
                 let l = pl.layers.iter().find(|l| l.id == found.winner);
                 Place {
-                    dir: l.ok_or(Errno::ENOENT)?.fd.clone(),
+                    layer: found.winner,
+                    dir: l.ok_or(Errno::ENOENT)?.dir.clone(),
                     name: sys::cstr(&found.name)?,
                 }
             }
@@ -473,11 +485,12 @@ impl Union {
         if st.kind == Kind::Dir {
             let d = self.dir_layers(node)?;
             let top = d.layers.first().ok_or(Errno::ENOENT)?;
-            if (top.id == crate::layer::UPPER) != st.upper {
+            if (top.id == UPPER) != st.upper {
                 return Ok(None);
             }
             let place = Place {
-                dir: top.fd.clone(),
+                layer: top.id,
+                dir: top.dir.clone(),
                 name: CString::default(),
             };
             return Ok(Some((st, place)));
@@ -490,7 +503,7 @@ impl Union {
         };
         let pl = self.dir_layers(parent)?;
         let winner = match (st.upper, st.lower) {
-            (true, _) => crate::layer::UPPER,
+            (true, _) => UPPER,
             (false, Some(l)) => {
                 if let Some(u) = pl.upper()
                     && !matches!(marker::probe(u.as_fd(), &loc.name)?, marker::Probe::Absent)
@@ -505,7 +518,8 @@ impl Union {
             return Ok(None);
         };
         let place = Place {
-            dir: l.fd.clone(),
+            layer: winner,
+            dir: l.dir.clone(),
             name: sys::cstr(&loc.name)?,
         };
         Ok(Some((st, place)))
@@ -524,7 +538,7 @@ impl Union {
         if !state.upper {
             return None;
         }
-        let st = sys::fstatat(place.dir.as_fd(), &place.name).ok()?;
+        let st = sys::fstatat(place.upper_fd().ok()?, &place.name).ok()?;
         let same = Kind::from_mode(st.st_mode) == state.kind && !marker::is_whiteout_stat(&st);
         same.then_some(place)
     }
@@ -560,7 +574,7 @@ impl Union {
             return Ok(Attr::from_stat(&st, ino, false, self.opts.squash));
         }
         if let Ok(Some((state, place))) = self.cached_place(&node)
-            && let Ok(st) = sys::fstatat(place.dir.as_fd(), &place.name)
+            && let Ok(st) = self.layer(place.layer)?.stat(&place.dir, &place.name)
             && Kind::from_mode(st.st_mode) == state.kind
         {
             let ino = match linked_upper(&state, &st) {
@@ -590,13 +604,19 @@ impl Union {
         if !state.upper && self.upper_behind(node) != resolve::Behind::Nothing {
             return None;
         }
-        self.live_dir_attr(node, &state, place.dir.as_fd())
+        self.live_dir_attr(node, &state, self.layer(place.layer).ok()?, &place.dir)
     }
 
-    /// The attributes of directory `node` from `fd`, its top layer's
+    /// The attributes of directory `node` from `dir`, its top layer's
     /// directory; None when that directory is gone.
-    fn live_dir_attr(&self, node: &Node, state: &node::State, fd: BorrowedFd<'_>) -> Option<Attr> {
-        let st = sys::fstat(fd).ok()?;
+    fn live_dir_attr(
+        &self,
+        node: &Node,
+        state: &node::State,
+        layer: &dyn Lower,
+        dir: &Dir,
+    ) -> Option<Attr> {
+        let st = layer.stat(dir, c"").ok()?;
         if st.st_nlink == 0 || Kind::from_mode(st.st_mode) != Kind::Dir {
             return None;
         }
@@ -624,10 +644,9 @@ impl Union {
         if self.upper_behind(node) != resolve::Behind::Nothing {
             return None;
         }
-        let root = self.stack.get(top)?.root();
-        let flags = libc::O_PATH | libc::O_DIRECTORY;
-        let fd = sys::open_beneath(root, &node.path(), flags).ok()?;
-        self.live_dir_attr(node, &state, fd.as_fd())
+        let layer = self.stack.get(top)?;
+        let dir = layer.open_path(&node.path()).ok()?;
+        self.live_dir_attr(node, &state, layer, &dir)
     }
 
     /// The attributes of an open file, for a node that lost its last
@@ -644,12 +663,16 @@ impl Union {
         if found.state.kind != Kind::Symlink {
             return Err(Errno::EINVAL);
         }
-        sys::readlinkat(place.dir.as_fd(), &place.name)
+        self.layer(place.layer)?.readlink(&place.dir, &place.name)
     }
 
     pub fn statfs(&self) -> Result<libc::statfs> {
-        let l = self.stack.statfs_layer().ok_or(Errno::ENOENT)?;
-        sys::fstatfs(l.root())
+        self.stack.statfs_layer().ok_or(Errno::ENOENT)?.statfs()
+    }
+
+    /// Layer `id`, through the calls every layer answers.
+    fn layer(&self, id: LayerId) -> Result<&dyn Lower> {
+        self.stack.get(id).ok_or(Errno::ENOENT)
     }
 
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
@@ -662,7 +685,8 @@ impl Union {
         }
         let node = self.node(ino)?;
         let place = self.quick_place(&node)?;
-        sys::lgetxattr_at(place.dir.as_fd(), &place.name, &sys::cstr(name)?)
+        self.layer(place.layer)?
+            .xattr(&place.dir, &place.name, &sys::cstr(name)?)
     }
 
     /// Is `ino` the `.ciopfs` entry of a casefold mount?
@@ -680,7 +704,7 @@ impl Union {
         }
         let (found, _) = self.place(&node)?;
         match (found.winner, self.stack.get(found.winner)) {
-            (crate::layer::UPPER, _) => Ok(b"upper".to_vec()),
+            (UPPER, _) => Ok(b"upper".to_vec()),
             (id, Some(l)) => {
                 let mut v = format!("lower {id} ").into_bytes();
                 v.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(l.path().as_os_str()));
@@ -697,7 +721,9 @@ impl Union {
         }
         let node = self.node(ino)?;
         let place = self.quick_place(&node)?;
-        let raw = sys::llistxattr_at(place.dir.as_fd(), &place.name)?;
+        let raw = self
+            .layer(place.layer)?
+            .xattr_names(&place.dir, &place.name)?;
         let mut out = Vec::with_capacity(raw.len());
         for n in raw.split(|&b| b == 0).filter(|n| !n.is_empty()) {
             if !marker::is_private_xattr(n) {
@@ -712,6 +738,14 @@ impl Union {
     /// upper. A write open copies a lower file up first (with `O_TRUNC`,
     /// without copying its data).
     pub fn open(&self, ino: u64, flags: i32) -> Result<(OwnedFd, bool)> {
+        let (file, upper) = self.open_file(ino, flags)?;
+        // A lower without fds has its files read through `File::read_at`.
+        let fd = file.into_fd().map_err(|_| Errno::EOPNOTSUPP)?;
+        Ok((fd, upper))
+    }
+
+    /// [`Union::open`], as the layer hands the file out.
+    pub fn open_file(&self, ino: u64, flags: i32) -> Result<(File, bool)> {
         let node = self.node(ino)?;
         let acc = flags & libc::O_ACCMODE;
         let writes = acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
@@ -737,7 +771,8 @@ impl Union {
         // and fails on some uppers.
         let keep =
             libc::O_ACCMODE | libc::O_TRUNC | libc::O_NONBLOCK | libc::O_SYNC | libc::O_DSYNC;
-        let fd = match sys::openat(place.dir.as_fd(), &place.name, flags & keep, 0) {
+        let layer = self.layer(place.layer)?;
+        let fd = match layer.open(&place.dir, &place.name, flags & keep) {
             // Deleted since it was found: the name is now a whiteout (a 0/0
             // device, which has no driver).
             Err(Errno::ENXIO) => return Err(Errno::ENOENT),

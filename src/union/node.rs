@@ -3,7 +3,7 @@
 //! A node is one entry of the merged tree as the kernel knows it: its
 //! number, where it sits (parent node and name: the same relative path in
 //! every layer, since fimfs writes no redirects), which layers hold it, and
-//! for directories the open `O_PATH` fds of each layer's directory.
+//! for directories each layer's directory handle (`layer::Dir`).
 //!
 //! Invariants:
 //! - the table holds a node while the kernel holds lookups on it; the count
@@ -17,7 +17,7 @@
 //!   resolved again through their parents when next needed;
 //! - the root is never forgotten.
 use super::attr::Kind;
-use crate::layer::LayerId;
+use crate::layer::{Dir, LayerId};
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 use std::os::fd::OwnedFd;
@@ -60,8 +60,9 @@ pub struct State {
 #[derive(Debug, Clone)]
 pub struct LayerDir {
     pub id: LayerId,
-    /// `O_PATH` handle of the directory in that layer.
-    pub fd: Arc<OwnedFd>,
+    /// The directory in that layer, as the layer handed it out (an
+    /// `O_PATH` fd for a host directory; see `layer::Lower`).
+    pub dir: Dir,
     pub xwhiteouts: bool,
     /// For a lower: its names once listed (lowers never change).
     pub names: Arc<super::names::LayerNames>,
@@ -81,7 +82,7 @@ impl DirLayers {
         self.layers
             .first()
             .filter(|l| l.id == crate::layer::UPPER)
-            .map(|l| &l.fd)
+            .and_then(|l| l.dir.fd())
     }
 
     pub fn lowers(&self) -> impl Iterator<Item = &LayerDir> {

@@ -10,10 +10,11 @@ use super::Union;
 use super::attr::{InoMap, Kind};
 use super::marker::{self, OPAQUE_FILE, WH_PREFIX};
 use super::node::{LayerDir, Node};
-use crate::layer::{LayerId, UPPER};
-use crate::sys::{self, Result};
+use crate::layer::{Dir, LayerId, Lower, UPPER};
+use crate::sys::{self, Errno, Result};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::ffi::CStr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
@@ -44,8 +45,9 @@ struct Slot {
     closed: bool,
 }
 
-/// What one raw `getdents` entry of layer `l` means to the union.
-fn classify(dir: BorrowedFd<'_>, l: &LayerDir, e: sys::DirEnt) -> Raw {
+/// What one raw entry of layer directory `l` (of `layer`) means to the union.
+fn classify(layer: &dyn Lower, l: &LayerDir, e: sys::DirEnt) -> Raw {
+    let stat = |name: &CStr| layer.stat(&l.dir, name);
     if e.name == OPAQUE_FILE {
         return Raw::Hide;
     }
@@ -54,7 +56,7 @@ fn classify(dir: BorrowedFd<'_>, l: &LayerDir, e: sys::DirEnt) -> Raw {
     }
     let kind = match Kind::from_dtype(e.dtype) {
         Some(k) => k,
-        None => match sys::cstr(&e.name).and_then(|c| sys::fstatat(dir, &c)) {
+        None => match sys::cstr(&e.name).and_then(|c| stat(&c)) {
             Ok(st) if marker::is_whiteout_stat(&st) => return Raw::Whiteout(e.name),
             Ok(st) => Kind::from_mode(st.st_mode),
             Err(_) => return Raw::Hide,
@@ -62,10 +64,10 @@ fn classify(dir: BorrowedFd<'_>, l: &LayerDir, e: sys::DirEnt) -> Raw {
     };
     let is_whiteout = match kind {
         Kind::Char => sys::cstr(&e.name)
-            .and_then(|c| sys::fstatat(dir, &c))
+            .and_then(|c| stat(&c))
             .is_ok_and(|st| marker::is_whiteout_stat(&st)),
         Kind::File if l.xwhiteouts => {
-            sys::cstr(&e.name).is_ok_and(|c| marker::is_xattr_whiteout_name(dir, &c))
+            sys::cstr(&e.name).is_ok_and(|c| layer.is_xattr_whiteout(&l.dir, &c))
         }
         _ => false,
     };
@@ -92,7 +94,7 @@ impl Merge<'_> {
         }
     }
 
-    fn add(&mut self, id: LayerId, dev: u64, dir: BorrowedFd<'_>, raw: Raw) {
+    fn add(&mut self, id: LayerId, (layer, dir): (&dyn Lower, &Dir), raw: Raw) {
         let (name, kind, ino) = match raw {
             Raw::Hide => return,
             Raw::Whiteout(name) => {
@@ -112,7 +114,7 @@ impl Merge<'_> {
             }
             Raw::Entry(n, k, i) => (n, k, i),
         };
-        let ino = self.union.inos.encode(dev, ino);
+        let ino = self.union.inos.encode(layer.dev(), ino);
         let key = self.key(&name);
         match self.slots.entry(key) {
             Entry::Vacant(v) => {
@@ -155,7 +157,13 @@ impl Merge<'_> {
                     return;
                 }
                 if kind != Kind::Dir
-                    && !upper_copy_of(&self.union.inos, self.upper, upper_name, dir, &name)
+                    && !upper_copy_of(
+                        &self.union.inos,
+                        self.upper,
+                        upper_name,
+                        (layer, dir),
+                        &name,
+                    )
                 {
                     return;
                 }
@@ -182,14 +190,14 @@ fn upper_copy_of(
     inos: &InoMap,
     upper: Option<BorrowedFd<'_>>,
     name: &[u8],
-    lower: BorrowedFd<'_>,
+    (layer, lower): (&dyn Lower, &Dir),
     lower_name: &[u8],
 ) -> bool {
     let Some(dir) = upper else { return false };
     let (Ok(c), Ok(lc)) = (sys::cstr(name), sys::cstr(lower_name)) else {
         return false;
     };
-    let (Ok(up), Ok(low)) = (sys::fstatat(dir, &c), sys::fstatat(lower, &lc)) else {
+    let (Ok(up), Ok(low)) = (sys::fstatat(dir, &c), layer.stat(lower, &lc)) else {
         return false;
     };
     up.st_nlink <= 1 && low.st_nlink <= 1 && inos.sticky_of(up.st_dev, up.st_ino).is_none()
@@ -214,9 +222,8 @@ impl Union {
             slots: HashMap::new(),
         };
         for l in &dl.layers {
-            let dev = self.stack.get(l.id).map(|x| x.dev()).unwrap_or(0);
-            let fd = l.fd.as_fd();
-            let entries = sys::list_dir(fd)?;
+            let layer = self.stack.get(l.id).ok_or(Errno::ENOENT)?;
+            let entries = layer.list(&l.dir)?;
             // What a lower of a merged directory lacks is known from now on
             // (`names`): the lookups of a readdirplus skip it.
             if l.id != UPPER && dl.layers.len() > 1 {
@@ -226,8 +233,8 @@ impl Union {
                 if self.opts.casefold && e.name == super::CIOPFS_NAME {
                     continue;
                 }
-                let raw = classify(fd, l, e);
-                m.add(l.id, dev, fd, raw);
+                let raw = classify(layer, l, e);
+                m.add(l.id, (layer, &l.dir), raw);
             }
         }
         Ok(m.out)

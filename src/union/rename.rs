@@ -36,7 +36,15 @@ impl Union {
     ) -> Result<()> {
         let (found, place) = self.place(node)?;
         let number = self.number_of(node, &found);
-        copy_entry(&place, &found.st, dir, name, false, &self.reflinks)?;
+        let src_layer = self.layer(place.layer)?;
+        copy_entry(
+            (src_layer, &place),
+            &found.st,
+            dir,
+            name,
+            false,
+            &self.reflinks,
+        )?;
         self.stick_at(dir, name, number);
         if found.state.upper {
             // The copy replaces this upper directory, deleted afterwards.
@@ -68,7 +76,8 @@ impl Union {
             if f.winner == crate::layer::UPPER {
                 // Already in the upper: one more link to the same inode keeps
                 // its identity, its other links and its data (no copy).
-                sys::linkat(layer.fd.as_fd(), &cname, out.as_fd(), &cname)?;
+                let up = layer.dir.fd().ok_or(Errno::EIO)?;
+                sys::linkat(up.as_fd(), &cname, out.as_fd(), &cname)?;
                 self.inos.stick(f.st.st_dev, f.st.st_ino, number);
                 continue;
             }
@@ -80,10 +89,12 @@ impl Union {
                 continue;
             }
             let src = super::Place {
-                dir: layer.fd.clone(),
+                layer: f.winner,
+                dir: layer.dir.clone(),
                 name: cname.clone(),
             };
-            copy_entry(&src, &f.st, out.as_fd(), &cname, false, &self.reflinks)?;
+            let from = (self.layer(f.winner)?, &src);
+            copy_entry(from, &f.st, out.as_fd(), &cname, false, &self.reflinks)?;
             self.stick_at(out.as_fd(), &cname, number);
             if f.st.st_nlink > 1 {
                 // Names of it outside this tree stay lower files: they
@@ -94,7 +105,7 @@ impl Union {
         }
         marker::make_opaque(out.as_fd(), c"", self.opts.privileged)?;
         // Children changed the times; set them again last.
-        copy_attrs(&place, &found.st, dir, name);
+        copy_attrs((src_layer, &place), &found.st, dir, name);
         Ok(())
     }
 
@@ -291,7 +302,7 @@ impl Union {
             return Ok(());
         }
         let (_, place) = self.place(node)?;
-        marker::make_opaque(place.dir.as_fd(), c"", self.opts.privileged)
+        marker::make_opaque(place.upper_fd()?, c"", self.opts.privileged)
     }
 
     /// Moves the upper entry `sdir/sname` to `ddir/dname`, replacing what

@@ -11,9 +11,9 @@ use super::marker::{self, Probe};
 use super::names::LayerNames;
 use super::node::{DirLayers, LayerDir, Node, State};
 use super::{Union, fold};
-use crate::layer::{LayerId, UPPER};
-use crate::sys::{self, Errno, Result};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use crate::layer::{Dir, LayerId, Lower, UPPER};
+use crate::sys::{Errno, Result};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -44,11 +44,6 @@ pub(super) enum Behind {
     Other,
 }
 
-/// Opens `name` in `dir` as an `O_PATH` directory handle.
-fn open_dir_path(dir: BorrowedFd<'_>, name: &[u8]) -> Result<OwnedFd> {
-    sys::openat(dir, &sys::cstr(name)?, libc::O_PATH | libc::O_DIRECTORY, 0)
-}
-
 /// One step of the scan: the winner so far and what the next layer adds.
 struct Scan {
     found: Option<(LayerId, libc::stat)>,
@@ -59,13 +54,13 @@ struct Scan {
 
 impl Scan {
     /// Takes one layer's entry; returns false when no layer below matters.
-    fn take(&mut self, id: LayerId, st: libc::stat, dir_fd: Option<OwnedFd>) -> bool {
+    fn take(&mut self, layer: &dyn Lower, id: LayerId, st: libc::stat, dir: Option<Dir>) -> bool {
         let is_dir = Kind::from_mode(st.st_mode) == Kind::Dir;
         match self.found {
             None => {
                 self.found = Some((id, st));
-                match dir_fd {
-                    Some(fd) => self.add_dir(id, &st, fd),
+                match dir {
+                    Some(d) => self.add_dir(layer, id, &st, d),
                     // An upper non-directory looks one layer further for its origin.
                     None => id == UPPER,
                 }
@@ -79,19 +74,19 @@ impl Scan {
                 if wid == UPPER && same && self.origin.is_none() && (is_dir || st.st_nlink <= 1) {
                     self.origin = Some(st);
                 }
-                match (winner_dir && is_dir, dir_fd) {
-                    (true, Some(fd)) => self.add_dir(id, &st, fd),
+                match (winner_dir && is_dir, dir) {
+                    (true, Some(d)) => self.add_dir(layer, id, &st, d),
                     _ => false,
                 }
             }
         }
     }
 
-    fn add_dir(&mut self, id: LayerId, st: &libc::stat, fd: OwnedFd) -> bool {
-        let marks = marker::dir_marks(fd.as_fd());
+    fn add_dir(&mut self, layer: &dyn Lower, id: LayerId, st: &libc::stat, dir: Dir) -> bool {
+        let marks = layer.marks(&dir);
         self.layers.push(LayerDir {
             id,
-            fd: Arc::new(fd),
+            dir,
             xwhiteouts: marks.xwhiteouts,
             names: Arc::new(LayerNames::for_dir(st)),
         });
@@ -120,12 +115,13 @@ impl Union {
         whiteouts: bool,
     ) -> Result<(Probe, Vec<u8>)> {
         let lower = l.id != UPPER;
+        let layer = self.stack.get(l.id).ok_or(Errno::ENOENT)?;
         let exact = match lower && l.names.lacks(name) {
             true => Probe::Absent,
             false => {
-                let p = marker::probe_layer(l.fd.as_fd(), name, whiteouts)?;
+                let p = layer.probe(&l.dir, name, whiteouts)?;
                 if lower && matches!(p, Probe::Absent) {
-                    l.names.missed(l.fd.as_fd());
+                    l.names.missed(layer, &l.dir);
                 }
                 p
             }
@@ -134,7 +130,7 @@ impl Union {
             return Ok((exact, name.to_vec()));
         }
         let generation = (l.id == UPPER).then(|| self.ns_generation.load(Ordering::Acquire));
-        let index = self.fold.index(l.fd.as_fd(), generation)?;
+        let index = self.fold.index(layer, &l.dir, generation)?;
         let mut whiteout = matches!(exact, Probe::Whiteout);
         for real in index.get(&fold::fold(name)) {
             if real.as_slice() == name {
@@ -144,7 +140,7 @@ impl Union {
                 whiteout = true;
                 continue;
             }
-            match marker::probe(l.fd.as_fd(), real)? {
+            match layer.probe(&l.dir, real, true)? {
                 Probe::Entry(st) => return Ok((Probe::Entry(st), real.clone())),
                 Probe::Whiteout => whiteout = true,
                 Probe::Absent => {}
@@ -161,13 +157,13 @@ impl Union {
     /// Opens a layer's directory for a node's cache. Out of fds, the least
     /// recently used half of the cached ones is dropped and it tries once
     /// more (open files and pins share the limit with the caches).
-    fn open_layer_dir(&self, dir: BorrowedFd<'_>, name: &[u8]) -> Result<OwnedFd> {
-        match open_dir_path(dir, name) {
+    fn open_layer_dir(&self, layer: &dyn Lower, dir: &Dir, name: &[u8]) -> Result<Dir> {
+        match layer.open_dir(dir, name) {
             Err(Errno::EMFILE | Errno::ENFILE) => {
                 let fds = self.nodes.dir_fds();
                 tracing::debug!(held = fds.held(), "out of fds: dropping cached directories");
                 self.nodes.shed(0, fds.held() / 2);
-                open_dir_path(dir, name)
+                layer.open_dir(dir, name)
             }
             r => r,
         }
@@ -186,7 +182,7 @@ impl Union {
         };
         let mut winner_name = None;
         for (i, layer) in parent.layers.iter().enumerate() {
-            let LayerDir { id, fd, .. } = layer;
+            let LayerDir { id, dir, .. } = layer;
             let bottom = i + 1 == parent.layers.len();
             let (probe, real) = self.probe_in(layer, name, !bottom)?;
             let st = match probe {
@@ -202,11 +198,12 @@ impl Union {
                 && scan
                     .found
                     .is_none_or(|(_, w)| Kind::from_mode(w.st_mode) == Kind::Dir);
-            let dir_fd = match wants_dir {
-                true => Some(self.open_layer_dir(fd.as_fd(), name)?),
+            let lower = self.stack.get(*id).ok_or(Errno::ENOENT)?;
+            let sub = match wants_dir {
+                true => Some(self.open_layer_dir(lower, dir, name)?),
                 false => None,
             };
-            if !scan.take(*id, st, dir_fd) {
+            if !scan.take(lower, *id, st, sub) {
                 break;
             }
         }
@@ -248,14 +245,11 @@ impl Union {
             .chain(self.stack.lower_ids());
         for id in ids {
             if let Some(l) = self.stack.get(id) {
-                let fd = l
-                    .root()
-                    .try_clone_to_owned()
-                    .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
-                let xwhiteouts = marker::dir_marks(fd.as_fd()).xwhiteouts;
+                let dir = l.root()?;
+                let xwhiteouts = l.marks(&dir).xwhiteouts;
                 layers.push(LayerDir {
                     id,
-                    fd: Arc::new(fd),
+                    dir,
                     xwhiteouts,
                     names: Default::default(),
                 });
@@ -330,14 +324,7 @@ impl Union {
                 .and_then(|(p, name)| {
                     let dir = match p.cached_dir(self.generation()) {
                         Some(d) => d.upper()?.clone(),
-                        None => Arc::new(
-                            sys::open_beneath(
-                                upper.root(),
-                                &p.path(),
-                                libc::O_PATH | libc::O_DIRECTORY,
-                            )
-                            .ok()?,
-                        ),
+                        None => upper.open_path(&p.path()).ok()?.fd()?.clone(),
                     };
                     Some((dir, name))
                 });
@@ -347,23 +334,18 @@ impl Union {
                 Ok(Probe::Entry(_) | Probe::Whiteout) => Behind::Other,
                 Ok(Probe::Absent) | Err(_) => Behind::Nothing,
             },
-            None => {
-                match sys::open_beneath(
-                    upper.root(),
-                    &node.path(),
-                    libc::O_PATH | libc::O_DIRECTORY,
-                ) {
-                    Ok(_) => Behind::Dir,
-                    Err(_) => Behind::Nothing,
-                }
-            }
+            None => match upper.open_path(&node.path()) {
+                Ok(_) => Behind::Dir,
+                Err(_) => Behind::Nothing,
+            },
         }
     }
 
     pub(super) fn resolve_root(&self) -> Result<Found> {
         let d = self.root_layers()?;
         let top = d.layers.first().ok_or(Errno::ENOENT)?;
-        let (winner, st) = (&top.id, sys::fstat(top.fd.as_fd())?);
+        let layer = self.stack.get(top.id).ok_or(Errno::ENOENT)?;
+        let (winner, st) = (&top.id, layer.stat(&top.dir, c"")?);
         Ok(Found {
             state: State {
                 kind: Kind::Dir,

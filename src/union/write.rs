@@ -445,7 +445,7 @@ impl Union {
         chown: bool,
         fh: Option<BorrowedFd<'_>>,
     ) -> Result<()> {
-        let (dir, name) = (place.dir.as_fd(), place.name.as_c_str());
+        let (dir, name) = (place.upper_fd()?, place.name.as_c_str());
         if chown {
             let uid = set.uid.filter(|_| self.opts.squash.uid.is_none());
             let gid = set.gid.filter(|_| self.opts.squash.gid.is_none());
@@ -491,7 +491,7 @@ impl Union {
         let node = self.node(ino)?;
         let place = self.writable_place(&node, false)?;
         sys::lsetxattr_at(
-            place.dir.as_fd(),
+            place.upper_fd()?,
             &place.name,
             &sys::cstr(name)?,
             value,
@@ -510,7 +510,7 @@ impl Union {
         // Nothing to copy up for an attribute that is not there.
         self.getxattr(ino, name)?;
         let place = self.writable_place(&node, false)?;
-        sys::lremovexattr_at(place.dir.as_fd(), &place.name, &sys::cstr(name)?)
+        sys::lremovexattr_at(place.upper_fd()?, &place.name, &sys::cstr(name)?)
     }
 
     /// `link(ino, newparent/newname)`: copies the source up, links it in the
@@ -534,15 +534,15 @@ impl Union {
         let dup = self.ensure_upper_dir(&np)?;
         let cname = sys::cstr(newname)?;
         match upper_slot(dup.as_fd(), newname)? {
-            UpperSlot::Empty => sys::linkat(src.dir.as_fd(), &src.name, dup.as_fd(), &cname)?,
+            UpperSlot::Empty => sys::linkat(src.upper_fd()?, &src.name, dup.as_fd(), &cname)?,
             UpperSlot::WhiteoutFile => {
-                sys::linkat(src.dir.as_fd(), &src.name, dup.as_fd(), &cname)?;
+                sys::linkat(src.upper_fd()?, &src.name, dup.as_fd(), &cname)?;
                 let _ = sys::unlinkat(dup.as_fd(), &sys::cstr(&wh_file_name(newname))?, false);
             }
             UpperSlot::WhiteoutEntry => {
                 let work = self.work.as_ref().ok_or(Errno::EROFS)?;
                 let tmp = work.temp_name();
-                sys::linkat(src.dir.as_fd(), &src.name, work.fd(), &tmp)?;
+                sys::linkat(src.upper_fd()?, &src.name, work.fd(), &tmp)?;
                 if let Err(e) = sys::renameat2(work.fd(), &tmp, dup.as_fd(), &cname, 0) {
                     let _ = sys::unlinkat(work.fd(), &tmp, false);
                     return Err(e);
