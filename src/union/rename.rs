@@ -280,7 +280,7 @@ impl Union {
     /// Gets an entry wholly into the upper: copy-up, or for a directory
     /// with lower parts, a full tree copy. `found` is its resolution, just
     /// made: an upper file needs nothing.
-    fn promote(&self, node: &Arc<Node>, found: &super::resolve::Found) -> Result<()> {
+    fn promote(&self, node: &Arc<Node>, found: &super::lookup::Found) -> Result<()> {
         let st = &found.state;
         match (st.kind, st.upper) {
             (Kind::Dir, _) if st.merged || !st.upper => self.flatten_dir(node),
@@ -354,7 +354,7 @@ impl Union {
 
     /// The live node for `parent/name` if the kernel holds one, else a
     /// transient one.
-    fn child_node(&self, parent: &Arc<Node>, name: &[u8], f: &super::resolve::Found) -> Arc<Node> {
+    fn child_node(&self, parent: &Arc<Node>, name: &[u8], f: &super::lookup::Found) -> Arc<Node> {
         self.nodes
             .child(parent, name)
             .unwrap_or_else(|| self.transient_child(parent, name, f))

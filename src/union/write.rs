@@ -11,9 +11,9 @@
 //! - removing an upper entry that a lower also holds swaps it for a
 //!   whiteout in one rename (`RENAME_WHITEOUT`, or an exchange);
 //! - no whiteout is ever written inside an opaque directory.
+use super::lookup::Found;
 use super::marker::{self, Probe};
 use super::node::{DirLayers, Node, State};
-use super::resolve::Found;
 use super::{Attr, Kind, Union};
 use crate::layer::remove_tree;
 use crate::sys::{self, Errno, Result};
@@ -373,7 +373,7 @@ impl Union {
         &self,
         parent: &Arc<Node>,
         name: &[u8],
-        found: &super::resolve::Found,
+        found: &super::lookup::Found,
     ) -> Arc<Node> {
         let node = Node::new(
             0,

@@ -1,4 +1,5 @@
-//! Name resolution: top-down lookup across the layers.
+//! Lookup: top-down name resolution across the layers, and handing what
+//! it finds to the kernel (a node, its attributes, one lookup counted).
 //!
 //! The rule (SPEC §1): the upper, then the lowers from top to bottom; the
 //! first layer holding the name wins. A whiteout hides the name in every
@@ -6,14 +7,19 @@
 //! the same-named directories below it until one of them is opaque.
 //! Resolution always reads the layers (no cached guess decides what exists),
 //! so entries added to the upper behind the mount are seen at once.
+use super::attr::Attr;
 use super::attr::Kind;
+use super::engine::{CIOPFS_INO, CIOPFS_NAME, Union};
+use super::fold;
 use super::marker::{self, Probe};
 use super::names::LayerNames;
+use super::node::Loc;
 use super::node::{DirLayers, LayerDir, Node, State};
-use super::{Union, fold};
 use crate::layer::{Dir, LayerId, Lower, UPPER};
+use crate::sys;
 use crate::sys::{Errno, Result};
 use std::os::fd::AsFd;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -360,4 +366,133 @@ impl Union {
             dir: Some(d),
         })
     }
+
+    /// Looks `name` up in directory `parent`, counting one kernel lookup.
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<(Arc<Node>, Attr)> {
+        self.lookup_spelled(parent, name).map(|(n, a, _)| (n, a))
+    }
+
+    /// [`Union::lookup`], also saying whether `name` is the entry's own
+    /// spelling (always, without casefold). The kernel must not cache a
+    /// folded spelling for long: when the entry is renamed or removed,
+    /// it updates only the spelling the call used.
+    pub fn lookup_spelled(&self, parent: u64, name: &[u8]) -> Result<(Arc<Node>, Attr, bool)> {
+        let p = self.node(parent)?;
+        if let Some(r) = self.ciopfs_lookup(name) {
+            return r.map(|(n, a)| (n, a, true));
+        }
+        let pl = self.dir_layers_fresh(&p)?;
+        self.lookup_at(p, &pl, name)
+    }
+
+    /// With casefold, the `.ciopfs` entry every directory shows (no layer
+    /// holds it); None for any other name.
+    pub(super) fn ciopfs_lookup(&self, name: &[u8]) -> Option<Result<(Arc<Node>, Attr)>> {
+        if !self.opts.casefold || name != CIOPFS_NAME {
+            return None;
+        }
+        let node = self.nodes.remember_fixed(CIOPFS_INO);
+        Some(self.ciopfs_attr().map(|a| (node, a)))
+    }
+
+    /// Directory `parent`, ready for the lookups of one readdirplus reply:
+    /// whether the upper gained it behind the mount is checked once for
+    /// the reply, not once per entry (an `openat2` walk or two `fstatat`
+    /// each, for every entry of a lower-only directory).
+    pub fn listed_dir(&self, parent: u64) -> Result<ListedDir> {
+        let node = self.node(parent)?;
+        let layers = self.dir_layers_fresh(&node)?;
+        Ok(ListedDir { node, layers })
+    }
+
+    /// [`Union::lookup`] of an entry of a listed directory.
+    pub fn lookup_listed(&self, dir: &ListedDir, name: &[u8]) -> Result<(Arc<Node>, Attr)> {
+        if let Some(r) = self.ciopfs_lookup(name) {
+            return r;
+        }
+        self.lookup_at(dir.node.clone(), &dir.layers, name)
+            .map(|(n, a, _)| (n, a))
+    }
+
+    pub(super) fn lookup_at(
+        &self,
+        p: Arc<Node>,
+        pl: &DirLayers,
+        name: &[u8],
+    ) -> Result<(Arc<Node>, Attr, bool)> {
+        let found = self.resolve_in(pl, name);
+        tracing::trace!(parent = p.ino, name = %String::from_utf8_lossy(name), ok = found.is_ok(), "lookup");
+        let found = found?;
+        let exact = found.name == name;
+        let (node, attr) = self.hand_out(p, pl, name, found, None);
+        Ok((node, attr, exact))
+    }
+
+    /// Hands the entry `found` at `parent/name` (whose layers are `pl`)
+    /// to the kernel: the node and its attributes, one lookup counted.
+    ///
+    /// A number taken from an upper inode is pinned (an `O_PATH` fd held
+    /// by the node, as libfuse's passthrough_hp does): while the kernel
+    /// knows the number, the upper cannot free that inode and hand its
+    /// number to a new file, which the kernel would then take for this
+    /// node. Lower numbers need no pin: the lowers never change. `opened`,
+    /// an fd the caller holds on the entry (a file it just made), pins it
+    /// without a second open.
+    pub(super) fn hand_out(
+        &self,
+        parent: Arc<Node>,
+        pl: &DirLayers,
+        name: &[u8],
+        found: Found,
+        opened: Option<&Arc<OwnedFd>>,
+    ) -> (Arc<Node>, Attr) {
+        let attr = self.attr_of(None, &found);
+        let own = self.inos.encode(found.st.st_dev, found.st.st_ino);
+        let numbered_by_upper = found.state.upper && attr.ino == own;
+        let dir_fd = found.dir.as_ref().and_then(|d| d.upper().cloned());
+        let pin = || -> Option<Arc<OwnedFd>> {
+            if !numbered_by_upper {
+                return None;
+            }
+            if dir_fd.is_some() {
+                return dir_fd;
+            }
+            if let Some(fd) = opened {
+                return Some(fd.clone());
+            }
+            let dir = pl.upper()?;
+            let c = sys::cstr(name).ok()?;
+            sys::openat(dir.as_fd(), &c, libc::O_PATH, 0)
+                .ok()
+                .map(Arc::new)
+        };
+        let loc = Loc {
+            parent: Some(parent),
+            name: name.to_vec(),
+        };
+        let node = self
+            .nodes
+            .remember(attr.ino, loc, found.state, found.dir, pin);
+        (node, attr)
+    }
+
+    pub(super) fn ciopfs_attr(&self) -> Result<Attr> {
+        let top = self.stack.statfs_layer().ok_or(Errno::ENOENT)?;
+        let mut st = top.stat(&top.root()?, c"")?;
+        st.st_mode = libc::S_IFREG | 0o444;
+        st.st_nlink = 1;
+        st.st_size = 0;
+        st.st_blocks = 0;
+        st.st_uid = sys::geteuid();
+        st.st_gid = sys::getegid();
+        Ok(Attr::from_stat(&st, CIOPFS_INO, false, self.opts.squash))
+    }
+}
+
+/// A directory whose entries are being looked up for one readdirplus
+/// reply (see [`Union::listed_dir`]).
+#[derive(Debug)]
+pub struct ListedDir {
+    pub(super) node: Arc<Node>,
+    pub(super) layers: DirLayers,
 }
