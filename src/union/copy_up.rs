@@ -11,10 +11,12 @@
 //!   and only that entry's requests wait for it;
 //! - overlay-private xattrs are never copied (a lower's opaque mark copied
 //!   up would hide the lower's own contents).
+use super::attr::Kind;
 use super::data::{Reflinks, copy_data, copy_reads};
+use super::engine::Union;
 use super::marker;
 use super::node::Node;
-use super::{Kind, Place, Union};
+use super::place::Place;
 use crate::layer::Lower;
 use crate::sys::{self, Errno, Result};
 use std::ffi::CStr;

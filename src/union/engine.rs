@@ -6,7 +6,7 @@
 //! Invariants: the stack is fixed for the life of a mount; `generation`
 //! only grows (cached layer directories of an older one are resolved
 //! again); `ns_generation` grows after every change to the upper's names.
-use super::attr::{InoMap, Kind, ROOT_INO, Squash};
+use super::attr::{CIOPFS_INO, InoMap, Kind, ROOT_INO, Squash};
 use super::data::Reflinks;
 use super::fold::{self, FoldCache};
 use super::node::{self, Loc, Node, NodeTable, State};
@@ -17,14 +17,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A name the kernel holds for a lower-only entry: parent, name, number.
 pub type LowerOnlyName = (u64, Vec<u8>, u64);
-
-/// With casefold, `.ciopfs` answers lookups in every directory (Wine then
-/// treats the mount as case-insensitive and stops scanning directories
-/// itself, as on ciopfs) but is never listed: one read-only empty file,
-/// under a number no layer entry can have (layer numbers carry a device id
-/// in their top byte).
-pub const CIOPFS_NAME: &[u8] = b".ciopfs";
-pub const CIOPFS_INO: u64 = 2;
 
 /// Nodes dropped between two returns of free memory to the system.
 const TRIM_EVERY: u64 = 32_768;

@@ -2,7 +2,9 @@
 //! word and the `struct fsxattr` form): read from the entry in its layer;
 //! set on the upper copy, copied up first, as the kernel overlay does. The
 //! kernel has checked ownership and CAP_LINUX_IMMUTABLE before it asks.
-use super::{Kind, Place, Union};
+use super::attr::Kind;
+use super::engine::Union;
+use super::place::Place;
 use crate::layer::Lower;
 use crate::sys::{self, Errno, Result};
 use std::os::fd::{AsFd, OwnedFd};

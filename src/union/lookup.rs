@@ -9,7 +9,8 @@
 //! so entries added to the upper behind the mount are seen at once.
 use super::attr::Attr;
 use super::attr::Kind;
-use super::engine::{CIOPFS_INO, CIOPFS_NAME, Union};
+use super::attr::{CIOPFS_INO, CIOPFS_NAME};
+use super::engine::Union;
 use super::fold;
 use super::marker::{self, Probe};
 use super::names::LayerNames;

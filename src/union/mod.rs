@@ -51,8 +51,8 @@ mod readdir;
 mod rename;
 mod write;
 
-pub use attr::{Attr, Kind, ROOT_INO, Squash};
-pub use engine::{CIOPFS_INO, CIOPFS_NAME, LowerOnlyName, Options, Union};
+pub use attr::{Attr, CIOPFS_INO, CIOPFS_NAME, Kind, ROOT_INO, Squash};
+pub use engine::{LowerOnlyName, Options, Union};
 pub use flags::InodeFlags;
 pub use lookup::ListedDir;
 pub use place::Place;

@@ -568,7 +568,7 @@ impl NodeTable {
     /// The kernel dropped `n` lookups of `ino`; true when that was the
     /// last and the node left the table.
     pub fn forget(&self, ino: u64, n: u64) -> bool {
-        if ino == super::attr::ROOT_INO || ino == super::CIOPFS_INO {
+        if ino == super::attr::ROOT_INO || ino == super::attr::CIOPFS_INO {
             return false;
         }
         if let dashmap::Entry::Occupied(e) = self.map.entry(ino) {

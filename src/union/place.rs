@@ -2,8 +2,8 @@
 //! serves it, found by a fresh resolution (`place`), from the node's last
 //! resolution when that cannot be stale (`cached_place`, `quick_place`),
 //! or in the upper, copied up first (`writable_place`).
+use super::attr::CIOPFS_INO;
 use super::attr::Kind;
-use super::engine::CIOPFS_INO;
 use super::engine::Union;
 use super::lookup::Found;
 use super::marker;

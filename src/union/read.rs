@@ -1,8 +1,9 @@
 //! The reading side of the engine: attributes, links, xattrs, statfs, and
 //! opening files and directories. Each call finds where its node lives
 //! (`place`) and asks that layer through the `Lower` calls.
+use super::attr::CIOPFS_INO;
 use super::attr::{Attr, Kind};
-use super::engine::{CIOPFS_INO, Union};
+use super::engine::Union;
 use super::lookup::Behind;
 use super::marker;
 use super::node::{self, Node};

@@ -6,8 +6,9 @@
 //! they stay valid however the directory changes while it is read. Each
 //! entry's number follows the same origin rule as lookup, so `d_ino`
 //! equals the `st_ino` a later stat reports.
-use super::Union;
 use super::attr::{InoMap, Kind};
+use super::engine::Union;
+use super::lookup::ListedDir;
 use super::marker::{self, OPAQUE_FILE, WH_PREFIX};
 use super::node::{LayerDir, Node};
 use crate::layer::{Dir, LayerId, Lower, UPPER};
@@ -210,7 +211,7 @@ impl Union {
     }
 
     /// [`Union::list_dir`] of a directory whose layers are in hand.
-    pub fn list_listed(&self, dir: &super::ListedDir) -> Result<Vec<DirEntry>> {
+    pub fn list_listed(&self, dir: &ListedDir) -> Result<Vec<DirEntry>> {
         self.list_layers(&dir.layers)
     }
 
@@ -230,7 +231,7 @@ impl Union {
                 l.names.fill(entries.iter().map(|e| e.name.as_slice()));
             }
             for e in entries {
-                if self.opts.casefold && e.name == super::CIOPFS_NAME {
+                if self.opts.casefold && e.name == super::attr::CIOPFS_NAME {
                     continue;
                 }
                 let raw = classify(layer, l, e);

@@ -6,11 +6,13 @@
 //! directory, renamed into place, and the source is whited out. At every
 //! step each file is visible under the old name or the new one (a crash
 //! between the two renames shows both, loses neither).
+use super::attr::Kind;
 use super::copy_up::{copy_attrs, copy_entry};
+use super::engine::Union;
 use super::marker;
 use super::node::Node;
+use super::place::Place;
 use super::write::NamesChange;
-use super::{Kind, Union};
 use crate::layer::remove_tree;
 use crate::sys::{self, Errno, Result};
 use std::collections::HashMap;
@@ -88,7 +90,7 @@ impl Union {
                 sys::linkat(d.as_fd(), n, out.as_fd(), &cname)?;
                 continue;
             }
-            let src = super::Place {
+            let src = Place {
                 layer: f.winner,
                 dir: layer.dir.clone(),
                 name: cname.clone(),

@@ -11,10 +11,12 @@
 //! - removing an upper entry that a lower also holds swaps it for a
 //!   whiteout in one rename (`RENAME_WHITEOUT`, or an exchange);
 //! - no whiteout is ever written inside an opaque directory.
+use super::attr::{Attr, Kind};
+use super::engine::Union;
 use super::lookup::Found;
 use super::marker::{self, Probe};
 use super::node::{DirLayers, Node, State};
-use super::{Attr, Kind, Union};
+use super::place::Place;
 use crate::layer::remove_tree;
 use crate::sys::{self, Errno, Result};
 use std::ffi::CStr;
@@ -440,7 +442,7 @@ impl Union {
 
     fn apply_setattr(
         &self,
-        place: &super::Place,
+        place: &Place,
         set: SetAttr,
         chown: bool,
         fh: Option<BorrowedFd<'_>>,
