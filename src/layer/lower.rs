@@ -42,6 +42,12 @@ impl Dir {
         Dir(DirRepr::Host(Arc::new(fd)))
     }
 
+    /// The handle of a host directory already shared (an upper directory
+    /// a node holds).
+    pub fn host_shared(fd: Arc<OwnedFd>) -> Dir {
+        Dir(DirRepr::Host(fd))
+    }
+
     /// The host directory fd behind the handle: always there for the
     /// upper (a host directory); None for a lower that has no fds.
     pub fn fd(&self) -> Option<&Arc<OwnedFd>> {

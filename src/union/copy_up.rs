@@ -14,12 +14,13 @@
 use super::attr::Kind;
 use super::data::{Reflinks, copy_data, copy_reads};
 use super::engine::Union;
+use super::lookup::Found;
 use super::marker;
-use super::node::Node;
+use super::node::{DirLayers, LayerDir, Node, State};
 use super::place::Place;
-use crate::layer::Lower;
+use crate::layer::{Dir, Lower, UPPER};
 use crate::sys::{self, Errno, Result};
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
@@ -134,9 +135,9 @@ impl Union {
         if let Some(fd) = self.dir_layers(dir)?.upper() {
             return Ok(fd.clone());
         }
-        self.copy_up(dir, false)?;
-        dir.clear_dir();
-        self.dir_layers(dir)?.upper().cloned().ok_or(Errno::EIO)
+        // The copy's place is the new upper directory itself.
+        let place = self.copy_up(dir, false)?;
+        place.dir.fd().cloned().ok_or(Errno::EIO)
     }
 
     /// Makes `node` live in the upper, and says where it lives there.
@@ -180,16 +181,75 @@ impl Union {
         // new one. (`pup` is an O_PATH fd, on which fsync fails anyway:
         // the call that stood here never did anything.)
         node.clear_dir();
-        let (again, place) = self.place(node)?;
-        node.set_state(again.state.clone());
+        let (st, place) = match staged {
+            Ok(()) => self.copied_place(node, &found, &pup)?,
+            // Not our copy: what is there now is resolved afresh.
+            Err(_) => self.place(node).map(|(again, place)| (again.st, place))?,
+        };
         if found.state.kind != Kind::Dir {
             // The copy goes on under the number the file had.
-            self.inos.stick(again.st.st_dev, again.st.st_ino, number);
+            self.inos.stick(st.st_dev, st.st_ino, number);
         }
         if found.state.kind != Kind::Dir && found.st.st_nlink > 1 {
             self.split_lower_links(node, &found.st, &pup, &found.name);
         }
         Ok(place)
+    }
+
+    /// Where `node` lives once its copy stands at `pup`/`found.name`: what
+    /// resolving it again would find, without resolving it again (the
+    /// copy up resolved it once). The copy is the winner now; a directory
+    /// carries no opaque mark (private xattrs are not copied), so it still
+    /// merges the lower directories `found` had.
+    fn copied_place(
+        &self,
+        node: &Arc<Node>,
+        found: &Found,
+        pup: &Arc<OwnedFd>,
+    ) -> Result<(libc::stat, Place)> {
+        let name = sys::cstr(&found.name)?;
+        let st = sys::fstatat(pup.as_fd(), &name)?;
+        let mut state = State {
+            kind: found.state.kind,
+            upper: true,
+            lower: None,
+            merged: false,
+        };
+        let place = match &found.dir {
+            None => Place {
+                layer: UPPER,
+                dir: Dir::host_shared(pup.clone()),
+                name,
+            },
+            Some(below) => {
+                let flags = libc::O_PATH | libc::O_DIRECTORY;
+                let dir = Dir::host(sys::openat(pup.as_fd(), &name, flags, 0)?);
+                let top = LayerDir {
+                    id: UPPER,
+                    dir: dir.clone(),
+                    xwhiteouts: false,
+                    names: Default::default(),
+                };
+                let layers: Vec<LayerDir> = std::iter::once(top)
+                    .chain(below.layers.iter().cloned())
+                    .collect();
+                state.merged = layers.len() > 1;
+                let generation = below.generation;
+                let d = DirLayers {
+                    generation,
+                    layers,
+                    opaque: false,
+                };
+                self.nodes.set_dir(node, d);
+                Place {
+                    layer: UPPER,
+                    dir,
+                    name: CString::default(),
+                }
+            }
+        };
+        node.set_state(state);
+        Ok((st, place))
     }
 
     /// After copying up one name of a lower file with several links: the
