@@ -52,6 +52,7 @@ pub(super) enum Behind {
 }
 
 /// One step of the scan: the winner so far and what the next layer adds.
+#[derive(Default)]
 struct Scan {
     found: Option<(LayerId, libc::stat)>,
     origin: Option<libc::stat>,
@@ -181,12 +182,7 @@ impl Union {
         if marker::is_marker_name(name) {
             return Err(Errno::ENOENT);
         }
-        let mut scan = Scan {
-            found: None,
-            origin: None,
-            layers: Vec::new(),
-            opaque: false,
-        };
+        let mut scan = Scan::default();
         let mut winner_name = None;
         for (i, layer) in parent.layers.iter().enumerate() {
             let LayerDir { id, dir, .. } = layer;

@@ -98,21 +98,7 @@ impl Merge<'_> {
     fn add(&mut self, id: LayerId, (layer, dir): (&dyn Lower, &Dir), raw: Raw) {
         let (name, kind, ino) = match raw {
             Raw::Hide => return,
-            Raw::Whiteout(name) => {
-                let key = self.key(&name);
-                let slot = self.slots.entry(key).or_insert(Slot {
-                    out: None,
-                    kind: Kind::Char,
-                    layer: id,
-                    seeking_origin: false,
-                    closed: true,
-                });
-                // A whiteout below an upper winner ends its origin search.
-                if slot.layer != id {
-                    slot.closed = true;
-                }
-                return;
-            }
+            Raw::Whiteout(name) => return self.add_whiteout(id, &name),
             Raw::Entry(n, k, i) => (n, k, i),
         };
         let ino = self.union.inos.encode(layer.dev(), ino);
@@ -151,26 +137,49 @@ impl Merge<'_> {
                 let (Some(i), true) = (slot.out, slot.kind == kind) else {
                     return;
                 };
-                // An opaque upper directory has no origin below it; an upper
-                // file with several links reports its own number.
-                let upper_name = &self.out[i].name;
-                if kind == Kind::Dir && upper_child_opaque(self.upper, upper_name) {
-                    return;
-                }
-                if kind != Kind::Dir
-                    && !upper_copy_of(
-                        &self.union.inos,
-                        self.upper,
-                        upper_name,
-                        (layer, dir),
-                        &name,
-                    )
-                {
-                    return;
-                }
-                self.out[i].ino = ino;
+                self.take_origin(i, kind, ino, (layer, dir), &name);
             }
         }
+    }
+
+    /// A whiteout of layer `id`: hides the name in the layers below.
+    fn add_whiteout(&mut self, id: LayerId, name: &[u8]) {
+        let key = self.key(name);
+        let slot = self.slots.entry(key).or_insert(Slot {
+            out: None,
+            kind: Kind::Char,
+            layer: id,
+            seeking_origin: false,
+            closed: true,
+        });
+        // A whiteout below an upper winner ends its origin search.
+        if slot.layer != id {
+            slot.closed = true;
+        }
+    }
+
+    /// The upper entry listed at `i` takes the number `ino` of the lower
+    /// entry `name` of the same kind below it, unless it is an opaque
+    /// directory (no origin below it) or a file that is not a copy of it
+    /// (an upper file with several links reports its own number).
+    fn take_origin(
+        &mut self,
+        i: usize,
+        kind: Kind,
+        ino: u64,
+        below: (&dyn Lower, &Dir),
+        name: &[u8],
+    ) {
+        let upper_name = &self.out[i].name;
+        if kind == Kind::Dir && upper_child_opaque(self.upper, upper_name) {
+            return;
+        }
+        if kind != Kind::Dir
+            && !upper_copy_of(&self.union.inos, self.upper, upper_name, below, name)
+        {
+            return;
+        }
+        self.out[i].ino = ino;
     }
 }
 
