@@ -4,7 +4,6 @@
 //! `Errno`s to replies, engine attributes to `FileAttr`. Every handler runs
 //! inside `guard`, so a panic costs one request an EIO and a log line, never
 //! the daemon. Handles (open files, directory snapshots) live here.
-mod access;
 mod handles;
 mod iomode;
 mod ops;

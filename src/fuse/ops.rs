@@ -2,7 +2,7 @@
 use super::{FimFs, errno, file_attr, file_type, guard};
 use crate::sys;
 use crate::union::{Caller, Make, SetAttr};
-use crate::union::{DirEntry, InodeFlags, Kind, ListedDir};
+use crate::union::{DirEntry, InodeFlags, ListedDir};
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags,
     Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
@@ -49,7 +49,7 @@ impl FimFs {
 
     /// The handle's fd; a lazy handle (read-only, on a lower, made under fd
     /// pressure) opens its file again, on the upper once copied up.
-    fn fd_of(&self, h: &super::handles::FileHandle) -> Result<Arc<std::os::fd::OwnedFd>, Errno> {
+    fn fd_of(&self, h: &super::handles::OpenFile) -> Result<Arc<std::os::fd::OwnedFd>, Errno> {
         match h.fd() {
             Some(fd) => Ok(fd),
             None => self
@@ -93,8 +93,8 @@ impl FimFs {
         self.entry(reply, res.map(|(_, a, _)| a))
     }
 
-    /// The listing of a directory handle, with `.` and `..` first. `dir`:
-    /// the directory's layers when the caller has them already.
+    /// The listing of a directory handle (see `Union::snapshot`), taken
+    /// at offset 0 and kept for the handle's later reads.
     fn snapshot(
         &self,
         ino: u64,
@@ -105,38 +105,13 @@ impl FimFs {
         let h = self.handles.dir(fh).ok_or(Errno::EBADF)?;
         let mut snap = h.snapshot.lock();
         if offset == 0 || snap.is_none() {
-            let node = self.union.node(ino).map_err(errno)?;
-            // Taken before the layers are read: a change made meanwhile
-            // makes the next opendir drop the kernel's copy.
-            node.set_listed(self.list_stamp(ino));
-            let parent = node.loc().and_then(|l| l.parent).map_or(ino, |p| p.ino);
-            let mut all = vec![
-                DirEntry {
-                    name: b".".to_vec(),
-                    ino,
-                    kind: Kind::Dir,
-                },
-                DirEntry {
-                    name: b"..".to_vec(),
-                    ino: parent,
-                    kind: Kind::Dir,
-                },
-            ];
-            let listed = match dir {
-                Some(d) => self.union.list_listed(d),
-                None => self.union.list_dir(&node),
-            };
-            all.extend(listed.map_err(errno)?);
-            *snap = Some(Arc::new(all));
+            *snap = Some(Arc::new(self.union.snapshot(ino, dir).map_err(errno)?));
         }
         snap.clone().ok_or(Errno::EIO)
     }
 
-    /// `open(O_CREAT)` without `O_EXCL` of a name that appeared after the
-    /// kernel's lookup (made by another daemon on the same upper, or
-    /// behind the mount): the existing file is opened, as on any
-    /// filesystem. The kernel checked only the directory, so the caller's
-    /// access to the file is checked here.
+    /// `open(O_CREAT)` of a name that appeared after the kernel's lookup
+    /// (see `Union::open_made_meanwhile`).
     fn open_made_meanwhile(
         &self,
         req: &Request,
@@ -145,33 +120,16 @@ impl FimFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let (node, a) = match self.union.lookup(parent, name.as_bytes()) {
-            Ok(found) => found,
-            Err(e) => return reply.error(errno(e)),
+        let who = Caller {
+            uid: req.uid(),
+            gid: req.gid(),
         };
-        let mut mask = match flags & libc::O_ACCMODE {
-            libc::O_RDONLY => libc::R_OK,
-            libc::O_WRONLY => libc::W_OK,
-            _ => libc::R_OK | libc::W_OK,
-        };
-        if flags & libc::O_TRUNC != 0 {
-            mask |= libc::W_OK;
-        }
-        let ro = self.union.is_read_only();
-        let allowed = match a.kind {
-            Kind::Dir => Err(sys::Errno::EISDIR),
-            _ => super::access::check(&a, req.uid(), req.gid(), mask, ro),
-        };
-        let opened = allowed.and_then(|()| self.union.open(node.ino, flags & !libc::O_CREAT));
-        match opened {
-            Ok((fd, upper)) => {
-                let a = self.union.getattr(node.ino).unwrap_or(a);
-                self.reply_created(reply, &node, Arc::new(fd), upper, &a)
-            }
-            Err(e) => {
-                self.union.forget(node.ino, 1);
-                reply.error(errno(e))
-            }
+        match self
+            .union
+            .open_made_meanwhile(parent, name.as_bytes(), flags, who)
+        {
+            Ok((node, a, fd, upper)) => self.reply_created(reply, &node, Arc::new(fd), upper, &a),
+            Err(e) => reply.error(errno(e)),
         }
     }
 
@@ -198,13 +156,6 @@ impl FimFs {
             Some(b) => reply.created_passthrough(&ttl, &fa, GEN, FileHandle(fh), flags, &b),
             None => reply.created(&ttl, &fa, GEN, FileHandle(fh), flags),
         }
-    }
-
-    /// What the directory `ino` looks like now, to tell whether the
-    /// listing the kernel may have cached is still right.
-    fn list_stamp(&self, ino: u64) -> Option<crate::union::node::ListStamp> {
-        let a = self.union.getattr(ino).ok()?;
-        Some((a.mtime, a.ctime, a.size))
     }
 
     fn readdirplus_inner(
@@ -445,16 +396,10 @@ impl Filesystem for FimFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        guard("opendir", || match self.union.opendir(ino.0) {
-            // The kernel caches listings, and every change made through the
-            // mount drops that cache. One made behind the mount (in the
-            // upper, by another daemon) changes the directory's stamp: the
-            // kernel then drops its copy here, at the next opendir, not
-            // only once the attributes it holds expire.
-            Ok((node, a)) => {
-                let stamp = node.listed();
+        guard("opendir", || match self.union.opendir_cached(ino.0) {
+            Ok((_, keep)) => {
                 let mut flags = FopenFlags::FOPEN_CACHE_DIR;
-                if stamp == Some((a.mtime, a.ctime, a.size)) {
+                if keep {
                     flags |= FopenFlags::FOPEN_KEEP_CACHE;
                 }
                 reply.opened(FileHandle(self.handles.add_dir()), flags)
@@ -918,7 +863,7 @@ impl Filesystem for FimFs {
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         guard("access", || match self.union.getattr(ino.0) {
-            Ok(a) => match super::access::check(
+            Ok(a) => match crate::union::access::check(
                 &a,
                 req.uid(),
                 req.gid(),

@@ -6,11 +6,11 @@
 //! they stay valid however the directory changes while it is read. Each
 //! entry's number follows the same origin rule as lookup, so `d_ino`
 //! equals the `st_ino` a later stat reports.
-use super::attr::{InoMap, Kind};
+use super::attr::{Attr, InoMap, Kind};
 use super::engine::Union;
 use super::lookup::ListedDir;
 use super::marker::{self, OPAQUE_FILE, WH_PREFIX};
-use super::node::{LayerDir, Node};
+use super::node::{LayerDir, ListStamp, Node};
 use crate::layer::{Dir, LayerId, Lower, UPPER};
 use crate::sys::{self, Errno, Result};
 use std::collections::HashMap;
@@ -248,5 +248,48 @@ impl Union {
             }
         }
         Ok(m.out)
+    }
+}
+
+impl Union {
+    /// What directory `ino` looks like now (top layer's mtime, ctime and
+    /// size), to tell whether a listing the kernel cached is still right.
+    fn list_stamp(&self, ino: u64) -> Option<ListStamp> {
+        let a = self.getattr(ino).ok()?;
+        Some((a.mtime, a.ctime, a.size))
+    }
+
+    /// Opens directory `ino` for a listing: its attributes, and whether
+    /// the kernel may keep the listing it cached (the directory's stamp is
+    /// the one its last snapshot started from). Every change made through
+    /// the mount drops the kernel's copy anyway; this catches those made
+    /// behind it (in the upper, by another daemon).
+    pub fn opendir_cached(&self, ino: u64) -> Result<(Attr, bool)> {
+        let (node, a) = self.opendir(ino)?;
+        let keep = node.listed() == Some((a.mtime, a.ctime, a.size));
+        Ok((a, keep))
+    }
+
+    /// The listing one directory handle serves: `.` and `..` first, then
+    /// the merged entries. `dir`: the directory's layers when the caller
+    /// has them already (readdirplus).
+    pub fn snapshot(&self, ino: u64, dir: Option<&ListedDir>) -> Result<Vec<DirEntry>> {
+        let node = self.node(ino)?;
+        // Taken before the layers are read: a change made meanwhile
+        // makes the next opendir drop the kernel's copy.
+        node.set_listed(self.list_stamp(ino));
+        let parent = node.loc().and_then(|l| l.parent).map_or(ino, |p| p.ino);
+        let dot = |name: &[u8], ino| DirEntry {
+            name: name.to_vec(),
+            ino,
+            kind: Kind::Dir,
+        };
+        let mut all = vec![dot(b".", ino), dot(b"..", parent)];
+        let listed = match dir {
+            Some(d) => self.list_listed(d),
+            None => self.list_dir(&node),
+        };
+        all.extend(listed?);
+        Ok(all)
     }
 }
