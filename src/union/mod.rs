@@ -59,6 +59,5 @@ pub use attr::{Attr, CIOPFS_INO, CIOPFS_NAME, Kind, ROOT_INO, Squash};
 pub use engine::{LowerOnlyName, Options, Union};
 pub use flags::InodeFlags;
 pub use lookup::ListedDir;
-pub use place::Place;
 pub use readdir::DirEntry;
 pub use write::{Caller, Make, SetAttr};

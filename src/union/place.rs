@@ -17,16 +17,16 @@ use std::sync::Arc;
 /// Where one union entry lives in its winning layer: `dir` plus `name`,
 /// or the directory `dir` itself when `name` is empty.
 #[derive(Debug, Clone)]
-pub struct Place {
-    pub layer: LayerId,
-    pub dir: Dir,
-    pub name: CString,
+pub(super) struct Place {
+    pub(super) layer: LayerId,
+    pub(super) dir: Dir,
+    pub(super) name: CString,
 }
 
 impl Place {
     /// The directory fd of a place in the upper (a host directory). A
     /// lower place without an fd is EROFS: nothing writes there.
-    pub fn upper_fd(&self) -> Result<BorrowedFd<'_>> {
+    pub(super) fn upper_fd(&self) -> Result<BorrowedFd<'_>> {
         self.dir.fd().map(|f| f.as_fd()).ok_or(Errno::EROFS)
     }
 }
@@ -34,7 +34,7 @@ impl Place {
 impl Union {
     /// Resolves `node` afresh and returns where it lives; a node with
     /// several names (hard links) is found under any that still exists.
-    pub fn place(&self, node: &Arc<Node>) -> Result<(Found, Place)> {
+    pub(super) fn place(&self, node: &Arc<Node>) -> Result<(Found, Place)> {
         if node.ino == CIOPFS_INO {
             return Err(Errno::EACCES);
         }
