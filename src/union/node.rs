@@ -85,6 +85,12 @@ impl DirLayers {
             .and_then(|l| l.dir.fd())
     }
 
+    /// The fds these layers hold open (a layer without fds holds none):
+    /// what they count in the budget.
+    pub fn fds(&self) -> usize {
+        self.layers.iter().filter(|l| l.dir.fd().is_some()).count()
+    }
+
     pub fn lowers(&self) -> impl Iterator<Item = &LayerDir> {
         self.layers.iter().filter(|l| l.id != crate::layer::UPPER)
     }
@@ -138,7 +144,7 @@ impl Drop for CachedDir {
     fn drop(&mut self) {
         self.fds
             .held
-            .fetch_sub(self.layers.layers.len(), Ordering::Relaxed);
+            .fetch_sub(self.layers.fds(), Ordering::Relaxed);
     }
 }
 
@@ -361,7 +367,7 @@ impl NodeTable {
     /// Caches `d` as the layers of directory `node`. Past the budget, the
     /// least recently used caches of other nodes are dropped first.
     pub fn set_dir(&self, node: &Node, d: DirLayers) {
-        let n = d.layers.len();
+        let n = d.fds();
         let held = self.fds.held.fetch_add(n, Ordering::Relaxed) + n;
         let tick = self.fds.clock.fetch_add(1, Ordering::Relaxed) + 1;
         node.dir_used.store(tick, Ordering::Relaxed);
