@@ -10,8 +10,6 @@
 //! what each file offers, from the bottom up. Every operation is a method
 //! of [`Union`], defined in the file of its concern.
 //!
-//! - `access`: permission checks the engine makes itself (`access(2)`,
-//!   an `O_CREAT` open of a file that appeared meanwhile).
 //! - `attr`: the `st_ino` policy (`InoMap`), `st_nlink` of merged
 //!   directories, ownership squashing; `Attr`, `Kind`.
 //! - `marker`: writing whiteouts and opaque marks (reading them is
@@ -30,6 +28,8 @@
 //! - `place`: where a node lives (`place`, `cached_place`,
 //!   `writable_place`).
 //! - `read`: `getattr`, `readlink`, xattrs, `statfs`, `open`, `opendir`.
+//! - `access`: permission checks the engine makes itself (`access(2)`,
+//!   an `O_CREAT` open of a file that appeared meanwhile).
 //! - `readdir`: merged listings, directory snapshots (`.`, `..`),
 //!   listing stamps and whether the kernel may keep a cached listing.
 //! - `copy_up`: promoting an entry into the upper.
