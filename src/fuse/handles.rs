@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 #[derive(Debug)]
-pub struct FileHandle {
+pub struct OpenFile {
     pub ino: u64,
     /// None: a lazy read-only lower handle (see the module docs).
     fd: RwLock<Option<Arc<OwnedFd>>>,
@@ -26,7 +26,7 @@ pub struct FileHandle {
     append: Mutex<Option<Arc<OwnedFd>>>,
 }
 
-impl FileHandle {
+impl OpenFile {
     /// The handle's fd; None for a lazy handle, which the caller reopens.
     pub fn fd(&self) -> Option<Arc<OwnedFd>> {
         self.fd.read().clone()
@@ -66,7 +66,7 @@ pub struct DirHandle {
 
 #[derive(Debug, Default)]
 pub struct Handles {
-    files: DashMap<u64, Arc<FileHandle>>,
+    files: DashMap<u64, Arc<OpenFile>>,
     dirs: DashMap<u64, Arc<DirHandle>>,
     next: AtomicU64,
 }
@@ -79,7 +79,7 @@ impl Handles {
     /// A handle on `fd`, or a lazy one when `fd` is None.
     pub fn add_file(&self, fd: Option<Arc<OwnedFd>>, ino: u64, upper: bool) -> u64 {
         let id = self.next_id();
-        let h = FileHandle {
+        let h = OpenFile {
             ino,
             fd: RwLock::new(fd),
             on_upper: AtomicBool::new(upper),
@@ -94,11 +94,11 @@ impl Handles {
         self.files.len()
     }
 
-    pub fn file(&self, id: u64) -> Option<Arc<FileHandle>> {
+    pub fn file(&self, id: u64) -> Option<Arc<OpenFile>> {
         self.files.get(&id).map(|h| h.clone())
     }
 
-    pub fn remove_file(&self, id: u64) -> Option<Arc<FileHandle>> {
+    pub fn remove_file(&self, id: u64) -> Option<Arc<OpenFile>> {
         self.files.remove(&id).map(|(_, h)| h)
     }
 

@@ -4,13 +4,17 @@
 //! `Errno`s to replies, engine attributes to `FileAttr`. Every handler runs
 //! inside `guard`, so a panic costs one request an EIO and a log line, never
 //! the daemon. Handles (open files, directory snapshots) live here.
-mod access;
+mod dirs;
+mod entries;
+mod files;
 mod handles;
+mod init;
 mod iomode;
 mod ops;
 mod peers;
 pub mod session;
 mod stats;
+mod xattrs;
 
 use crate::union::{Attr, Kind, Union};
 use fuser::{FileAttr, FileType, INodeNo};

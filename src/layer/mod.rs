@@ -1,12 +1,18 @@
 //! The layer stack: read-only lowers, the writable upper and the per-PID
 //! workdir.
 //!
-//! A layer is a host directory held open as an `O_PATH` fd; every access
-//! below it goes through that fd (see `sys`). Layer ids are small integers:
+//! The engine reaches a lower only through the [`Lower`] trait (`lower`);
+//! a host directory (`Layer`, held open as an `O_PATH` fd, every access
+//! below it through that fd: `host`) is its first implementation, and the
+//! upper is always one. Markers are read here (`marker`). Layer ids are small integers:
 //! `UPPER` (0) is the upper, `1..=N` are the lowers from top to bottom, so a
 //! smaller id always means a higher priority.
+mod host;
+mod lower;
+pub mod marker;
 mod workdir;
 
+pub use lower::{Dir, File, Lower};
 pub use workdir::{Stale, Workdir, lock_dir, process_alive, remove_tree, stale_dirs};
 
 use crate::sys::{self, Errno};
@@ -82,12 +88,18 @@ impl std::error::Error for LayerError {}
 #[derive(Debug)]
 pub struct Stack {
     upper: Option<Layer>,
-    lowers: Vec<Layer>,
+    lowers: Vec<Box<dyn Lower>>,
 }
 
 impl Stack {
     /// `lowers` top-most first. Without an upper the union is read-only.
     pub fn new(upper: Option<Layer>, lowers: Vec<Layer>) -> Stack {
+        let lowers = lowers.into_iter().map(|l| Box::new(l) as Box<dyn Lower>);
+        Stack::with_lowers(upper, lowers.collect())
+    }
+
+    /// [`Stack::new`] over lowers of any kind.
+    pub fn with_lowers(upper: Option<Layer>, lowers: Vec<Box<dyn Lower>>) -> Stack {
         Stack { upper, lowers }
     }
 
@@ -95,10 +107,12 @@ impl Stack {
         self.upper.as_ref()
     }
 
-    pub fn get(&self, id: LayerId) -> Option<&Layer> {
+    /// Layer `id`, read through the [`Lower`] calls (the upper answers
+    /// them as the host directory it is).
+    pub fn get(&self, id: LayerId) -> Option<&dyn Lower> {
         match id {
-            UPPER => self.upper.as_ref(),
-            n => self.lowers.get(n as usize - 1),
+            UPPER => self.upper.as_ref().map(|u| u as &dyn Lower),
+            n => self.lowers.get(n as usize - 1).map(|l| &**l),
         }
     }
 
@@ -112,7 +126,7 @@ impl Stack {
     }
 
     /// What `statfs` reports: the upper, or the top lower when read-only.
-    pub fn statfs_layer(&self) -> Option<&Layer> {
-        self.upper.as_ref().or(self.lowers.first())
+    pub fn statfs_layer(&self) -> Option<&dyn Lower> {
+        self.get(if self.upper.is_some() { UPPER } else { 1 })
     }
 }

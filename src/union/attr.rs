@@ -22,6 +22,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub const ROOT_INO: u64 = 1;
 
+/// With casefold, `.ciopfs` answers lookups in every directory (Wine then
+/// treats the mount as case-insensitive and stops scanning directories
+/// itself, as on ciopfs) but is never listed: one read-only empty file,
+/// under a number no layer entry can have (layer numbers carry a device id
+/// in their top byte).
+pub const CIOPFS_NAME: &[u8] = b".ciopfs";
+pub const CIOPFS_INO: u64 = 2;
+
 /// Bits left for the real inode number under the device id.
 const INO_BITS: u32 = 56;
 /// Device id reserved for numbers that do not fit in `INO_BITS`.

@@ -11,16 +11,18 @@
 //!   and only that entry's requests wait for it;
 //! - overlay-private xattrs are never copied (a lower's opaque mark copied
 //!   up would hide the lower's own contents).
+use super::attr::Kind;
+use super::data::{Reflinks, copy_data, copy_reads};
+use super::engine::Union;
+use super::lookup::Found;
 use super::marker;
-use super::node::Node;
-use super::{Kind, Place, Union};
+use super::node::{DirLayers, LayerDir, Node, State};
+use super::place::Place;
+use crate::layer::{Dir, Lower, UPPER};
 use crate::sys::{self, Errno, Result};
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
-
-/// Bytes per `copy_file_range`/`pread` step.
-const COPY_CHUNK: usize = 8 << 20;
 
 fn timespec(sec: i64, nsec: i64) -> libc::timespec {
     libc::timespec {
@@ -29,112 +31,13 @@ fn timespec(sec: i64, nsec: i64) -> libc::timespec {
     }
 }
 
-/// Copies the bytes in `off..end` from `src` to `dst`, in-kernel when it
-/// can; returns where it stopped (`end`, or the source's end if shorter).
-fn copy_range(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, mut off: u64, end: u64) -> Result<u64> {
-    let mut in_kernel = true;
-    let mut buf = Vec::new();
-    while off < end {
-        let want = ((end - off) as usize).min(COPY_CHUNK);
-        if in_kernel {
-            match sys::copy_file_range(src, off, dst, off, want) {
-                Ok(0) => return Ok(off),
-                Ok(n) => {
-                    off += n as u64;
-                    continue;
-                }
-                Err(Errno::EXDEV | Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => {
-                    in_kernel = false;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        buf.resize(want, 0);
-        let n = sys::pread(src, &mut buf, off)?;
-        if n == 0 {
-            return Ok(off);
-        }
-        let mut w = 0;
-        while w < n {
-            w += sys::pwrite(dst, &buf[w..n], off + w as u64)?;
-        }
-        off += n as u64;
-    }
-    Ok(off)
-}
+/// Where a copy comes from: an entry and the layer that holds it.
+pub(crate) type Source<'a> = (&'a dyn Lower, &'a Place);
 
-/// The source filesystems (by `st_dev`) that refused to share extents
-/// with the upper (`FICLONE`): they are not asked again, which saves a
-/// failing call per copy-up on filesystems without reflinks (ext4).
-#[derive(Debug, Default)]
-pub(crate) struct Reflinks {
-    refused: parking_lot::RwLock<Vec<u64>>,
-}
-
-impl Reflinks {
-    /// Makes `dst` share all of `src`'s extents; false when it did not.
-    fn share(&self, src: BorrowedFd<'_>, dst: BorrowedFd<'_>, src_dev: u64) -> bool {
-        if self.refused.read().contains(&src_dev) {
-            return false;
-        }
-        match sys::ficlone(dst, src) {
-            Ok(()) => true,
-            // The filesystem (or the pair) cannot: remember. Anything
-            // else (EINVAL for one odd file, EIO) is asked again next time.
-            Err(Errno::EOPNOTSUPP | Errno::EXDEV | Errno::ENOTTY | Errno::ENOSYS) => {
-                let mut r = self.refused.write();
-                if !r.contains(&src_dev) {
-                    r.push(src_dev);
-                }
-                false
-            }
-            Err(_) => false,
-        }
-    }
-}
-
-/// Copies the data of the file `st` describes, sharing extents where the
-/// filesystems can, and keeping holes (`SEEK_DATA`/`SEEK_HOLE`) where it
-/// copies. A file with a block for every byte has no hole to look for.
-pub(crate) fn copy_data(
-    src: BorrowedFd<'_>,
-    dst: BorrowedFd<'_>,
-    st: &libc::stat,
-    reflinks: &Reflinks,
-) -> Result<()> {
-    let size = st.st_size as u64;
-    if size == 0 || reflinks.share(src, dst, st.st_dev) {
-        return Ok(());
-    }
-    if (st.st_blocks as u64).saturating_mul(512) >= size {
-        return match copy_range(src, dst, 0, size)? {
-            end if end < size => sys::ftruncate(dst, size),
-            _ => Ok(()),
-        };
-    }
-    let mut off = 0u64;
-    while off < size {
-        let data = match sys::lseek(src, off as i64, libc::SEEK_DATA) {
-            Ok(d) => d as u64,
-            Err(Errno::ENXIO) => break,
-            // No hole support: copy everything.
-            Err(_) => {
-                copy_range(src, dst, off, size)?;
-                break;
-            }
-        };
-        let hole = sys::lseek(src, data as i64, libc::SEEK_HOLE).map_or(size, |h| h as u64);
-        copy_range(src, dst, data, hole.min(size))?;
-        off = hole;
-    }
-    // A trailing hole: give the copy its full size.
-    sys::ftruncate(dst, size)
-}
-
-/// Copies the xattrs of `src` (`dir`/`name`) onto the staged entry,
-/// skipping overlay-private ones; a value the upper refuses is logged.
-fn copy_xattrs(src: &Place, dst_dir: BorrowedFd<'_>, dst: &CStr) {
-    let Ok(names) = sys::llistxattr_at(src.dir.as_fd(), &src.name) else {
+/// Copies the xattrs of `src` onto the staged entry, skipping
+/// overlay-private ones; a value the upper refuses is logged.
+fn copy_xattrs((layer, src): Source<'_>, dst_dir: BorrowedFd<'_>, dst: &CStr) {
+    let Ok(names) = layer.xattr_names(&src.dir, &src.name) else {
         return;
     };
     for n in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
@@ -142,7 +45,8 @@ fn copy_xattrs(src: &Place, dst_dir: BorrowedFd<'_>, dst: &CStr) {
             continue;
         }
         let Ok(cn) = sys::cstr(n) else { continue };
-        let res = sys::lgetxattr_at(src.dir.as_fd(), &src.name, &cn)
+        let res = layer
+            .xattr(&src.dir, &src.name, &cn)
             .and_then(|v| sys::lsetxattr_at(dst_dir, dst, &cn, &v, 0));
         if let Err(e) = res {
             tracing::debug!(
@@ -155,7 +59,7 @@ fn copy_xattrs(src: &Place, dst_dir: BorrowedFd<'_>, dst: &CStr) {
 }
 
 /// Owner, mode, xattrs and times of `st` onto `dir`/`name` (already created).
-pub(crate) fn copy_attrs(src: &Place, st: &libc::stat, dir: BorrowedFd<'_>, name: &CStr) {
+pub(crate) fn copy_attrs(src: Source<'_>, st: &libc::stat, dir: BorrowedFd<'_>, name: &CStr) {
     let kind = Kind::from_mode(st.st_mode);
     // chown first: it clears set-id bits, which chmod then restores.
     if let Err(e) = sys::fchownat(dir, name, st.st_uid, st.st_gid) {
@@ -179,7 +83,7 @@ pub(crate) fn copy_attrs(src: &Place, st: &libc::stat, dir: BorrowedFd<'_>, name
 /// Creates at `dir`/`name` a copy of the non-directory at `src` (with its
 /// data unless `truncate`), attributes included; fsyncs file data.
 pub(crate) fn copy_entry(
-    src: &Place,
+    src: Source<'_>,
     st: &libc::stat,
     dir: BorrowedFd<'_>,
     name: &CStr,
@@ -195,14 +99,18 @@ pub(crate) fn copy_entry(
                 0o600,
             )?;
             if !truncate && st.st_size > 0 {
-                let input = sys::openat(src.dir.as_fd(), &src.name, libc::O_RDONLY, 0)?;
-                copy_data(input.as_fd(), out.as_fd(), st, reflinks)?;
+                let (layer, at) = src;
+                let input = layer.open(&at.dir, &at.name, libc::O_RDONLY)?;
+                match input.fd() {
+                    Some(fd) => copy_data(fd, out.as_fd(), st, reflinks)?,
+                    None => copy_reads(&input, out.as_fd(), st.st_size as u64)?,
+                }
             }
             copy_attrs(src, st, dir, name);
             sys::fsync(out.as_fd(), false)
         }
         Kind::Symlink => {
-            let target = sys::readlinkat(src.dir.as_fd(), &src.name)?;
+            let target = src.0.readlink(&src.1.dir, &src.1.name)?;
             sys::symlinkat(&sys::cstr(&target)?, dir, name)?;
             copy_attrs(src, st, dir, name);
             Ok(())
@@ -227,9 +135,9 @@ impl Union {
         if let Some(fd) = self.dir_layers(dir)?.upper() {
             return Ok(fd.clone());
         }
-        self.copy_up(dir, false)?;
-        dir.clear_dir();
-        self.dir_layers(dir)?.upper().cloned().ok_or(Errno::EIO)
+        // The copy's place is the new upper directory itself.
+        let place = self.copy_up(dir, false)?;
+        place.dir.fd().cloned().ok_or(Errno::EIO)
     }
 
     /// Makes `node` live in the upper, and says where it lives there.
@@ -250,7 +158,8 @@ impl Union {
         let tmp = work.temp_name();
         // For a directory, `place` is its own fd with an empty name.
         // No origin mark: the kernel overlay would show it (see `attr`).
-        let staged = copy_entry(&place, &found.st, work.fd(), &tmp, truncate, &self.reflinks)
+        let src = (self.layer(place.layer)?, &place);
+        let staged = copy_entry(src, &found.st, work.fd(), &tmp, truncate, &self.reflinks)
             .and_then(|()| {
                 sys::renameat2(
                     work.fd(),
@@ -272,16 +181,75 @@ impl Union {
         // new one. (`pup` is an O_PATH fd, on which fsync fails anyway:
         // the call that stood here never did anything.)
         node.clear_dir();
-        let (again, place) = self.place(node)?;
-        node.set_state(again.state.clone());
+        let (st, place) = match staged {
+            Ok(()) => self.copied_place(node, &found, &pup)?,
+            // Not our copy: what is there now is resolved afresh.
+            Err(_) => self.place(node).map(|(again, place)| (again.st, place))?,
+        };
         if found.state.kind != Kind::Dir {
             // The copy goes on under the number the file had.
-            self.inos.stick(again.st.st_dev, again.st.st_ino, number);
+            self.inos.stick(st.st_dev, st.st_ino, number);
         }
         if found.state.kind != Kind::Dir && found.st.st_nlink > 1 {
             self.split_lower_links(node, &found.st, &pup, &found.name);
         }
         Ok(place)
+    }
+
+    /// Where `node` lives once its copy stands at `pup`/`found.name`: what
+    /// resolving it again would find, without resolving it again (the
+    /// copy up resolved it once). The copy is the winner now; a directory
+    /// carries no opaque mark (private xattrs are not copied), so it still
+    /// merges the lower directories `found` had.
+    fn copied_place(
+        &self,
+        node: &Arc<Node>,
+        found: &Found,
+        pup: &Arc<OwnedFd>,
+    ) -> Result<(libc::stat, Place)> {
+        let name = sys::cstr(&found.name)?;
+        let st = sys::fstatat(pup.as_fd(), &name)?;
+        let mut state = State {
+            kind: found.state.kind,
+            upper: true,
+            lower: None,
+            merged: false,
+        };
+        let place = match &found.dir {
+            None => Place {
+                layer: UPPER,
+                dir: Dir::host_shared(pup.clone()),
+                name,
+            },
+            Some(below) => {
+                let flags = libc::O_PATH | libc::O_DIRECTORY;
+                let dir = Dir::host(sys::openat(pup.as_fd(), &name, flags, 0)?);
+                let top = LayerDir {
+                    id: UPPER,
+                    dir: dir.clone(),
+                    xwhiteouts: false,
+                    names: Default::default(),
+                };
+                let layers: Vec<LayerDir> = std::iter::once(top)
+                    .chain(below.layers.iter().cloned())
+                    .collect();
+                state.merged = layers.len() > 1;
+                let generation = below.generation;
+                let d = DirLayers {
+                    generation,
+                    layers,
+                    opaque: false,
+                };
+                self.nodes.set_dir(node, d);
+                Place {
+                    layer: UPPER,
+                    dir,
+                    name: CString::default(),
+                }
+            }
+        };
+        node.set_state(state);
+        Ok((st, place))
     }
 
     /// After copying up one name of a lower file with several links: the
@@ -314,74 +282,5 @@ impl Union {
                 );
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::FileExt;
-
-    fn copied(root: &std::path::Path, name: &str, st: &libc::stat, r: &Reflinks) -> Vec<u8> {
-        let src = std::fs::File::open(root.join(name)).unwrap();
-        let out = root.join(format!("{name}.copy"));
-        let dst = std::fs::File::create(&out).unwrap();
-        copy_data(src.as_fd(), dst.as_fd(), st, r).unwrap();
-        std::fs::read(out).unwrap()
-    }
-
-    /// A dense file is copied whole, a sparse one keeps its bytes, a source
-    /// shorter than its stat still gives a copy of the stated size, and a
-    /// filesystem that refuses `FICLONE` is remembered (and only it).
-    #[test]
-    fn data_is_copied_exactly_and_a_refusal_to_share_is_remembered() {
-        let root = std::env::temp_dir().join(format!("fimfs-copydata-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir(&root).unwrap();
-        let dense: Vec<u8> = (0..10_007u32).map(|i| (i % 251) as u8).collect();
-        std::fs::write(root.join("dense"), &dense).unwrap();
-        let sparse = std::fs::File::create(root.join("sparse")).unwrap();
-        sparse.write_all_at(b"middle", 512 << 10).unwrap();
-        sparse.set_len(1 << 20).unwrap();
-        let st = |n: &str| {
-            let f = std::fs::File::open(root.join(n)).unwrap();
-            sys::fstat(f.as_fd()).unwrap()
-        };
-        let r = Reflinks::default();
-
-        assert_eq!(copied(&root, "dense", &st("dense"), &r), dense);
-        let mut want = vec![0u8; 1 << 20];
-        want[512 << 10..(512 << 10) + 6].copy_from_slice(b"middle");
-        assert!(
-            copied(&root, "sparse", &st("sparse"), &r) == want,
-            "sparse copy"
-        );
-        let mut longer = st("dense");
-        longer.st_size += 100;
-        let mut want = dense.clone();
-        want.resize(dense.len() + 100, 0);
-        // Not shared (a clone would take the real size): copied.
-        let copy = Reflinks {
-            refused: parking_lot::RwLock::new(vec![longer.st_dev]),
-        };
-        assert_eq!(
-            copied(&root, "dense", &longer, &copy),
-            want,
-            "stated size kept"
-        );
-
-        let (a, b) = (
-            std::fs::File::open(root.join("dense")).unwrap(),
-            std::fs::File::create(root.join("probe")).unwrap(),
-        );
-        let refused = match sys::ficlone(b.as_fd(), a.as_fd()) {
-            Ok(()) => vec![],
-            Err(Errno::EOPNOTSUPP | Errno::EXDEV | Errno::ENOTTY | Errno::ENOSYS) => {
-                vec![st("dense").st_dev]
-            }
-            Err(e) => panic!("FICLONE probe: {e}"),
-        };
-        assert_eq!(*r.refused.read(), refused, "devices remembered as refusing");
-        std::fs::remove_dir_all(&root).unwrap();
     }
 }

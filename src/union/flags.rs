@@ -2,20 +2,25 @@
 //! word and the `struct fsxattr` form): read from the entry in its layer;
 //! set on the upper copy, copied up first, as the kernel overlay does. The
 //! kernel has checked ownership and CAP_LINUX_IMMUTABLE before it asks.
-use super::{Kind, Place, Union};
+use super::attr::Kind;
+use super::engine::Union;
+use super::place::Place;
+use crate::layer::Lower;
 use crate::sys::{self, Errno, Result};
 use std::os::fd::{AsFd, OwnedFd};
 
 /// Opens the entry at `place` for the flag calls. Only regular files and
 /// directories take them (the kernel sends nothing else); for a directory
-/// `place` is its own fd, named by ".".
-fn open_for_flags(place: &Place, kind: Kind) -> Result<OwnedFd> {
+/// `place` is its own fd, named by ".". A layer without fds has no flags
+/// to report (ENOTTY, as a filesystem without them answers).
+fn open_for_flags(layer: &dyn Lower, place: &Place, kind: Kind) -> Result<OwnedFd> {
     let (name, flags) = match kind {
         Kind::Dir => (c".", libc::O_RDONLY | libc::O_DIRECTORY),
         Kind::File => (place.name.as_c_str(), libc::O_RDONLY | libc::O_NOCTTY),
         _ => return Err(Errno::ENOTTY),
     };
-    sys::openat(place.dir.as_fd(), name, flags | libc::O_NONBLOCK, 0)
+    let file = layer.open(&place.dir, name, flags | libc::O_NONBLOCK)?;
+    file.into_fd().map_err(|_| Errno::ENOTTY)
 }
 
 /// The flags in either of the kernel's two forms.
@@ -39,7 +44,7 @@ impl Union {
             true => self.writable_place(&node, false)?,
             false => self.quick_place(&node)?,
         };
-        open_for_flags(&place, node.state().kind)
+        open_for_flags(self.layer(place.layer)?, &place, node.state().kind)
     }
 
     /// The inode flags of `ino` in the form of `like` (its value unused),

@@ -16,10 +16,10 @@
 //! lowers never change); an upper index is rebuilt after any change the
 //! daemon made (the engine's namespace generation) or when the directory's
 //! change time moves (a change behind the mount).
-use crate::sys::{self, Result};
+use crate::layer::{Dir, Lower};
+use crate::sys::Result;
 use dashmap::DashMap;
 use std::collections::HashMap;
-use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
 /// Characters whose simple case folding differs from their lower case.
@@ -93,11 +93,16 @@ impl FoldCache {
         self.dirs.clear();
     }
 
-    /// The index of the directory open as `dir` (an `O_PATH` fd), fresh.
-    /// `generation` is the engine's namespace generation for an upper
-    /// directory, None for a lower one.
-    pub fn index(&self, dir: BorrowedFd<'_>, generation: Option<u64>) -> Result<Arc<FoldIndex>> {
-        let st = sys::fstat(dir)?;
+    /// The index of the directory `dir` of `layer`, fresh. `generation`
+    /// is the engine's namespace generation for an upper directory, None
+    /// for a lower one.
+    pub fn index(
+        &self,
+        layer: &dyn Lower,
+        dir: &Dir,
+        generation: Option<u64>,
+    ) -> Result<Arc<FoldIndex>> {
+        let st = layer.stat(dir, c"")?;
         let key = (st.st_dev, st.st_ino);
         let stamp = match generation {
             Some(g) => (st.st_ctime, st.st_ctime_nsec, g),
@@ -109,7 +114,7 @@ impl FoldCache {
             return Ok(ix.clone());
         }
         let mut names: HashMap<Vec<u8>, Vec<Vec<u8>>> = HashMap::new();
-        for e in sys::list_dir(dir)? {
+        for e in layer.list(dir)? {
             if e.name == b"." || e.name == b".." {
                 continue;
             }

@@ -11,9 +11,9 @@
 //! Only hashes are kept, 8 bytes a name: a hash that is missing proves the
 //! name (and its `.wh.` file) missing; a hash that is present, rightly or by
 //! collision, sends the lookup to the layer as before.
-use crate::sys::{self, DirEnt};
+use crate::layer::{Dir, Lower};
+use crate::sys::DirEnt;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::os::fd::BorrowedFd;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -92,11 +92,11 @@ impl LayerNames {
     /// Notes that a probe of `dir` found neither a name nor its whiteout;
     /// after a few, reads the directory. A failed read is retried at the
     /// next miss.
-    pub fn missed(&self, dir: BorrowedFd<'_>) {
+    pub fn missed(&self, lower: &dyn Lower, dir: &Dir) {
         if self.known() || self.misses.fetch_add(1, Ordering::Relaxed) + 1 < self.list_after {
             return;
         }
-        if let Ok(entries) = sys::list_dir(dir) {
+        if let Ok(entries) = lower.list(dir) {
             self.fill(entries.iter().map(|e: &DirEnt| e.name.as_slice()));
         }
     }
@@ -119,7 +119,7 @@ impl LayerNames {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsFd;
+    use crate::layer::Layer;
 
     fn filled(names: &[&[u8]]) -> LayerNames {
         let n = LayerNames::default();
@@ -164,19 +164,20 @@ mod tests {
         let d = std::env::temp_dir().join(format!("fimfs-names-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("here"), b"").unwrap();
-        let fd = std::fs::File::open(&d).unwrap();
-        let small = LayerNames::for_dir(&sys::fstat(fd.as_fd()).unwrap());
-        small.missed(fd.as_fd());
+        let layer = Layer::open(&d).unwrap();
+        let dir = Lower::root(&layer).unwrap();
+        let small = LayerNames::for_dir(&layer.stat(&dir, c"").unwrap());
+        small.missed(&layer, &dir);
         assert!(
             small.known(),
             "a one-block directory is listed at its first miss"
         );
         let n = LayerNames::default();
         for _ in 1..LIST_AFTER_MISSES {
-            n.missed(fd.as_fd());
+            n.missed(&layer, &dir);
             assert!(!n.known());
         }
-        n.missed(fd.as_fd());
+        n.missed(&layer, &dir);
         std::fs::remove_dir_all(&d).unwrap();
         assert!(n.known());
         assert!(n.lacks(b"gone"));

@@ -3,7 +3,7 @@
 //! A node is one entry of the merged tree as the kernel knows it: its
 //! number, where it sits (parent node and name: the same relative path in
 //! every layer, since fimfs writes no redirects), which layers hold it, and
-//! for directories the open `O_PATH` fds of each layer's directory.
+//! for directories each layer's directory handle (`layer::Dir`).
 //!
 //! Invariants:
 //! - the table holds a node while the kernel holds lookups on it; the count
@@ -17,7 +17,7 @@
 //!   resolved again through their parents when next needed;
 //! - the root is never forgotten.
 use super::attr::Kind;
-use crate::layer::LayerId;
+use crate::layer::{Dir, LayerId};
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 use std::os::fd::OwnedFd;
@@ -60,8 +60,9 @@ pub struct State {
 #[derive(Debug, Clone)]
 pub struct LayerDir {
     pub id: LayerId,
-    /// `O_PATH` handle of the directory in that layer.
-    pub fd: Arc<OwnedFd>,
+    /// The directory in that layer, as the layer handed it out (an
+    /// `O_PATH` fd for a host directory; see `layer::Lower`).
+    pub dir: Dir,
     pub xwhiteouts: bool,
     /// For a lower: its names once listed (lowers never change).
     pub names: Arc<super::names::LayerNames>,
@@ -81,7 +82,13 @@ impl DirLayers {
         self.layers
             .first()
             .filter(|l| l.id == crate::layer::UPPER)
-            .map(|l| &l.fd)
+            .and_then(|l| l.dir.fd())
+    }
+
+    /// The fds these layers hold open (a layer without fds holds none):
+    /// what they count in the budget.
+    pub fn fds(&self) -> usize {
+        self.layers.iter().filter(|l| l.dir.fd().is_some()).count()
     }
 
     pub fn lowers(&self) -> impl Iterator<Item = &LayerDir> {
@@ -137,7 +144,7 @@ impl Drop for CachedDir {
     fn drop(&mut self) {
         self.fds
             .held
-            .fetch_sub(self.layers.layers.len(), Ordering::Relaxed);
+            .fetch_sub(self.layers.fds(), Ordering::Relaxed);
     }
 }
 
@@ -360,7 +367,7 @@ impl NodeTable {
     /// Caches `d` as the layers of directory `node`. Past the budget, the
     /// least recently used caches of other nodes are dropped first.
     pub fn set_dir(&self, node: &Node, d: DirLayers) {
-        let n = d.layers.len();
+        let n = d.fds();
         let held = self.fds.held.fetch_add(n, Ordering::Relaxed) + n;
         let tick = self.fds.clock.fetch_add(1, Ordering::Relaxed) + 1;
         node.dir_used.store(tick, Ordering::Relaxed);
@@ -567,7 +574,7 @@ impl NodeTable {
     /// The kernel dropped `n` lookups of `ino`; true when that was the
     /// last and the node left the table.
     pub fn forget(&self, ino: u64, n: u64) -> bool {
-        if ino == super::attr::ROOT_INO || ino == super::CIOPFS_INO {
+        if ino == super::attr::ROOT_INO || ino == super::attr::CIOPFS_INO {
             return false;
         }
         if let dashmap::Entry::Occupied(e) = self.map.entry(ino) {

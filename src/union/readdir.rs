@@ -6,14 +6,16 @@
 //! they stay valid however the directory changes while it is read. Each
 //! entry's number follows the same origin rule as lookup, so `d_ino`
 //! equals the `st_ino` a later stat reports.
-use super::Union;
-use super::attr::{InoMap, Kind};
+use super::attr::{Attr, InoMap, Kind};
+use super::engine::Union;
+use super::lookup::ListedDir;
 use super::marker::{self, OPAQUE_FILE, WH_PREFIX};
-use super::node::{LayerDir, Node};
-use crate::layer::{LayerId, UPPER};
-use crate::sys::{self, Result};
+use super::node::{LayerDir, ListStamp, Node};
+use crate::layer::{Dir, LayerId, Lower, UPPER};
+use crate::sys::{self, Errno, Result};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::ffi::CStr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
@@ -44,8 +46,9 @@ struct Slot {
     closed: bool,
 }
 
-/// What one raw `getdents` entry of layer `l` means to the union.
-fn classify(dir: BorrowedFd<'_>, l: &LayerDir, e: sys::DirEnt) -> Raw {
+/// What one raw entry of layer directory `l` (of `layer`) means to the union.
+fn classify(layer: &dyn Lower, l: &LayerDir, e: sys::DirEnt) -> Raw {
+    let stat = |name: &CStr| layer.stat(&l.dir, name);
     if e.name == OPAQUE_FILE {
         return Raw::Hide;
     }
@@ -54,7 +57,7 @@ fn classify(dir: BorrowedFd<'_>, l: &LayerDir, e: sys::DirEnt) -> Raw {
     }
     let kind = match Kind::from_dtype(e.dtype) {
         Some(k) => k,
-        None => match sys::cstr(&e.name).and_then(|c| sys::fstatat(dir, &c)) {
+        None => match sys::cstr(&e.name).and_then(|c| stat(&c)) {
             Ok(st) if marker::is_whiteout_stat(&st) => return Raw::Whiteout(e.name),
             Ok(st) => Kind::from_mode(st.st_mode),
             Err(_) => return Raw::Hide,
@@ -62,10 +65,10 @@ fn classify(dir: BorrowedFd<'_>, l: &LayerDir, e: sys::DirEnt) -> Raw {
     };
     let is_whiteout = match kind {
         Kind::Char => sys::cstr(&e.name)
-            .and_then(|c| sys::fstatat(dir, &c))
+            .and_then(|c| stat(&c))
             .is_ok_and(|st| marker::is_whiteout_stat(&st)),
         Kind::File if l.xwhiteouts => {
-            sys::cstr(&e.name).is_ok_and(|c| marker::is_xattr_whiteout_name(dir, &c))
+            sys::cstr(&e.name).is_ok_and(|c| layer.is_xattr_whiteout(&l.dir, &c))
         }
         _ => false,
     };
@@ -92,27 +95,13 @@ impl Merge<'_> {
         }
     }
 
-    fn add(&mut self, id: LayerId, dev: u64, dir: BorrowedFd<'_>, raw: Raw) {
+    fn add(&mut self, id: LayerId, (layer, dir): (&dyn Lower, &Dir), raw: Raw) {
         let (name, kind, ino) = match raw {
             Raw::Hide => return,
-            Raw::Whiteout(name) => {
-                let key = self.key(&name);
-                let slot = self.slots.entry(key).or_insert(Slot {
-                    out: None,
-                    kind: Kind::Char,
-                    layer: id,
-                    seeking_origin: false,
-                    closed: true,
-                });
-                // A whiteout below an upper winner ends its origin search.
-                if slot.layer != id {
-                    slot.closed = true;
-                }
-                return;
-            }
+            Raw::Whiteout(name) => return self.add_whiteout(id, &name),
             Raw::Entry(n, k, i) => (n, k, i),
         };
-        let ino = self.union.inos.encode(dev, ino);
+        let ino = self.union.inos.encode(layer.dev(), ino);
         let key = self.key(&name);
         match self.slots.entry(key) {
             Entry::Vacant(v) => {
@@ -148,20 +137,49 @@ impl Merge<'_> {
                 let (Some(i), true) = (slot.out, slot.kind == kind) else {
                     return;
                 };
-                // An opaque upper directory has no origin below it; an upper
-                // file with several links reports its own number.
-                let upper_name = &self.out[i].name;
-                if kind == Kind::Dir && upper_child_opaque(self.upper, upper_name) {
-                    return;
-                }
-                if kind != Kind::Dir
-                    && !upper_copy_of(&self.union.inos, self.upper, upper_name, dir, &name)
-                {
-                    return;
-                }
-                self.out[i].ino = ino;
+                self.take_origin(i, kind, ino, (layer, dir), &name);
             }
         }
+    }
+
+    /// A whiteout of layer `id`: hides the name in the layers below.
+    fn add_whiteout(&mut self, id: LayerId, name: &[u8]) {
+        let key = self.key(name);
+        let slot = self.slots.entry(key).or_insert(Slot {
+            out: None,
+            kind: Kind::Char,
+            layer: id,
+            seeking_origin: false,
+            closed: true,
+        });
+        // A whiteout below an upper winner ends its origin search.
+        if slot.layer != id {
+            slot.closed = true;
+        }
+    }
+
+    /// The upper entry listed at `i` takes the number `ino` of the lower
+    /// entry `name` of the same kind below it, unless it is an opaque
+    /// directory (no origin below it) or a file that is not a copy of it
+    /// (an upper file with several links reports its own number).
+    fn take_origin(
+        &mut self,
+        i: usize,
+        kind: Kind,
+        ino: u64,
+        below: (&dyn Lower, &Dir),
+        name: &[u8],
+    ) {
+        let upper_name = &self.out[i].name;
+        if kind == Kind::Dir && upper_child_opaque(self.upper, upper_name) {
+            return;
+        }
+        if kind != Kind::Dir
+            && !upper_copy_of(&self.union.inos, self.upper, upper_name, below, name)
+        {
+            return;
+        }
+        self.out[i].ino = ino;
     }
 }
 
@@ -182,14 +200,14 @@ fn upper_copy_of(
     inos: &InoMap,
     upper: Option<BorrowedFd<'_>>,
     name: &[u8],
-    lower: BorrowedFd<'_>,
+    (layer, lower): (&dyn Lower, &Dir),
     lower_name: &[u8],
 ) -> bool {
     let Some(dir) = upper else { return false };
     let (Ok(c), Ok(lc)) = (sys::cstr(name), sys::cstr(lower_name)) else {
         return false;
     };
-    let (Ok(up), Ok(low)) = (sys::fstatat(dir, &c), sys::fstatat(lower, &lc)) else {
+    let (Ok(up), Ok(low)) = (sys::fstatat(dir, &c), layer.stat(lower, &lc)) else {
         return false;
     };
     up.st_nlink <= 1 && low.st_nlink <= 1 && inos.sticky_of(up.st_dev, up.st_ino).is_none()
@@ -202,7 +220,7 @@ impl Union {
     }
 
     /// [`Union::list_dir`] of a directory whose layers are in hand.
-    pub fn list_listed(&self, dir: &super::ListedDir) -> Result<Vec<DirEntry>> {
+    pub fn list_listed(&self, dir: &ListedDir) -> Result<Vec<DirEntry>> {
         self.list_layers(&dir.layers)
     }
 
@@ -214,22 +232,64 @@ impl Union {
             slots: HashMap::new(),
         };
         for l in &dl.layers {
-            let dev = self.stack.get(l.id).map(|x| x.dev()).unwrap_or(0);
-            let fd = l.fd.as_fd();
-            let entries = sys::list_dir(fd)?;
+            let layer = self.stack.get(l.id).ok_or(Errno::ENOENT)?;
+            let entries = layer.list(&l.dir)?;
             // What a lower of a merged directory lacks is known from now on
             // (`names`): the lookups of a readdirplus skip it.
             if l.id != UPPER && dl.layers.len() > 1 {
                 l.names.fill(entries.iter().map(|e| e.name.as_slice()));
             }
             for e in entries {
-                if self.opts.casefold && e.name == super::CIOPFS_NAME {
+                if self.opts.casefold && e.name == super::attr::CIOPFS_NAME {
                     continue;
                 }
-                let raw = classify(fd, l, e);
-                m.add(l.id, dev, fd, raw);
+                let raw = classify(layer, l, e);
+                m.add(l.id, (layer, &l.dir), raw);
             }
         }
         Ok(m.out)
+    }
+}
+
+impl Union {
+    /// What directory `ino` looks like now (top layer's mtime, ctime and
+    /// size), to tell whether a listing the kernel cached is still right.
+    fn list_stamp(&self, ino: u64) -> Option<ListStamp> {
+        let a = self.getattr(ino).ok()?;
+        Some((a.mtime, a.ctime, a.size))
+    }
+
+    /// Opens directory `ino` for a listing: its attributes, and whether
+    /// the kernel may keep the listing it cached (the directory's stamp is
+    /// the one its last snapshot started from). Every change made through
+    /// the mount drops the kernel's copy anyway; this catches those made
+    /// behind it (in the upper, by another daemon).
+    pub fn opendir_cached(&self, ino: u64) -> Result<(Attr, bool)> {
+        let (node, a) = self.opendir(ino)?;
+        let keep = node.listed() == Some((a.mtime, a.ctime, a.size));
+        Ok((a, keep))
+    }
+
+    /// The listing one directory handle serves: `.` and `..` first, then
+    /// the merged entries. `dir`: the directory's layers when the caller
+    /// has them already (readdirplus).
+    pub fn snapshot(&self, ino: u64, dir: Option<&ListedDir>) -> Result<Vec<DirEntry>> {
+        let node = self.node(ino)?;
+        // Taken before the layers are read: a change made meanwhile
+        // makes the next opendir drop the kernel's copy.
+        node.set_listed(self.list_stamp(ino));
+        let parent = node.loc().and_then(|l| l.parent).map_or(ino, |p| p.ino);
+        let dot = |name: &[u8], ino| DirEntry {
+            name: name.to_vec(),
+            ino,
+            kind: Kind::Dir,
+        };
+        let mut all = vec![dot(b".", ino), dot(b"..", parent)];
+        let listed = match dir {
+            Some(d) => self.list_listed(d),
+            None => self.list_dir(&node),
+        };
+        all.extend(listed?);
+        Ok(all)
     }
 }

@@ -6,11 +6,15 @@
 //! directory, renamed into place, and the source is whited out. At every
 //! step each file is visible under the old name or the new one (a crash
 //! between the two renames shows both, loses neither).
+use super::attr::Kind;
 use super::copy_up::{copy_attrs, copy_entry};
+use super::engine::Union;
+use super::lookup::Found;
 use super::marker;
+use super::node::DirLayers;
 use super::node::Node;
+use super::place::Place;
 use super::write::NamesChange;
-use super::{Kind, Union};
 use crate::layer::remove_tree;
 use crate::sys::{self, Errno, Result};
 use std::collections::HashMap;
@@ -20,6 +24,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use sys::{RENAME_EXCHANGE, RENAME_NOREPLACE};
+
+/// Files with several links already copied into a materialized tree:
+/// source (device, inode) to the directory and name of the first copy.
+type Links = HashMap<(u64, u64), (Arc<OwnedFd>, CString)>;
 
 impl Union {
     /// Copies the merged directory `node` into `dir`/`name` (a new, opaque
@@ -31,12 +39,20 @@ impl Union {
         node: &Arc<Node>,
         dir: BorrowedFd<'_>,
         name: &CStr,
-        links: &mut HashMap<(u64, u64), (Arc<OwnedFd>, CString)>,
+        links: &mut Links,
         replaced: &mut Vec<(u64, u64)>,
     ) -> Result<()> {
         let (found, place) = self.place(node)?;
         let number = self.number_of(node, &found);
-        copy_entry(&place, &found.st, dir, name, false, &self.reflinks)?;
+        let src_layer = self.layer(place.layer)?;
+        copy_entry(
+            (src_layer, &place),
+            &found.st,
+            dir,
+            name,
+            false,
+            &self.reflinks,
+        )?;
         self.stick_at(dir, name, number);
         if found.state.upper {
             // The copy replaces this upper directory, deleted afterwards.
@@ -60,41 +76,58 @@ impl Union {
             }
             // Every copy keeps the number its entry had.
             let number = live.map_or_else(|| self.ino_of(&f), |n| n.ino);
-            let layer = dl
-                .layers
-                .iter()
-                .find(|l| l.id == f.winner)
-                .ok_or(Errno::EIO)?;
-            if f.winner == crate::layer::UPPER {
-                // Already in the upper: one more link to the same inode keeps
-                // its identity, its other links and its data (no copy).
-                sys::linkat(layer.fd.as_fd(), &cname, out.as_fd(), &cname)?;
-                self.inos.stick(f.st.st_dev, f.st.st_ino, number);
-                continue;
-            }
-            let key = (f.st.st_dev, f.st.st_ino);
-            if f.st.st_nlink > 1
-                && let Some((d, n)) = links.get(&key)
-            {
-                sys::linkat(d.as_fd(), n, out.as_fd(), &cname)?;
-                continue;
-            }
-            let src = super::Place {
-                dir: layer.fd.clone(),
-                name: cname.clone(),
-            };
-            copy_entry(&src, &f.st, out.as_fd(), &cname, false, &self.reflinks)?;
-            self.stick_at(out.as_fd(), &cname, number);
-            if f.st.st_nlink > 1 {
-                // Names of it outside this tree stay lower files: they
-                // take a new number (see `copy_up`).
-                self.inos.retire(f.st.st_dev, f.st.st_ino);
-                links.insert(key, (out.clone(), cname));
-            }
+            self.materialize_file(&dl, &f, number, (&out, cname), links)?;
         }
         marker::make_opaque(out.as_fd(), c"", self.opts.privileged)?;
         // Children changed the times; set them again last.
-        copy_attrs(&place, &found.st, dir, name);
+        copy_attrs((src_layer, &place), &found.st, dir, name);
+        Ok(())
+    }
+
+    /// Puts into `out`/`cname` the non-directory `f` of the directory whose
+    /// layers are `dl`, under `number`: a link where it is in the upper or
+    /// already copied (another link of it in this tree), else a copy.
+    fn materialize_file(
+        &self,
+        dl: &DirLayers,
+        f: &Found,
+        number: u64,
+        (out, cname): (&Arc<OwnedFd>, CString),
+        links: &mut Links,
+    ) -> Result<()> {
+        let layer = dl
+            .layers
+            .iter()
+            .find(|l| l.id == f.winner)
+            .ok_or(Errno::EIO)?;
+        if f.winner == crate::layer::UPPER {
+            // Already in the upper: one more link to the same inode keeps
+            // its identity, its other links and its data (no copy).
+            let up = layer.dir.fd().ok_or(Errno::EIO)?;
+            sys::linkat(up.as_fd(), &cname, out.as_fd(), &cname)?;
+            self.inos.stick(f.st.st_dev, f.st.st_ino, number);
+            return Ok(());
+        }
+        let key = (f.st.st_dev, f.st.st_ino);
+        if f.st.st_nlink > 1
+            && let Some((d, n)) = links.get(&key)
+        {
+            return sys::linkat(d.as_fd(), n, out.as_fd(), &cname);
+        }
+        let src = Place {
+            layer: f.winner,
+            dir: layer.dir.clone(),
+            name: cname.clone(),
+        };
+        let from = (self.layer(f.winner)?, &src);
+        copy_entry(from, &f.st, out.as_fd(), &cname, false, &self.reflinks)?;
+        self.stick_at(out.as_fd(), &cname, number);
+        if f.st.st_nlink > 1 {
+            // Names of it outside this tree stay lower files: they
+            // take a new number (see `copy_up`).
+            self.inos.retire(f.st.st_dev, f.st.st_ino);
+            links.insert(key, (out.clone(), cname));
+        }
         Ok(())
     }
 
@@ -154,62 +187,24 @@ impl Union {
         newname: &[u8],
         flags: u32,
     ) -> Result<()> {
-        if self.is_read_only() {
-            return Err(Errno::EROFS);
-        }
+        check_rename_args(self.is_read_only(), newname, flags)?;
         // The names the kernel knows the entries by.
         let (kname, knewname) = (name, newname);
-        if marker::is_marker_name(newname) {
-            return Err(Errno::EPERM);
-        }
-        if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0 {
-            return Err(Errno::EINVAL);
-        }
         let exchange = flags & RENAME_EXCHANGE != 0;
         let p = self.node(parent)?;
         let np = self.node(newparent)?;
         let pl = self.dir_layers_fresh(&p)?;
         let npl = self.dir_layers_fresh(&np)?;
         let src = self.resolve_in(&pl, name)?;
-        let dst = match self.resolve_in(&npl, newname) {
-            Ok(f) => Some(f),
-            Err(Errno::ENOENT) => None,
-            Err(e) => return Err(e),
-        };
         // Casefold: `mv a A` finds `a` at the new name; it only respells.
-        let dst = dst.filter(|d| !(parent == newparent && d.name == src.name && name != newname));
-        match (&dst, exchange) {
-            (Some(_), _) if flags & RENAME_NOREPLACE != 0 => return Err(Errno::EEXIST),
-            (None, true) => return Err(Errno::ENOENT),
-            _ => {}
-        }
+        let respell = parent == newparent && name != newname;
+        let dst = self.rename_target(&npl, newname, flags, respell.then_some(&src.name))?;
         if parent == newparent && name == newname {
             return Ok(());
         }
-        // What the VFS checks before a rename reaches a filesystem: a
-        // directory cannot move into itself, nor anything onto its ancestor.
-        let (sp, dp) = (child_path(&p, name), child_path(&np, newname));
-        if src.state.kind == Kind::Dir && dp.starts_with(&sp) && dp.get(sp.len()) == Some(&b'/') {
-            return Err(Errno::EINVAL);
-        }
-        if sp.starts_with(&dp) && sp.get(dp.len()) == Some(&b'/') {
-            return Err(if exchange {
-                Errno::EINVAL
-            } else {
-                Errno::ENOTEMPTY
-            });
-        }
-        let src_node = self.child_node(&p, name, &src);
-        let dst_node = dst.as_ref().map(|d| self.child_node(&np, newname, d));
-        if !exchange && let (Some(d), Some(dn)) = (&dst, &dst_node) {
-            self.check_overwrite(src.state.kind, d.state.kind, dn)?;
-        }
-        self.promote(&src_node, &src)?;
-        if let (Some(dn), Some(d)) = (&dst_node, &dst)
-            && exchange
-        {
-            self.promote(dn, d)?;
-        }
+        check_not_into_itself((&p, name), (&np, newname), src.state.kind, exchange)?;
+        let (src_node, dst_node) =
+            self.rename_nodes((&p, name, &src), (&np, newname, dst.as_ref()), exchange)?;
         let _changes = NamesChange(self);
         let spup = self.ensure_upper_dir(&p)?;
         let dpup = self.ensure_upper_dir(&np)?;
@@ -235,26 +230,84 @@ impl Union {
         if src.state.kind == Kind::Dir || exchange {
             self.generation.fetch_add(1, Ordering::AcqRel);
         }
-        // The moved entries keep their numbers; a replaced one is gone.
-        self.stick_at(dpup.as_fd(), &cd, self.number_of(&src_node, &src));
-        match (&dst, &dst_node) {
-            (Some(d), Some(dn)) if exchange => {
-                self.stick_at(spup.as_fd(), &cs, self.number_of(dn, d));
-            }
-            (Some(d), _) if d.state.upper && (d.state.kind == Kind::Dir || d.st.st_nlink <= 1) => {
+        let other = dst.as_ref().zip(dst_node.as_ref());
+        let (to, from) = ((dpup.as_fd(), cd.as_c_str()), (spup.as_fd(), cs.as_c_str()));
+        self.renumber((&src, &src_node), other, exchange, to, from);
+        self.nodes.renamed((&p, kname), (&np, knewname), exchange);
+        Ok(())
+    }
+
+    /// The nodes of a rename's source and target, checked (a replaced
+    /// directory must be empty) and promoted to plain upper entries where
+    /// they move (`promote`).
+    fn rename_nodes(
+        &self,
+        (p, name, src): (&Arc<Node>, &[u8], &Found),
+        (np, newname, dst): (&Arc<Node>, &[u8], Option<&Found>),
+        exchange: bool,
+    ) -> Result<(Arc<Node>, Option<Arc<Node>>)> {
+        let src_node = self.child_node(p, name, src);
+        let dst_node = dst.map(|d| self.child_node(np, newname, d));
+        if !exchange && let (Some(d), Some(dn)) = (dst, &dst_node) {
+            self.check_overwrite(src.state.kind, d.state.kind, dn)?;
+        }
+        self.promote(&src_node, src)?;
+        if let (Some(dn), Some(d)) = (&dst_node, dst)
+            && exchange
+        {
+            self.promote(dn, d)?;
+        }
+        Ok((src_node, dst_node))
+    }
+
+    /// What the new name holds, checked against the flags. `respell`:
+    /// the source's own spelling, when a rename in one directory may only
+    /// respell it (casefold), in which case the entry found is the source.
+    fn rename_target(
+        &self,
+        npl: &DirLayers,
+        newname: &[u8],
+        flags: u32,
+        respell: Option<&Vec<u8>>,
+    ) -> Result<Option<Found>> {
+        let dst = match self.resolve_in(npl, newname) {
+            Ok(f) => Some(f),
+            Err(Errno::ENOENT) => None,
+            Err(e) => return Err(e),
+        };
+        let dst = dst.filter(|d| respell != Some(&d.name));
+        match (&dst, flags & RENAME_EXCHANGE != 0) {
+            (Some(_), _) if flags & RENAME_NOREPLACE != 0 => Err(Errno::EEXIST),
+            (None, true) => Err(Errno::ENOENT),
+            _ => Ok(dst),
+        }
+    }
+
+    /// The numbers after a rename: the moved entries keep theirs (`moved`
+    /// now at `to`; with `exchange`, `other` at `from`); a replaced one is
+    /// gone; neither stands for the lower entries at their old names.
+    fn renumber(
+        &self,
+        (src, src_node): (&Found, &Arc<Node>),
+        other: Option<(&Found, &Arc<Node>)>,
+        exchange: bool,
+        (to_dir, to): (BorrowedFd<'_>, &CStr),
+        (from_dir, from): (BorrowedFd<'_>, &CStr),
+    ) {
+        self.stick_at(to_dir, to, self.number_of(src_node, src));
+        match other {
+            Some((d, dn)) if exchange => self.stick_at(from_dir, from, self.number_of(dn, d)),
+            Some((d, _)) if d.state.upper && (d.state.kind == Kind::Dir || d.st.st_nlink <= 1) => {
                 self.inos.gone(d.st.st_dev, d.st.st_ino)
             }
             _ => {}
         }
         if !exchange {
-            // Neither entry stands for the lower entries at their old names.
-            self.retire_origin(&src);
-            if let Some(d) = &dst {
+            self.retire_origin(src);
+            if let Some((d, _)) = other {
                 self.retire_origin(d);
             }
         }
-        self.nodes.renamed((&p, kname), (&np, knewname), exchange);
-        Ok(())
     }
 
     fn check_overwrite(&self, src: Kind, dst: Kind, dst_node: &Arc<Node>) -> Result<()> {
@@ -269,7 +322,7 @@ impl Union {
     /// Gets an entry wholly into the upper: copy-up, or for a directory
     /// with lower parts, a full tree copy. `found` is its resolution, just
     /// made: an upper file needs nothing.
-    fn promote(&self, node: &Arc<Node>, found: &super::resolve::Found) -> Result<()> {
+    fn promote(&self, node: &Arc<Node>, found: &Found) -> Result<()> {
         let st = &found.state;
         match (st.kind, st.upper) {
             (Kind::Dir, _) if st.merged || !st.upper => self.flatten_dir(node),
@@ -284,14 +337,14 @@ impl Union {
         &self,
         node: &Arc<Node>,
         kind: Kind,
-        target: &super::node::DirLayers,
+        target: &DirLayers,
         name: &[u8],
     ) -> Result<()> {
         if kind != Kind::Dir || !self.lower_has_any(target, name)? {
             return Ok(());
         }
         let (_, place) = self.place(node)?;
-        marker::make_opaque(place.dir.as_fd(), c"", self.opts.privileged)
+        marker::make_opaque(place.upper_fd()?, c"", self.opts.privileged)
     }
 
     /// Moves the upper entry `sdir/sname` to `ddir/dname`, replacing what
@@ -343,7 +396,7 @@ impl Union {
 
     /// The live node for `parent/name` if the kernel holds one, else a
     /// transient one.
-    fn child_node(&self, parent: &Arc<Node>, name: &[u8], f: &super::resolve::Found) -> Arc<Node> {
+    fn child_node(&self, parent: &Arc<Node>, name: &[u8], f: &Found) -> Arc<Node> {
         self.nodes
             .child(parent, name)
             .unwrap_or_else(|| self.transient_child(parent, name, f))
@@ -358,4 +411,41 @@ fn child_path(parent: &Arc<Node>, name: &[u8]) -> Vec<u8> {
     }
     p.extend_from_slice(name);
     p
+}
+
+/// Whether a rename may happen at all: a writable union, a new name that
+/// is no marker, known flags.
+fn check_rename_args(read_only: bool, newname: &[u8], flags: u32) -> Result<()> {
+    if read_only {
+        return Err(Errno::EROFS);
+    }
+    if marker::is_marker_name(newname) {
+        return Err(Errno::EPERM);
+    }
+    if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    Ok(())
+}
+
+/// What the VFS checks before a rename reaches a filesystem: a directory
+/// cannot move into itself, nor anything onto its ancestor.
+fn check_not_into_itself(
+    (p, name): (&Arc<Node>, &[u8]),
+    (np, newname): (&Arc<Node>, &[u8]),
+    kind: Kind,
+    exchange: bool,
+) -> Result<()> {
+    let (sp, dp) = (child_path(p, name), child_path(np, newname));
+    if kind == Kind::Dir && dp.starts_with(&sp) && dp.get(sp.len()) == Some(&b'/') {
+        return Err(Errno::EINVAL);
+    }
+    if sp.starts_with(&dp) && sp.get(dp.len()) == Some(&b'/') {
+        return Err(if exchange {
+            Errno::EINVAL
+        } else {
+            Errno::ENOTEMPTY
+        });
+    }
+    Ok(())
 }

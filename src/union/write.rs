@@ -11,10 +11,12 @@
 //! - removing an upper entry that a lower also holds swaps it for a
 //!   whiteout in one rename (`RENAME_WHITEOUT`, or an exchange);
 //! - no whiteout is ever written inside an opaque directory.
+use super::attr::{Attr, Kind};
+use super::engine::Union;
+use super::lookup::Found;
 use super::marker::{self, Probe};
 use super::node::{DirLayers, Node, State};
-use super::resolve::Found;
-use super::{Attr, Kind, Union};
+use super::place::Place;
 use crate::layer::remove_tree;
 use crate::sys::{self, Errno, Result};
 use std::ffi::CStr;
@@ -201,30 +203,7 @@ impl Union {
         self.check_name(name)?;
         let p = self.node(parent)?;
         let pl = self.dir_layers_fresh(&p)?;
-        // What the upper holds there, when the directory is in the upper.
-        let mut slot = None;
-        if self.opts.casefold {
-            // Another spelling may hold the name in any layer.
-            match self.resolve_in(&pl, name) {
-                Ok(_) => return Err(Errno::EEXIST),
-                Err(Errno::ENOENT) => {}
-                Err(e) => return Err(e),
-            }
-        } else {
-            // The upper's answer decides alone unless it is empty there:
-            // an entry wins, a whiteout hides every lower.
-            slot = pl
-                .upper()
-                .map(|u| upper_slot(u.as_fd(), name))
-                .transpose()?;
-            match slot {
-                Some(UpperSlot::Entry) => return Err(Errno::EEXIST),
-                Some(UpperSlot::Empty) | None if self.lower_has(&pl, name)? => {
-                    return Err(Errno::EEXIST);
-                }
-                _ => {}
-            }
-        }
+        let slot = self.free_slot(&pl, name)?;
         if let Make::Node { mode, rdev } = how
             && mode & libc::S_IFMT == libc::S_IFCHR
             && rdev == sys::WHITEOUT_DEV
@@ -234,69 +213,84 @@ impl Union {
         }
         let _changes = NamesChange(self);
         let pup = self.ensure_upper_dir(&p)?;
-        let cname = sys::cstr(name)?;
         let slot = match slot {
             Some(s) => s,
             // The directory was just copied up (or is casefolded): look.
             None => upper_slot(pup.as_fd(), name)?,
         };
-        // The new file's stat, when setting its owner read it and changed nothing.
-        let (fd, known) = match slot {
-            UpperSlot::Empty => {
-                let fd = create_at(pup.as_fd(), &cname, &how)?;
-                let known = self.set_owner(pup.as_fd(), &cname, who, fd.as_ref());
-                // Casefold: a whiteout of another spelling hides a lower
-                // directory this one must not merge with.
-                if self.opts.casefold
-                    && matches!(how, Make::Dir { .. })
-                    && self.lower_has_any(&pl, name)?
-                {
-                    marker::make_opaque(pup.as_fd(), &cname, self.opts.privileged)?;
-                }
-                (fd, known)
-            }
-            UpperSlot::WhiteoutFile => {
-                let fd = create_at(pup.as_fd(), &cname, &how)?;
-                let known = self.set_owner(pup.as_fd(), &cname, who, fd.as_ref());
-                if matches!(how, Make::Dir { .. }) {
-                    marker::make_opaque(pup.as_fd(), &cname, self.opts.privileged)?;
-                }
-                let _ = sys::unlinkat(pup.as_fd(), &sys::cstr(&wh_file_name(name))?, false);
-                (fd, known)
-            }
-            UpperSlot::WhiteoutEntry => {
-                (self.replace_whiteout(pup.as_fd(), &cname, &how, who)?, None)
-            }
-            UpperSlot::Entry => return Err(Errno::EEXIST),
-        };
+        let (fd, known) = self.create_in_slot(&pl, pup.as_fd(), name, slot, &how, who)?;
         let pl = self.dir_layers(&p)?;
         let found = match (&fd, self.opts.casefold) {
-            // A new file: nothing below shows through it and it was copied
-            // from nothing, so its own stat says all a resolution would.
-            (Some(f), false) => {
-                let st = match known {
-                    Some(st) => st,
-                    None => sys::fstat(f.as_fd())?,
-                };
-                Found {
-                    state: State {
-                        kind: Kind::from_mode(st.st_mode),
-                        upper: true,
-                        lower: None,
-                        merged: false,
-                    },
-                    name: name.to_vec(),
-                    winner: crate::layer::UPPER,
-                    st,
-                    origin: st,
-                    dir: None,
-                }
-            }
+            (Some(f), false) => made_found(name, known, f.as_fd())?,
             _ => self.resolve_in(&pl, name)?,
         };
         let fd = fd.map(Arc::new);
         let (node, attr) = self.hand_out(p, &pl, name, found, fd.as_ref());
         Ok((node, attr, fd))
+    }
+
+    /// Checks that `name` is free in the directory whose layers are `pl`;
+    /// says what the upper holds there when the directory is in the upper
+    /// (None: not known yet).
+    fn free_slot(&self, pl: &DirLayers, name: &[u8]) -> Result<Option<UpperSlot>> {
+        if self.opts.casefold {
+            // Another spelling may hold the name in any layer.
+            return match self.resolve_in(pl, name) {
+                Ok(_) => Err(Errno::EEXIST),
+                Err(Errno::ENOENT) => Ok(None),
+                Err(e) => Err(e),
+            };
+        }
+        // The upper's answer decides alone unless it is empty there:
+        // an entry wins, a whiteout hides every lower.
+        let slot = pl
+            .upper()
+            .map(|u| upper_slot(u.as_fd(), name))
+            .transpose()?;
+        match slot {
+            Some(UpperSlot::Entry) => Err(Errno::EEXIST),
+            Some(UpperSlot::Empty) | None if self.lower_has(pl, name)? => Err(Errno::EEXIST),
+            _ => Ok(slot),
+        }
+    }
+
+    /// Creates `how` at `name` in the upper directory `pup`, whatever the
+    /// slot holds; returns the open file (for a regular file) and the new
+    /// entry's stat when setting its owner read it and changed nothing.
+    fn create_in_slot(
+        &self,
+        pl: &DirLayers,
+        pup: BorrowedFd<'_>,
+        name: &[u8],
+        slot: UpperSlot,
+        how: &Make,
+        who: Caller,
+    ) -> Result<(Option<OwnedFd>, Option<libc::stat>)> {
+        let cname = sys::cstr(name)?;
+        let is_dir = matches!(how, Make::Dir { .. });
+        match slot {
+            UpperSlot::Empty => {
+                let fd = create_at(pup, &cname, how)?;
+                let known = self.set_owner(pup, &cname, who, fd.as_ref());
+                // Casefold: a whiteout of another spelling hides a lower
+                // directory this one must not merge with.
+                if self.opts.casefold && is_dir && self.lower_has_any(pl, name)? {
+                    marker::make_opaque(pup, &cname, self.opts.privileged)?;
+                }
+                Ok((fd, known))
+            }
+            UpperSlot::WhiteoutFile => {
+                let fd = create_at(pup, &cname, how)?;
+                let known = self.set_owner(pup, &cname, who, fd.as_ref());
+                if is_dir {
+                    marker::make_opaque(pup, &cname, self.opts.privileged)?;
+                }
+                let _ = sys::unlinkat(pup, &sys::cstr(&wh_file_name(name))?, false);
+                Ok((fd, known))
+            }
+            UpperSlot::WhiteoutEntry => Ok((self.replace_whiteout(pup, &cname, how, who)?, None)),
+            UpperSlot::Entry => Err(Errno::EEXIST),
+        }
     }
 
     /// Builds the new entry in the workdir and renames it over the
@@ -373,7 +367,7 @@ impl Union {
         &self,
         parent: &Arc<Node>,
         name: &[u8],
-        found: &super::resolve::Found,
+        found: &super::lookup::Found,
     ) -> Arc<Node> {
         let node = Node::new(
             0,
@@ -440,12 +434,12 @@ impl Union {
 
     fn apply_setattr(
         &self,
-        place: &super::Place,
+        place: &Place,
         set: SetAttr,
         chown: bool,
         fh: Option<BorrowedFd<'_>>,
     ) -> Result<()> {
-        let (dir, name) = (place.dir.as_fd(), place.name.as_c_str());
+        let (dir, name) = (place.upper_fd()?, place.name.as_c_str());
         if chown {
             let uid = set.uid.filter(|_| self.opts.squash.uid.is_none());
             let gid = set.gid.filter(|_| self.opts.squash.gid.is_none());
@@ -491,7 +485,7 @@ impl Union {
         let node = self.node(ino)?;
         let place = self.writable_place(&node, false)?;
         sys::lsetxattr_at(
-            place.dir.as_fd(),
+            place.upper_fd()?,
             &place.name,
             &sys::cstr(name)?,
             value,
@@ -510,7 +504,7 @@ impl Union {
         // Nothing to copy up for an attribute that is not there.
         self.getxattr(ino, name)?;
         let place = self.writable_place(&node, false)?;
-        sys::lremovexattr_at(place.dir.as_fd(), &place.name, &sys::cstr(name)?)
+        sys::lremovexattr_at(place.upper_fd()?, &place.name, &sys::cstr(name)?)
     }
 
     /// `link(ino, newparent/newname)`: copies the source up, links it in the
@@ -534,15 +528,15 @@ impl Union {
         let dup = self.ensure_upper_dir(&np)?;
         let cname = sys::cstr(newname)?;
         match upper_slot(dup.as_fd(), newname)? {
-            UpperSlot::Empty => sys::linkat(src.dir.as_fd(), &src.name, dup.as_fd(), &cname)?,
+            UpperSlot::Empty => sys::linkat(src.upper_fd()?, &src.name, dup.as_fd(), &cname)?,
             UpperSlot::WhiteoutFile => {
-                sys::linkat(src.dir.as_fd(), &src.name, dup.as_fd(), &cname)?;
+                sys::linkat(src.upper_fd()?, &src.name, dup.as_fd(), &cname)?;
                 let _ = sys::unlinkat(dup.as_fd(), &sys::cstr(&wh_file_name(newname))?, false);
             }
             UpperSlot::WhiteoutEntry => {
                 let work = self.work.as_ref().ok_or(Errno::EROFS)?;
                 let tmp = work.temp_name();
-                sys::linkat(src.dir.as_fd(), &src.name, work.fd(), &tmp)?;
+                sys::linkat(src.upper_fd()?, &src.name, work.fd(), &tmp)?;
                 if let Err(e) = sys::renameat2(work.fd(), &tmp, dup.as_fd(), &cname, 0) {
                     let _ = sys::unlinkat(work.fd(), &tmp, false);
                     return Err(e);
@@ -557,4 +551,26 @@ impl Union {
         let found = self.resolve_in(&npl, newname)?;
         Ok(self.hand_out(np, &npl, newname, found, None))
     }
+}
+
+/// What resolving a file just made would find: nothing below shows
+/// through it and it was copied from nothing, so its own stat says all.
+fn made_found(name: &[u8], known: Option<libc::stat>, fd: BorrowedFd<'_>) -> Result<Found> {
+    let st = match known {
+        Some(st) => st,
+        None => sys::fstat(fd)?,
+    };
+    Ok(Found {
+        state: State {
+            kind: Kind::from_mode(st.st_mode),
+            upper: true,
+            lower: None,
+            merged: false,
+        },
+        name: name.to_vec(),
+        winner: crate::layer::UPPER,
+        st,
+        origin: st,
+        dir: None,
+    })
 }

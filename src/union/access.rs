@@ -1,12 +1,64 @@
-//! `access(2)` for mounts without `default_permissions`.
+//! The permission checks the engine makes itself: `access(2)` for mounts
+//! without `default_permissions`, and an `O_CREAT` open that finds the
+//! file already there (the kernel checked only the directory).
 //!
 //! FUSE tells only the caller's uid and primary gid, so supplementary
 //! groups are not seen here; a root mount turns `default_permissions` on
 //! and the kernel makes the full check instead.
-use crate::sys::Errno;
-use crate::union::{Attr, Kind};
+use super::attr::{Attr, Kind};
+use super::engine::Union;
+use super::node::Node;
+use super::write::Caller;
+use crate::sys::{Errno, Result};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
-pub fn check(a: &Attr, uid: u32, gid: u32, mask: i32, read_only: bool) -> Result<(), Errno> {
+/// A file opened by [`Union::open_made_meanwhile`]: its node (one lookup
+/// counted), attributes, fd, and whether the fd is on the upper.
+pub type Opened = (Arc<Node>, Attr, OwnedFd, bool);
+
+impl Union {
+    /// `open(O_CREAT)` without `O_EXCL` of a name that appeared after the
+    /// kernel's lookup (made by another daemon on the same upper, or
+    /// behind the mount): the existing file is opened, as on any
+    /// filesystem, once `who` may open it with `flags`. On success one
+    /// lookup of the node is counted; on failure none.
+    pub fn open_made_meanwhile(
+        &self,
+        parent: u64,
+        name: &[u8],
+        flags: i32,
+        who: Caller,
+    ) -> Result<Opened> {
+        let (node, a) = self.lookup(parent, name)?;
+        let mut mask = match flags & libc::O_ACCMODE {
+            libc::O_RDONLY => libc::R_OK,
+            libc::O_WRONLY => libc::W_OK,
+            _ => libc::R_OK | libc::W_OK,
+        };
+        if flags & libc::O_TRUNC != 0 {
+            mask |= libc::W_OK;
+        }
+        let allowed = match a.kind {
+            Kind::Dir => Err(Errno::EISDIR),
+            _ => check(&a, who.uid, who.gid, mask, self.is_read_only()),
+        };
+        match allowed.and_then(|()| self.open(node.ino, flags & !libc::O_CREAT)) {
+            Ok((fd, upper)) => {
+                let a = self.getattr(node.ino).unwrap_or(a);
+                Ok((node, a, fd, upper))
+            }
+            Err(e) => {
+                self.forget(node.ino, 1);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// May a caller `uid`/`gid` access an entry of attributes `a` for `mask`
+/// (`R_OK`, `W_OK`, `X_OK`, or `F_OK`)?
+pub fn check(a: &Attr, uid: u32, gid: u32, mask: i32, read_only: bool) -> Result<()> {
     if mask & libc::W_OK != 0 && read_only {
         return Err(Errno::EROFS);
     }

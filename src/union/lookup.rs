@@ -1,4 +1,5 @@
-//! Name resolution: top-down lookup across the layers.
+//! Lookup: top-down name resolution across the layers, and handing what
+//! it finds to the kernel (a node, its attributes, one lookup counted).
 //!
 //! The rule (SPEC §1): the upper, then the lowers from top to bottom; the
 //! first layer holding the name wins. A whiteout hides the name in every
@@ -6,14 +7,20 @@
 //! the same-named directories below it until one of them is opaque.
 //! Resolution always reads the layers (no cached guess decides what exists),
 //! so entries added to the upper behind the mount are seen at once.
+use super::attr::Attr;
 use super::attr::Kind;
+use super::attr::{CIOPFS_INO, CIOPFS_NAME};
+use super::engine::Union;
+use super::fold;
 use super::marker::{self, Probe};
 use super::names::LayerNames;
+use super::node::Loc;
 use super::node::{DirLayers, LayerDir, Node, State};
-use super::{Union, fold};
-use crate::layer::{LayerId, UPPER};
-use crate::sys::{self, Errno, Result};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use crate::layer::{Dir, LayerId, Lower, UPPER};
+use crate::sys;
+use crate::sys::{Errno, Result};
+use std::os::fd::AsFd;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -44,12 +51,8 @@ pub(super) enum Behind {
     Other,
 }
 
-/// Opens `name` in `dir` as an `O_PATH` directory handle.
-fn open_dir_path(dir: BorrowedFd<'_>, name: &[u8]) -> Result<OwnedFd> {
-    sys::openat(dir, &sys::cstr(name)?, libc::O_PATH | libc::O_DIRECTORY, 0)
-}
-
 /// One step of the scan: the winner so far and what the next layer adds.
+#[derive(Default)]
 struct Scan {
     found: Option<(LayerId, libc::stat)>,
     origin: Option<libc::stat>,
@@ -59,13 +62,13 @@ struct Scan {
 
 impl Scan {
     /// Takes one layer's entry; returns false when no layer below matters.
-    fn take(&mut self, id: LayerId, st: libc::stat, dir_fd: Option<OwnedFd>) -> bool {
+    fn take(&mut self, layer: &dyn Lower, id: LayerId, st: libc::stat, dir: Option<Dir>) -> bool {
         let is_dir = Kind::from_mode(st.st_mode) == Kind::Dir;
         match self.found {
             None => {
                 self.found = Some((id, st));
-                match dir_fd {
-                    Some(fd) => self.add_dir(id, &st, fd),
+                match dir {
+                    Some(d) => self.add_dir(layer, id, &st, d),
                     // An upper non-directory looks one layer further for its origin.
                     None => id == UPPER,
                 }
@@ -79,19 +82,19 @@ impl Scan {
                 if wid == UPPER && same && self.origin.is_none() && (is_dir || st.st_nlink <= 1) {
                     self.origin = Some(st);
                 }
-                match (winner_dir && is_dir, dir_fd) {
-                    (true, Some(fd)) => self.add_dir(id, &st, fd),
+                match (winner_dir && is_dir, dir) {
+                    (true, Some(d)) => self.add_dir(layer, id, &st, d),
                     _ => false,
                 }
             }
         }
     }
 
-    fn add_dir(&mut self, id: LayerId, st: &libc::stat, fd: OwnedFd) -> bool {
-        let marks = marker::dir_marks(fd.as_fd());
+    fn add_dir(&mut self, layer: &dyn Lower, id: LayerId, st: &libc::stat, dir: Dir) -> bool {
+        let marks = layer.marks(&dir);
         self.layers.push(LayerDir {
             id,
-            fd: Arc::new(fd),
+            dir,
             xwhiteouts: marks.xwhiteouts,
             names: Arc::new(LayerNames::for_dir(st)),
         });
@@ -120,12 +123,13 @@ impl Union {
         whiteouts: bool,
     ) -> Result<(Probe, Vec<u8>)> {
         let lower = l.id != UPPER;
+        let layer = self.stack.get(l.id).ok_or(Errno::ENOENT)?;
         let exact = match lower && l.names.lacks(name) {
             true => Probe::Absent,
             false => {
-                let p = marker::probe_layer(l.fd.as_fd(), name, whiteouts)?;
+                let p = layer.probe(&l.dir, name, whiteouts)?;
                 if lower && matches!(p, Probe::Absent) {
-                    l.names.missed(l.fd.as_fd());
+                    l.names.missed(layer, &l.dir);
                 }
                 p
             }
@@ -134,7 +138,7 @@ impl Union {
             return Ok((exact, name.to_vec()));
         }
         let generation = (l.id == UPPER).then(|| self.ns_generation.load(Ordering::Acquire));
-        let index = self.fold.index(l.fd.as_fd(), generation)?;
+        let index = self.fold.index(layer, &l.dir, generation)?;
         let mut whiteout = matches!(exact, Probe::Whiteout);
         for real in index.get(&fold::fold(name)) {
             if real.as_slice() == name {
@@ -144,7 +148,7 @@ impl Union {
                 whiteout = true;
                 continue;
             }
-            match marker::probe(l.fd.as_fd(), real)? {
+            match layer.probe(&l.dir, real, true)? {
                 Probe::Entry(st) => return Ok((Probe::Entry(st), real.clone())),
                 Probe::Whiteout => whiteout = true,
                 Probe::Absent => {}
@@ -161,13 +165,13 @@ impl Union {
     /// Opens a layer's directory for a node's cache. Out of fds, the least
     /// recently used half of the cached ones is dropped and it tries once
     /// more (open files and pins share the limit with the caches).
-    fn open_layer_dir(&self, dir: BorrowedFd<'_>, name: &[u8]) -> Result<OwnedFd> {
-        match open_dir_path(dir, name) {
+    fn open_layer_dir(&self, layer: &dyn Lower, dir: &Dir, name: &[u8]) -> Result<Dir> {
+        match layer.open_dir(dir, name) {
             Err(Errno::EMFILE | Errno::ENFILE) => {
                 let fds = self.nodes.dir_fds();
                 tracing::debug!(held = fds.held(), "out of fds: dropping cached directories");
                 self.nodes.shed(0, fds.held() / 2);
-                open_dir_path(dir, name)
+                layer.open_dir(dir, name)
             }
             r => r,
         }
@@ -178,15 +182,10 @@ impl Union {
         if marker::is_marker_name(name) {
             return Err(Errno::ENOENT);
         }
-        let mut scan = Scan {
-            found: None,
-            origin: None,
-            layers: Vec::new(),
-            opaque: false,
-        };
+        let mut scan = Scan::default();
         let mut winner_name = None;
         for (i, layer) in parent.layers.iter().enumerate() {
-            let LayerDir { id, fd, .. } = layer;
+            let LayerDir { id, dir, .. } = layer;
             let bottom = i + 1 == parent.layers.len();
             let (probe, real) = self.probe_in(layer, name, !bottom)?;
             let st = match probe {
@@ -202,11 +201,12 @@ impl Union {
                 && scan
                     .found
                     .is_none_or(|(_, w)| Kind::from_mode(w.st_mode) == Kind::Dir);
-            let dir_fd = match wants_dir {
-                true => Some(self.open_layer_dir(fd.as_fd(), name)?),
+            let lower = self.stack.get(*id).ok_or(Errno::ENOENT)?;
+            let sub = match wants_dir {
+                true => Some(self.open_layer_dir(lower, dir, name)?),
                 false => None,
             };
-            if !scan.take(*id, st, dir_fd) {
+            if !scan.take(lower, *id, st, sub) {
                 break;
             }
         }
@@ -248,14 +248,11 @@ impl Union {
             .chain(self.stack.lower_ids());
         for id in ids {
             if let Some(l) = self.stack.get(id) {
-                let fd = l
-                    .root()
-                    .try_clone_to_owned()
-                    .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
-                let xwhiteouts = marker::dir_marks(fd.as_fd()).xwhiteouts;
+                let dir = l.root()?;
+                let xwhiteouts = l.marks(&dir).xwhiteouts;
                 layers.push(LayerDir {
                     id,
-                    fd: Arc::new(fd),
+                    dir,
                     xwhiteouts,
                     names: Default::default(),
                 });
@@ -330,14 +327,7 @@ impl Union {
                 .and_then(|(p, name)| {
                     let dir = match p.cached_dir(self.generation()) {
                         Some(d) => d.upper()?.clone(),
-                        None => Arc::new(
-                            sys::open_beneath(
-                                upper.root(),
-                                &p.path(),
-                                libc::O_PATH | libc::O_DIRECTORY,
-                            )
-                            .ok()?,
-                        ),
+                        None => upper.open_path(&p.path()).ok()?.fd()?.clone(),
                     };
                     Some((dir, name))
                 });
@@ -347,23 +337,18 @@ impl Union {
                 Ok(Probe::Entry(_) | Probe::Whiteout) => Behind::Other,
                 Ok(Probe::Absent) | Err(_) => Behind::Nothing,
             },
-            None => {
-                match sys::open_beneath(
-                    upper.root(),
-                    &node.path(),
-                    libc::O_PATH | libc::O_DIRECTORY,
-                ) {
-                    Ok(_) => Behind::Dir,
-                    Err(_) => Behind::Nothing,
-                }
-            }
+            None => match upper.open_path(&node.path()) {
+                Ok(_) => Behind::Dir,
+                Err(_) => Behind::Nothing,
+            },
         }
     }
 
     pub(super) fn resolve_root(&self) -> Result<Found> {
         let d = self.root_layers()?;
         let top = d.layers.first().ok_or(Errno::ENOENT)?;
-        let (winner, st) = (&top.id, sys::fstat(top.fd.as_fd())?);
+        let layer = self.stack.get(top.id).ok_or(Errno::ENOENT)?;
+        let (winner, st) = (&top.id, layer.stat(&top.dir, c"")?);
         Ok(Found {
             state: State {
                 kind: Kind::Dir,
@@ -378,4 +363,133 @@ impl Union {
             dir: Some(d),
         })
     }
+
+    /// Looks `name` up in directory `parent`, counting one kernel lookup.
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<(Arc<Node>, Attr)> {
+        self.lookup_spelled(parent, name).map(|(n, a, _)| (n, a))
+    }
+
+    /// [`Union::lookup`], also saying whether `name` is the entry's own
+    /// spelling (always, without casefold). The kernel must not cache a
+    /// folded spelling for long: when the entry is renamed or removed,
+    /// it updates only the spelling the call used.
+    pub fn lookup_spelled(&self, parent: u64, name: &[u8]) -> Result<(Arc<Node>, Attr, bool)> {
+        let p = self.node(parent)?;
+        if let Some(r) = self.ciopfs_lookup(name) {
+            return r.map(|(n, a)| (n, a, true));
+        }
+        let pl = self.dir_layers_fresh(&p)?;
+        self.lookup_at(p, &pl, name)
+    }
+
+    /// With casefold, the `.ciopfs` entry every directory shows (no layer
+    /// holds it); None for any other name.
+    pub(super) fn ciopfs_lookup(&self, name: &[u8]) -> Option<Result<(Arc<Node>, Attr)>> {
+        if !self.opts.casefold || name != CIOPFS_NAME {
+            return None;
+        }
+        let node = self.nodes.remember_fixed(CIOPFS_INO);
+        Some(self.ciopfs_attr().map(|a| (node, a)))
+    }
+
+    /// Directory `parent`, ready for the lookups of one readdirplus reply:
+    /// whether the upper gained it behind the mount is checked once for
+    /// the reply, not once per entry (an `openat2` walk or two `fstatat`
+    /// each, for every entry of a lower-only directory).
+    pub fn listed_dir(&self, parent: u64) -> Result<ListedDir> {
+        let node = self.node(parent)?;
+        let layers = self.dir_layers_fresh(&node)?;
+        Ok(ListedDir { node, layers })
+    }
+
+    /// [`Union::lookup`] of an entry of a listed directory.
+    pub fn lookup_listed(&self, dir: &ListedDir, name: &[u8]) -> Result<(Arc<Node>, Attr)> {
+        if let Some(r) = self.ciopfs_lookup(name) {
+            return r;
+        }
+        self.lookup_at(dir.node.clone(), &dir.layers, name)
+            .map(|(n, a, _)| (n, a))
+    }
+
+    pub(super) fn lookup_at(
+        &self,
+        p: Arc<Node>,
+        pl: &DirLayers,
+        name: &[u8],
+    ) -> Result<(Arc<Node>, Attr, bool)> {
+        let found = self.resolve_in(pl, name);
+        tracing::trace!(parent = p.ino, name = %String::from_utf8_lossy(name), ok = found.is_ok(), "lookup");
+        let found = found?;
+        let exact = found.name == name;
+        let (node, attr) = self.hand_out(p, pl, name, found, None);
+        Ok((node, attr, exact))
+    }
+
+    /// Hands the entry `found` at `parent/name` (whose layers are `pl`)
+    /// to the kernel: the node and its attributes, one lookup counted.
+    ///
+    /// A number taken from an upper inode is pinned (an `O_PATH` fd held
+    /// by the node, as libfuse's passthrough_hp does): while the kernel
+    /// knows the number, the upper cannot free that inode and hand its
+    /// number to a new file, which the kernel would then take for this
+    /// node. Lower numbers need no pin: the lowers never change. `opened`,
+    /// an fd the caller holds on the entry (a file it just made), pins it
+    /// without a second open.
+    pub(super) fn hand_out(
+        &self,
+        parent: Arc<Node>,
+        pl: &DirLayers,
+        name: &[u8],
+        found: Found,
+        opened: Option<&Arc<OwnedFd>>,
+    ) -> (Arc<Node>, Attr) {
+        let attr = self.attr_of(None, &found);
+        let own = self.inos.encode(found.st.st_dev, found.st.st_ino);
+        let numbered_by_upper = found.state.upper && attr.ino == own;
+        let dir_fd = found.dir.as_ref().and_then(|d| d.upper().cloned());
+        let pin = || -> Option<Arc<OwnedFd>> {
+            if !numbered_by_upper {
+                return None;
+            }
+            if dir_fd.is_some() {
+                return dir_fd;
+            }
+            if let Some(fd) = opened {
+                return Some(fd.clone());
+            }
+            let dir = pl.upper()?;
+            let c = sys::cstr(name).ok()?;
+            sys::openat(dir.as_fd(), &c, libc::O_PATH, 0)
+                .ok()
+                .map(Arc::new)
+        };
+        let loc = Loc {
+            parent: Some(parent),
+            name: name.to_vec(),
+        };
+        let node = self
+            .nodes
+            .remember(attr.ino, loc, found.state, found.dir, pin);
+        (node, attr)
+    }
+
+    pub(super) fn ciopfs_attr(&self) -> Result<Attr> {
+        let top = self.stack.statfs_layer().ok_or(Errno::ENOENT)?;
+        let mut st = top.stat(&top.root()?, c"")?;
+        st.st_mode = libc::S_IFREG | 0o444;
+        st.st_nlink = 1;
+        st.st_size = 0;
+        st.st_blocks = 0;
+        st.st_uid = sys::geteuid();
+        st.st_gid = sys::getegid();
+        Ok(Attr::from_stat(&st, CIOPFS_INO, false, self.opts.squash))
+    }
+}
+
+/// A directory whose entries are being looked up for one readdirplus
+/// reply (see [`Union::listed_dir`]).
+#[derive(Debug)]
+pub struct ListedDir {
+    pub(super) node: Arc<Node>,
+    pub(super) layers: DirLayers,
 }

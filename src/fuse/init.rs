@@ -1,0 +1,67 @@
+//! INIT (the capabilities asked of the kernel) and statfs.
+use super::{FimFs, errno, guard};
+use fuser::{INodeNo, InitFlags, KernelConfig, ReplyStatfs, Request};
+
+/// Capabilities asked for when the kernel offers them.
+const WANTED: [InitFlags; 7] = [
+    // Lookups and readdir in one directory run in parallel.
+    InitFlags::FUSE_PARALLEL_DIROPS,
+    InitFlags::FUSE_DO_READDIRPLUS,
+    InitFlags::FUSE_READDIRPLUS_AUTO,
+    // open(O_TRUNC) arrives as one request: no separate truncate, no data copy-up.
+    InitFlags::FUSE_ATOMIC_O_TRUNC,
+    InitFlags::FUSE_CACHE_SYMLINKS,
+    InitFlags::FUSE_MAX_PAGES,
+    // Cached pages are dropped when a refreshed attribute shows new mtime/size.
+    InitFlags::FUSE_AUTO_INVAL_DATA,
+];
+
+impl FimFs {
+    pub(super) fn on_init(
+        &mut self,
+        _req: &Request,
+        config: &mut KernelConfig,
+    ) -> std::io::Result<()> {
+        for f in WANTED {
+            if config.add_capabilities(f).is_err() {
+                tracing::debug!("kernel lacks {f:?}");
+            }
+        }
+        let _ = config.set_max_write(self.tuning.max_write);
+        if let Err(max) = config.set_max_readahead(self.tuning.max_readahead) {
+            let _ = config.set_max_readahead(max);
+        }
+        let _ = config.set_max_background(self.tuning.max_background);
+        // Passthrough only when backing files can be registered (probed
+        // before asking); depth 1: the upper is not itself stacked, and
+        // the mount can still be a layer of a kernel overlay.
+        // The kernel caches ACLs (ls -l asks for system.posix_acl_access of
+        // every file) and enforces them, as the kernel overlay does.
+        if self.tuning.posix_acl && config.add_capabilities(InitFlags::FUSE_POSIX_ACL).is_err() {
+            tracing::debug!("kernel lacks FUSE_POSIX_ACL");
+        }
+        if self.tuning.passthrough {
+            match config.add_capabilities(InitFlags::FUSE_PASSTHROUGH) {
+                Ok(()) if config.set_max_stack_depth(1).is_ok() => self.io.enable(),
+                r => tracing::info!("no passthrough: {r:?}"),
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        guard("statfs", || match self.union.statfs() {
+            Ok(s) => reply.statfs(
+                s.f_blocks,
+                s.f_bfree,
+                s.f_bavail,
+                s.f_files,
+                s.f_ffree,
+                s.f_bsize as u32,
+                s.f_namelen as u32,
+                s.f_frsize as u32,
+            ),
+            Err(e) => reply.error(errno(e)),
+        })
+    }
+}

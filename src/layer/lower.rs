@@ -1,0 +1,140 @@
+//! What the engine needs from a read-only layer: the `Lower` interface.
+//!
+//! The union reaches every lower through this trait and nothing else. A
+//! lower answers by *handles* it hands out itself: a [`Dir`] for a
+//! directory and a [`File`] for an open file. A handle is opaque to the
+//! engine, which only stores it (a node caches one `Dir` per layer) and
+//! gives it back; so a lower without file descriptors (an image whose
+//! metadata is in memory: a directory is an inode index, a file is read
+//! through a block cache) fits without the engine changing.
+//!
+//! Invariants:
+//! - a handle is only ever given back to the lower that made it (the
+//!   engine keys both by `LayerId`); a host lower refuses another's with
+//!   `EXDEV`, never misreads it;
+//! - names are single components, never `.`/`..` or with `/` (the engine
+//!   only passes names a request or a listing carried);
+//! - a lower never changes under a mount (unless the user says so,
+//!   `SIGUSR1`), so answers may be cached by the engine.
+//!
+//! The host directory is the first implementation (`host`); the upper is a
+//! host directory too, and answers the same read calls through it.
+use super::marker::{DirMarks, Probe};
+use crate::sys::{DirEnt, Errno, Result};
+use std::ffi::CStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::sync::Arc;
+
+/// A directory of one layer, as that layer handed it out. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Dir(pub(super) DirRepr);
+
+#[derive(Debug, Clone)]
+pub(super) enum DirRepr {
+    /// An `O_PATH` fd of a host directory.
+    Host(Arc<OwnedFd>),
+}
+
+impl Dir {
+    /// The handle of a host directory held open as `fd`.
+    pub fn host(fd: OwnedFd) -> Dir {
+        Dir(DirRepr::Host(Arc::new(fd)))
+    }
+
+    /// The handle of a host directory already shared (an upper directory
+    /// a node holds).
+    pub fn host_shared(fd: Arc<OwnedFd>) -> Dir {
+        Dir(DirRepr::Host(fd))
+    }
+
+    /// The host directory fd behind the handle: always there for the
+    /// upper (a host directory); None for a lower that has no fds.
+    pub fn fd(&self) -> Option<&Arc<OwnedFd>> {
+        match &self.0 {
+            DirRepr::Host(fd) => Some(fd),
+        }
+    }
+}
+
+/// A file of one layer, open for reading.
+#[derive(Debug)]
+pub struct File(FileRepr);
+
+#[derive(Debug)]
+enum FileRepr {
+    Host(OwnedFd),
+}
+
+impl File {
+    pub fn host(fd: OwnedFd) -> File {
+        File(FileRepr::Host(fd))
+    }
+
+    /// The fd behind the file, when it has one: the fast paths (reflink,
+    /// `copy_file_range`, passthrough) use it.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.0 {
+            FileRepr::Host(fd) => Some(fd.as_fd()),
+        }
+    }
+
+    /// The fd itself, or the file back when it has none.
+    pub fn into_fd(self) -> std::result::Result<OwnedFd, File> {
+        match self.0 {
+            FileRepr::Host(fd) => Ok(fd),
+        }
+    }
+
+    /// Reads up to `buf.len()` bytes at `offset`; 0 at the end.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        match &self.0 {
+            FileRepr::Host(fd) => crate::sys::pread(fd.as_fd(), buf, offset),
+        }
+    }
+}
+
+/// What the engine needs from a read-only layer. `name` is an entry of
+/// `dir`; an empty `name` means `dir` itself where a `&CStr` is taken.
+pub trait Lower: Send + Sync + std::fmt::Debug {
+    /// Where the layer comes from, for messages and `fimfs which`.
+    fn path(&self) -> &Path;
+    /// The device number the layer's `st_dev` values carry (inode numbers
+    /// the union reports are built from it and `st_ino`, see `union::attr`).
+    fn dev(&self) -> u64;
+    /// The layer's root directory.
+    fn root(&self) -> Result<Dir>;
+    /// The directory `name` of `dir`.
+    fn open_dir(&self, dir: &Dir, name: &[u8]) -> Result<Dir>;
+    /// The directory at `path` (components joined by `/`) below the root,
+    /// in one call; an empty path is the root.
+    fn open_path(&self, path: &[u8]) -> Result<Dir>;
+    /// What the layer holds under `name` in `dir`, every whiteout dialect
+    /// decoded; `.wh.NAME` files are looked for only with `wh_files`.
+    fn probe(&self, dir: &Dir, name: &[u8], wh_files: bool) -> Result<Probe>;
+    /// The opaque markers of `dir` itself.
+    fn marks(&self, dir: &Dir) -> DirMarks;
+    /// The attributes of `dir/name` (of `dir` for an empty name), no
+    /// marker decoded.
+    fn stat(&self, dir: &Dir, name: &CStr) -> Result<libc::stat>;
+    /// Every entry of `dir`, markers included, without `.` and `..`.
+    fn list(&self, dir: &Dir) -> Result<Vec<DirEnt>>;
+    /// Is the zero-size regular file `dir/name` an xattr whiteout?
+    fn is_xattr_whiteout(&self, dir: &Dir, name: &CStr) -> bool;
+    /// The value of xattr `xname` of `dir/name`.
+    fn xattr(&self, dir: &Dir, name: &CStr, xname: &CStr) -> Result<Vec<u8>>;
+    /// The xattr names of `dir/name`, NUL-separated.
+    fn xattr_names(&self, dir: &Dir, name: &CStr) -> Result<Vec<u8>>;
+    /// The target of the symlink `dir/name`.
+    fn readlink(&self, dir: &Dir, name: &CStr) -> Result<Vec<u8>>;
+    /// Opens `dir/name` for reading; `flags` beyond the access mode are
+    /// hints a lower may ignore (`O_NONBLOCK`, `O_SYNC`).
+    fn open(&self, dir: &Dir, name: &CStr, flags: i32) -> Result<File>;
+    /// What `statfs` reports for the layer.
+    fn statfs(&self) -> Result<libc::statfs>;
+}
+
+/// A handle given to a lower that did not make it.
+pub(super) fn foreign() -> Errno {
+    Errno::EXDEV
+}
