@@ -269,7 +269,7 @@ impl Plan {
                 if let Some(base) = self.work_base() {
                     sweep(&base);
                 }
-                let work = Workdir::open(&w).map_err(|e| MountError::Workdir(Box::new(e)))?;
+                let work = Workdir::open(&w).map_err(MountError::Workdir)?;
                 let upper = Layer::open(u).map_err(layer("upper directory"))?;
                 (Some(upper), Some(work))
             }

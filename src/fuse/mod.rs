@@ -88,18 +88,6 @@ pub struct Tuning {
     pub panic_on_lookup: Option<Vec<u8>>,
 }
 
-impl Tuning {
-    /// The defaults, with passthrough where the mount asks for it and the
-    /// daemon is privileged enough.
-    pub fn for_mount(cfg: &session::MountConfig) -> Tuning {
-        Tuning {
-            passthrough: cfg.passthrough && !cfg.read_only && iomode::privileged(),
-            posix_acl: cfg.default_permissions,
-            ..Tuning::default()
-        }
-    }
-}
-
 /// Whether SELinux may be running. Where it is, the kernel answers
 /// `security.selinux` itself and reads the xattr from the daemon only to
 /// label an inode, taking ENODATA as "use the default label" and anything

@@ -218,7 +218,7 @@ pub fn serve(
     // signal thread takes them, with sigwait.
     let _ = daemon_stop_set().thread_block();
     super::block_refresh_signal();
-    let fs = FimFs::new(union.clone(), cfg.ttl, Tuning::for_mount(cfg));
+    let fs = FimFs::new(union.clone(), cfg.ttl, tuning_for(cfg));
     fs.forget_lowers_on_signal();
     let slot = fs.notifier_slot();
     let session = match open_session(fs, cfg) {
@@ -275,7 +275,7 @@ pub fn start(union: Arc<Union>, cfg: &MountConfig) -> Result<Running, SessionErr
     let mountpoint = cfg.mountpoint.clone();
     let cfg_in = cfg.clone();
     let ttl = cfg.ttl;
-    let tuning = Tuning::for_mount(cfg);
+    let tuning = tuning_for(cfg);
     let u = union.clone();
     let spawned = std::thread::Builder::new()
         .name("fimfs-session".into())
@@ -329,5 +329,16 @@ impl Drop for Running {
         if let Some(w) = self.union.workdir() {
             w.remove();
         }
+    }
+}
+
+/// The adapter's defaults, with passthrough where the mount asks for it and
+/// the daemon is privileged enough. Here, not in `fuse/mod.rs`, so that the
+/// adapter does not import the session that starts it.
+fn tuning_for(cfg: &MountConfig) -> Tuning {
+    Tuning {
+        passthrough: cfg.passthrough && !cfg.read_only && super::iomode::privileged(),
+        posix_acl: cfg.default_permissions,
+        ..Tuning::default()
     }
 }

@@ -122,7 +122,8 @@ mod tests {
         let hit = first_unreadable(&marked, std::slice::from_ref(&clean)).unwrap();
         assert_eq!(hit.layer, format!("upper {}", marked.display()));
         assert!(hit.marked, "the mark wins over other names");
-        for d in [clean, opq, marked, deep] {
+        let noupper = up.parent().map(Path::to_path_buf).unwrap_or_default();
+        for d in [clean, opq, marked, deep, noupper] {
             let _ = std::fs::remove_dir_all(d);
         }
     }

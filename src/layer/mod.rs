@@ -13,7 +13,7 @@ pub mod marker;
 mod workdir;
 
 pub use lower::{Dir, File, Lower};
-pub use workdir::{Stale, Workdir, lock_dir, process_alive, remove_tree, stale_dirs};
+pub use workdir::{Stale, Workdir, WorkdirError, remove_tree, stale_dirs};
 
 use crate::sys::{self, Errno};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};

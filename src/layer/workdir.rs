@@ -13,6 +13,8 @@
 //! them, locked, so that the caller can remove them while no one can take
 //! them over. A live owner is never touched: its PID answers, and its lock
 //! is held.
+use crate::host::locks::{lock_dir, lock_dir_when_free};
+use crate::host::process::{Owner, owner};
 use crate::sys::{self, Errno};
 use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -112,15 +114,6 @@ impl Workdir {
     }
 }
 
-/// Takes the exclusive `flock` of the directory at `path` without
-/// waiting; held until the returned fd is dropped.
-pub fn lock_dir(path: &Path) -> Result<OwnedFd, Errno> {
-    let root = sys::open_layer_root(path)?;
-    let fd = sys::openat(root.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-    sys::flock_exclusive(fd.as_fd())?;
-    Ok(fd)
-}
-
 /// A per-PID directory whose owner is gone, held locked.
 #[derive(Debug)]
 pub struct Stale {
@@ -151,7 +144,7 @@ pub fn stale_dirs(base: &Path) -> Vec<Stale> {
             Owner::Gone => lock_dir(&e.path()).ok(),
             Owner::Dying => {
                 tracing::info!("waiting for process {pid}, which is ending, to free its workdir");
-                lock_when_free(&e.path(), DYING_WAIT)
+                lock_dir_when_free(&e.path(), DYING_WAIT)
             }
         };
         // A lock we can take is a lock nobody holds.
@@ -173,72 +166,6 @@ pub fn stale_dirs(base: &Path) -> Vec<Stale> {
 /// up on its leftovers.
 const DYING_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// What is left of the process that named a per-PID directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Owner {
-    Alive,
-    /// Killed (SIGKILL pending) or exiting (its main thread a zombie):
-    /// it will free its lock soon, without serving again.
-    Dying,
-    Gone,
-}
-
-fn owner(pid: u32) -> Owner {
-    if !process_alive(pid) {
-        return Owner::Gone;
-    }
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return Owner::Gone;
-    };
-    if dying(&status) {
-        Owner::Dying
-    } else {
-        Owner::Alive
-    }
-}
-
-/// Reads `/proc/PID/status`: a zombie or dead state, or SIGKILL among the
-/// pending signals (of the thread or of the whole process).
-fn dying(status: &str) -> bool {
-    const SIGKILL_BIT: u64 = 1 << (libc::SIGKILL - 1);
-    status.lines().any(|l| {
-        let (key, value) = l.split_once(':').unwrap_or((l, ""));
-        let value = value.trim();
-        match key {
-            "State" => value.starts_with('Z') || value.starts_with('X'),
-            "SigPnd" | "ShdPnd" => {
-                u64::from_str_radix(value, 16).is_ok_and(|bits| bits & SIGKILL_BIT != 0)
-            }
-            _ => false,
-        }
-    })
-}
-
-/// Takes the lock of `path` once it is free, or gives up after `wait`.
-fn lock_when_free(path: &Path, wait: std::time::Duration) -> Option<OwnedFd> {
-    let deadline = std::time::Instant::now() + wait;
-    loop {
-        match lock_dir(path) {
-            Ok(fd) => return Some(fd),
-            Err(Errno::EWOULDBLOCK) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(_) => return None,
-        }
-    }
-}
-
-/// False only when no process `pid` exists.
-pub fn process_alive(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    !matches!(
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-        Err(nix::errno::Errno::ESRCH)
-    )
-}
-
 /// `rm -rf dir/name` through fds, never following a symlink.
 pub fn remove_tree(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> Result<(), Errno> {
     match sys::unlinkat(dir, name, false) {
@@ -258,22 +185,4 @@ pub fn remove_tree(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> Result<(), Err
         remove_tree(sub.as_fd(), &sys::cstr(&e.name)?)?;
     }
     sys::unlinkat(dir, name, true)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::dying;
-
-    #[test]
-    fn a_killed_or_exiting_process_is_dying() {
-        let status = |state: &str, sig: &str, shd: &str| {
-            format!("Name:\tfimfs\nState:\t{state}\nSigPnd:\t{sig}\nShdPnd:\t{shd}\n")
-        };
-        let quiet = "0000000000000000";
-        assert!(!dying(&status("S (sleeping)", quiet, quiet)));
-        assert!(!dying(&status("R (running)", quiet, "0000000000004000")));
-        assert!(dying(&status("Z (zombie)", quiet, quiet)));
-        assert!(dying(&status("S (sleeping)", quiet, "0000000000000100")));
-        assert!(dying(&status("D (disk sleep)", "0000000000000100", quiet)));
-    }
 }

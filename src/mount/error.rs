@@ -6,7 +6,7 @@
 //! launcher, which checks its paths with the same rules).
 use crate::fuse::session::SessionError;
 use crate::host::paths::AbsoluteError;
-use crate::layer::LayerError;
+use crate::layer::{LayerError, WorkdirError};
 use nix::errno::Errno;
 use std::fmt;
 use std::io;
@@ -69,9 +69,8 @@ pub enum MountError {
         path: PathBuf,
         source: io::Error,
     },
-    /// The workdir could not be made, locked or cleaned (`layer`'s
-    /// `WorkdirError`, which `layer` does not name outside itself).
-    Workdir(Box<dyn std::error::Error + Send + Sync>),
+    /// The workdir could not be made, locked or cleaned.
+    Workdir(WorkdirError),
     Session(SessionError),
     /// The pipe to the daemon could not be made.
     Pipe(Errno),
@@ -172,7 +171,7 @@ impl std::error::Error for MountError {
             E::Io { source, .. } | E::CreateUpper { source, .. } => Some(source),
             E::Absolute(e) => Some(e),
             E::Layer { source, .. } => Some(source),
-            E::Workdir(e) => Some(e.as_ref()),
+            E::Workdir(e) => Some(e),
             E::Session(e) => Some(e),
             E::Pipe(e) | E::Fork(e) => Some(e),
             _ => None,
