@@ -7,7 +7,7 @@ mod engine_support;
 
 use common::*;
 use engine_support::*;
-use fimfs::union::{Options, Union};
+use fimfs::union::{Ino, Options, Union};
 use std::collections::BTreeMap;
 
 #[test]
@@ -91,7 +91,7 @@ fn numbers_hold_without_marks_across_a_remount() {
         Some(""),
         Options::default(),
     );
-    let num = |u: &Union, p: &str| -> u64 {
+    let num = |u: &Union, p: &str| -> Ino {
         let mut l = Lookups::new(u);
         let i = l.ino(p).unwrap_or_else(|e| panic!("lookup {p}: {e}"));
         u.getattr(i)
@@ -99,7 +99,7 @@ fn numbers_hold_without_marks_across_a_remount() {
             .ino
     };
     let u = &fx.union;
-    let orig: BTreeMap<&str, u64> = ["a", "b", "c", "d", "e"]
+    let orig: BTreeMap<&str, Ino> = ["a", "b", "c", "d", "e"]
         .iter()
         .map(|p| (*p, num(u, p)))
         .collect();
@@ -127,7 +127,7 @@ fn numbers_hold_without_marks_across_a_remount() {
     assert_eq!(num(u, "moved"), orig["c"], "renamed copy-up, same session");
     for p in ["d", "e"] {
         assert!(
-            view[p].ino != orig[p],
+            Ino(view[p].ino) != orig[p],
             "{p}: new file took the deleted one's number"
         );
     }
@@ -149,6 +149,14 @@ fn numbers_hold_without_marks_across_a_remount() {
     assert!(problems.is_empty(), "after a remount: {problems:#?}");
     assert_eq!(view2["a"].ino, view["a"].ino, "a: number after a remount");
     assert_eq!(view2["b"].ino, view["b"].ino, "b: number after a remount");
-    assert_eq!(view2["d"].ino, orig["d"], "d hides the old d: its number");
-    assert_eq!(view2["e"].ino, orig["e"], "e hides the old e: its number");
+    assert_eq!(
+        Ino(view2["d"].ino),
+        orig["d"],
+        "d hides the old d: its number"
+    );
+    assert_eq!(
+        Ino(view2["e"].ino),
+        orig["e"],
+        "e hides the old e: its number"
+    );
 }

@@ -8,7 +8,7 @@ mod engine_support;
 
 use common::*;
 use engine_support::*;
-use fimfs::union::Options;
+use fimfs::union::{Ino, Options};
 use std::collections::BTreeSet;
 use std::fs;
 
@@ -366,7 +366,7 @@ fn cached_directory_fds_stay_within_their_budget() {
     // from one layer opened by path: nothing is cached again (reopening
     // every layer of every directory made a warm `find` over 100 lowers
     // reopen 20,000 directories a pass), and the answer is getattr's.
-    let lower_only: Vec<u64> = (0..DIRS)
+    let lower_only: Vec<Ino> = (0..DIRS)
         .filter(|&d| d != 3)
         .map(|d| l.ino(&format!("a/b{d}")).expect("dir"))
         .collect();

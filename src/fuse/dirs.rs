@@ -2,7 +2,7 @@
 //! releasedir, fsyncdir.
 use super::entries::GEN;
 use super::{FimFs, errno, file_attr, file_type, guard};
-use crate::union::{DirEntry, ListedDir};
+use crate::union::{DirEntry, Ino, ListedDir};
 use fuser::{
     Errno, FileHandle, FopenFlags, INodeNo, OpenFlags, ReplyDirectory, ReplyDirectoryPlus,
     ReplyEmpty, ReplyOpen, Request,
@@ -16,7 +16,7 @@ impl FimFs {
     /// at offset 0 and kept for the handle's later reads.
     pub(super) fn snapshot(
         &self,
-        ino: u64,
+        ino: Ino,
         fh: u64,
         offset: u64,
         dir: Option<&ListedDir>,
@@ -31,7 +31,7 @@ impl FimFs {
 
     pub(super) fn readdirplus_inner(
         &self,
-        ino: u64,
+        ino: Ino,
         fh: u64,
         offset: u64,
         reply: &mut ReplyDirectoryPlus,
@@ -53,7 +53,7 @@ impl FimFs {
             let (attr_ttl, entry_ttl) = self.ttl_of(upper);
             let name = OsStr::from_bytes(&e.name);
             if reply.add(
-                INodeNo(a.ino),
+                a.ino.into(),
                 i as u64 + 1,
                 name,
                 &entry_ttl.min(attr_ttl),
@@ -76,15 +76,17 @@ impl FimFs {
         _flags: OpenFlags,
         reply: ReplyOpen,
     ) {
-        guard("opendir", || match self.union.opendir_cached(ino.0) {
-            Ok((_, keep)) => {
-                let mut flags = FopenFlags::FOPEN_CACHE_DIR;
-                if keep {
-                    flags |= FopenFlags::FOPEN_KEEP_CACHE;
+        guard("opendir", || {
+            match self.union.opendir_cached(Ino::from(ino)) {
+                Ok((_, keep)) => {
+                    let mut flags = FopenFlags::FOPEN_CACHE_DIR;
+                    if keep {
+                        flags |= FopenFlags::FOPEN_KEEP_CACHE;
+                    }
+                    reply.opened(FileHandle(self.handles.add_dir()), flags)
                 }
-                reply.opened(FileHandle(self.handles.add_dir()), flags)
+                Err(e) => reply.error(errno(e)),
             }
-            Err(e) => reply.error(errno(e)),
         })
     }
 
@@ -97,13 +99,13 @@ impl FimFs {
         mut reply: ReplyDirectory,
     ) {
         guard("readdir", || {
-            let entries = match self.snapshot(ino.0, fh.0, offset, None) {
+            let entries = match self.snapshot(Ino::from(ino), fh.0, offset, None) {
                 Ok(e) => e,
                 Err(e) => return reply.error(e),
             };
             for (i, e) in entries.iter().enumerate().skip(offset as usize) {
                 if reply.add(
-                    INodeNo(e.ino),
+                    e.ino.into(),
                     i as u64 + 1,
                     file_type(e.kind),
                     OsStr::from_bytes(&e.name),
@@ -124,7 +126,7 @@ impl FimFs {
         mut reply: ReplyDirectoryPlus,
     ) {
         guard("readdirplus", || {
-            match self.readdirplus_inner(ino.0, fh.0, offset, &mut reply) {
+            match self.readdirplus_inner(Ino::from(ino), fh.0, offset, &mut reply) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
             }

@@ -2,7 +2,7 @@
 //! readlink, mknod, mkdir, symlink, unlink, rmdir, rename, link, access.
 use super::{FimFs, errno, file_attr, guard};
 use crate::sys;
-use crate::union::{Caller, Make, SetAttr};
+use crate::union::{Caller, Ino, Make, SetAttr};
 use fuser::{
     AccessFlags, BsdFileFlags, FileHandle, Generation, INodeNo, RenameFlags, ReplyAttr, ReplyData,
     ReplyEmpty, ReplyEntry, Request, TimeOrNow,
@@ -26,7 +26,7 @@ impl FimFs {
     /// unlink (`dir` false) and rmdir: the other names of a linked file
     /// get fresh attributes; with casefold, the other spellings the kernel
     /// cached are dropped.
-    pub(super) fn remove(&self, parent: u64, name: &OsStr, dir: bool, reply: ReplyEmpty) {
+    pub(super) fn remove(&self, parent: Ino, name: &OsStr, dir: bool, reply: ReplyEmpty) {
         let others = self.union.other_spellings(parent, name.as_bytes());
         match self.union.remove(parent, name.as_bytes(), dir) {
             Ok(sibling) => {
@@ -52,7 +52,9 @@ impl FimFs {
             uid: req.uid(),
             gid: req.gid(),
         };
-        let res = self.union.make(parent.0, name.as_bytes(), how, who);
+        let res = self
+            .union
+            .make(Ino::from(parent), name.as_bytes(), how, who);
         self.entry(reply, res.map(|(_, a, _)| a))
     }
 
@@ -67,7 +69,10 @@ impl FimFs {
             if self.tuning.panic_on_lookup.as_deref() == Some(name.as_bytes()) {
                 panic!("fault injection: lookup of {name:?}");
             }
-            match self.union.lookup_spelled(parent.0, name.as_bytes()) {
+            match self
+                .union
+                .lookup_spelled(Ino::from(parent), name.as_bytes())
+            {
                 Ok((node, a, exact)) => {
                     let (attr, mut entry) = self.ttl_of(node.state().upper);
                     // Casefold: another spelling of a name is looked up
@@ -90,7 +95,7 @@ impl FimFs {
     }
 
     pub(super) fn on_forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        guard("forget", || self.union.forget(ino.0, nlookup))
+        guard("forget", || self.union.forget(Ino::from(ino), nlookup))
     }
 
     pub(super) fn on_getattr(
@@ -101,12 +106,12 @@ impl FimFs {
         reply: ReplyAttr,
     ) {
         guard("getattr", || {
-            let res = match self.union.getattr(ino.0) {
+            let res = match self.union.getattr(Ino::from(ino)) {
                 // Unlinked while open: the handle still knows the file.
                 Err(sys::Errno::ENOENT) if fh.is_some() => {
                     match fh.and_then(|f| self.handles.file(f.0)) {
                         Some(h) => match self.fd_of(&h) {
-                            Ok(fd) => self.union.getattr_open(ino.0, fd.as_fd()),
+                            Ok(fd) => self.union.getattr_open(Ino::from(ino), fd.as_fd()),
                             Err(_) => Err(sys::Errno::ENOENT),
                         },
                         None => Err(sys::Errno::ENOENT),
@@ -115,7 +120,10 @@ impl FimFs {
                 other => other,
             };
             match res {
-                Ok(a) => reply.attr(&self.ttl_of(self.union.is_upper(ino.0)).0, &file_attr(&a)),
+                Ok(a) => reply.attr(
+                    &self.ttl_of(self.union.is_upper(Ino::from(ino))).0,
+                    &file_attr(&a),
+                ),
                 Err(e) => reply.error(errno(e)),
             }
         })
@@ -156,7 +164,7 @@ impl FimFs {
             let fd = h.as_ref().and_then(|h| self.fd_of(h).ok());
             match self
                 .union
-                .setattr(ino.0, set, fd.as_ref().map(|f| f.as_fd()))
+                .setattr(Ino::from(ino), set, fd.as_ref().map(|f| f.as_fd()))
             {
                 Ok(a) => reply.attr(&self.ttl.attr, &file_attr(&a)),
                 Err(e) => reply.error(errno(e)),
@@ -165,7 +173,7 @@ impl FimFs {
     }
 
     pub(super) fn on_readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        guard("readlink", || match self.union.readlink(ino.0) {
+        guard("readlink", || match self.union.readlink(Ino::from(ino)) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(errno(e)),
         })
@@ -224,7 +232,9 @@ impl FimFs {
         name: &OsStr,
         reply: ReplyEmpty,
     ) {
-        guard("unlink", || self.remove(parent.0, name, false, reply))
+        guard("unlink", || {
+            self.remove(Ino::from(parent), name, false, reply)
+        })
     }
 
     pub(super) fn on_rmdir(
@@ -234,7 +244,9 @@ impl FimFs {
         name: &OsStr,
         reply: ReplyEmpty,
     ) {
-        guard("rmdir", || self.remove(parent.0, name, true, reply))
+        guard("rmdir", || {
+            self.remove(Ino::from(parent), name, true, reply)
+        })
     }
 
     #[allow(clippy::too_many_arguments)] // fuser::Filesystem's own signature
@@ -249,19 +261,23 @@ impl FimFs {
         reply: ReplyEmpty,
     ) {
         guard("rename", || {
-            let from = self.union.other_spellings(parent.0, name.as_bytes());
-            let to = self.union.other_spellings(newparent.0, newname.as_bytes());
+            let from = self
+                .union
+                .other_spellings(Ino::from(parent), name.as_bytes());
+            let to = self
+                .union
+                .other_spellings(Ino::from(newparent), newname.as_bytes());
             match self.union.rename(
-                parent.0,
+                Ino::from(parent),
                 name.as_bytes(),
-                newparent.0,
+                Ino::from(newparent),
                 newname.as_bytes(),
                 flags.bits(),
             ) {
                 Ok(()) => {
                     reply.ok();
-                    self.forget_spellings(parent.0, from);
-                    self.forget_spellings(newparent.0, to);
+                    self.forget_spellings(Ino::from(parent), from);
+                    self.forget_spellings(Ino::from(newparent), to);
                 }
                 Err(e) => reply.error(errno(e)),
             }
@@ -277,12 +293,14 @@ impl FimFs {
         reply: ReplyEntry,
     ) {
         guard("link", || {
-            let res = self.union.link(ino.0, newparent.0, newname.as_bytes());
+            let res = self
+                .union
+                .link(Ino::from(ino), Ino::from(newparent), newname.as_bytes());
             let ok = res.is_ok();
             self.entry(reply, res.map(|(_, a)| a));
             // The source's cached link count and number are now stale.
             if ok {
-                self.invalidate_attr(ino.0);
+                self.invalidate_attr(Ino::from(ino));
             }
         })
     }
@@ -294,7 +312,7 @@ impl FimFs {
         mask: AccessFlags,
         reply: ReplyEmpty,
     ) {
-        guard("access", || match self.union.getattr(ino.0) {
+        guard("access", || match self.union.getattr(Ino::from(ino)) {
             Ok(a) => match crate::union::access::check(
                 &a,
                 req.uid(),

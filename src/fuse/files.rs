@@ -4,7 +4,7 @@ use super::entries::GEN;
 use super::{FimFs, errno, file_attr, guard};
 use crate::sys;
 use crate::union::InodeFlags;
-use crate::union::{Caller, Make};
+use crate::union::{Caller, Ino, Make};
 use fuser::{
     CopyFileRangeFlags, Errno, FileHandle, FopenFlags, INodeNo, IoctlFlags, LockOwner, OpenFlags,
     ReplyCreate, ReplyData, ReplyEmpty, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyWrite, Request,
@@ -50,7 +50,7 @@ impl FimFs {
     pub(super) fn open_made_meanwhile(
         &self,
         req: &Request,
-        parent: u64,
+        parent: Ino,
         name: &OsStr,
         flags: i32,
         reply: ReplyCreate,
@@ -94,21 +94,21 @@ impl FimFs {
     }
 
     pub(super) fn on_open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        guard("open", || match self.union.open(ino.0, flags.0) {
+        guard("open", || match self.union.open(Ino::from(ino), flags.0) {
             Ok((fd, upper)) => {
                 let fd = Arc::new(fd);
-                if upper && let Ok(node) = self.union.node(ino.0) {
+                if upper && let Ok(node) = self.union.node(Ino::from(ino)) {
                     node.share_pin(&fd);
                 }
                 let read_only = flags.0 & libc::O_ACCMODE == libc::O_RDONLY;
                 let lazy = !upper && read_only && self.handles.open_files() >= self.lazy_above;
-                let fh = self
-                    .handles
-                    .add_file((!lazy).then_some(fd.clone()), ino.0, upper);
+                let fh =
+                    self.handles
+                        .add_file((!lazy).then_some(fd.clone()), Ino::from(ino), upper);
                 let flags = open_flags(upper);
                 match self
                     .io
-                    .open(fh, ino.0, upper, || reply.open_backing(fd.as_fd()))
+                    .open(fh, Ino::from(ino), upper, || reply.open_backing(fd.as_fd()))
                 {
                     Some(b) => reply.opened_passthrough(FileHandle(fh), flags, &b),
                     None => reply.opened(FileHandle(fh), flags),
@@ -334,14 +334,17 @@ impl FimFs {
                 gid: req.gid(),
             };
             let how = Make::File { mode, flags };
-            match self.union.make(parent.0, name.as_bytes(), how, who) {
+            match self
+                .union
+                .make(Ino::from(parent), name.as_bytes(), how, who)
+            {
                 Ok((node, a, Some(fd))) => self.reply_created(reply, &node, fd, true, &a),
                 Ok((node, _, None)) => {
                     self.union.forget(node.ino, 1);
                     reply.error(Errno::EIO)
                 }
                 Err(sys::Errno::EEXIST) if flags & libc::O_EXCL == 0 => {
-                    self.open_made_meanwhile(req, parent.0, name, flags, reply)
+                    self.open_made_meanwhile(req, Ino::from(parent), name, flags, reply)
                 }
                 Err(e) => reply.error(errno(e)),
             }
@@ -369,11 +372,17 @@ impl FimFs {
                 return reply.error(Errno::ENOTTY);
             };
             let res = match set {
-                true => self.union.set_inode_flags(ino.0, like).map(|()| Vec::new()),
-                false => self.union.inode_flags(ino.0, like).map(|f| match f {
-                    InodeFlags::Word(w) => w.to_ne_bytes().to_vec(),
-                    InodeFlags::Fsx(x) => x.to_vec(),
-                }),
+                true => self
+                    .union
+                    .set_inode_flags(Ino::from(ino), like)
+                    .map(|()| Vec::new()),
+                false => self
+                    .union
+                    .inode_flags(Ino::from(ino), like)
+                    .map(|f| match f {
+                        InodeFlags::Word(w) => w.to_ne_bytes().to_vec(),
+                        InodeFlags::Fsx(x) => x.to_vec(),
+                    }),
             };
             match res {
                 Ok(mut out) => {

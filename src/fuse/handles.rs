@@ -9,7 +9,7 @@
 //! read-only handle on a lower holds no fd: each request opens the file
 //! again. Lower files never change, so that is safe, and it lets the
 //! daemon serve more open files than it may hold fds.
-use crate::union::DirEntry;
+use crate::union::{DirEntry, Ino};
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 use std::os::fd::{AsFd, OwnedFd};
@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 #[derive(Debug)]
 pub struct OpenFile {
-    pub ino: u64,
+    pub ino: Ino,
     /// None: a lazy read-only lower handle (see the module docs).
     fd: RwLock<Option<Arc<OwnedFd>>>,
     on_upper: AtomicBool,
@@ -77,7 +77,7 @@ impl Handles {
     }
 
     /// A handle on `fd`, or a lazy one when `fd` is None.
-    pub fn add_file(&self, fd: Option<Arc<OwnedFd>>, ino: u64, upper: bool) -> u64 {
+    pub fn add_file(&self, fd: Option<Arc<OwnedFd>>, ino: Ino, upper: bool) -> u64 {
         let id = self.next_id();
         let h = OpenFile {
             ino,

@@ -13,6 +13,7 @@
 //! when no cached handle is open. The daemon's counts drop at RELEASE,
 //! which the kernel sends after dropping its own, so they are never lower
 //! than the kernel's: the rule errs towards the mode the kernel allows.
+use crate::union::Ino;
 use fuser::BackingId;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,9 +30,9 @@ struct Inode {
 pub struct IoModes {
     /// Negotiated with the kernel and not refused since.
     enabled: AtomicBool,
-    inodes: parking_lot::Mutex<HashMap<u64, Inode>>,
+    inodes: parking_lot::Mutex<HashMap<Ino, Inode>>,
     /// fh → (ino, passthrough).
-    handles: parking_lot::Mutex<HashMap<u64, (u64, bool)>>,
+    handles: parking_lot::Mutex<HashMap<u64, (Ino, bool)>>,
 }
 
 impl IoModes {
@@ -57,7 +58,7 @@ impl IoModes {
     pub fn open(
         &self,
         fh: u64,
-        ino: u64,
+        ino: Ino,
         upper: bool,
         open_backing: impl FnOnce() -> std::io::Result<BackingId>,
     ) -> Option<Arc<BackingId>> {

@@ -16,7 +16,7 @@ pub mod session;
 mod stats;
 mod xattrs;
 
-use crate::union::{Attr, Kind, Union};
+use crate::union::{Attr, Ino, Kind, Union};
 use fuser::{FileAttr, FileType, INodeNo};
 use handles::Handles;
 use std::os::unix::ffi::OsStrExt;
@@ -148,11 +148,11 @@ pub struct FimFs {
 #[derive(Debug)]
 enum Stale {
     /// The cached attributes of an inode.
-    Attr(u64),
+    Attr(Ino),
     /// Everything cached of an inode: attributes, data, a listing.
-    All(u64),
+    All(Ino),
     /// A directory entry (casefold: another spelling of a changed name).
-    Entry(u64, Vec<u8>),
+    Entry(Ino, Vec<u8>),
 }
 
 impl std::fmt::Debug for FimFs {
@@ -171,11 +171,11 @@ impl FimFs {
                 let Some(n) = n.get() else { continue };
                 let _ = match s {
                     // Offset -1: attributes only.
-                    Stale::Attr(ino) => n.inval_inode(INodeNo(ino), -1, 0),
+                    Stale::Attr(ino) => n.inval_inode(ino.into(), -1, 0),
                     // Offset 0, length 0: every page too.
-                    Stale::All(ino) => n.inval_inode(INodeNo(ino), 0, 0),
+                    Stale::All(ino) => n.inval_inode(ino.into(), 0, 0),
                     Stale::Entry(parent, name) => {
-                        n.inval_entry(INodeNo(parent), std::ffi::OsStr::from_bytes(&name))
+                        n.inval_entry(parent.into(), std::ffi::OsStr::from_bytes(&name))
                     }
                 };
             }
@@ -219,13 +219,13 @@ impl FimFs {
     }
 
     /// Asks the kernel to drop its cached attributes of `ino`.
-    pub fn invalidate_attr(&self, ino: u64) {
+    pub fn invalidate_attr(&self, ino: Ino) {
         let _ = self.stale.send(Stale::Attr(ino));
     }
 
     /// Casefold: after a name changed, the other spellings the kernel
     /// holds for its entry lead nowhere; the kernel drops them too.
-    pub fn forget_spellings(&self, parent: u64, names: Vec<Vec<u8>>) {
+    pub fn forget_spellings(&self, parent: Ino, names: Vec<Vec<u8>>) {
         self.union.drop_spellings(parent, &names);
         for name in names {
             let _ = self.stale.send(Stale::Entry(parent, name));
@@ -277,6 +277,20 @@ pub fn block_refresh_signal() {
     let _ = nix::sys::signal::SigSet::from(REFRESH_SIGNAL).thread_block();
 }
 
+// The kernel's inode numbers and the union's are the same numbers; this
+// is the only place the two types meet.
+impl From<INodeNo> for Ino {
+    fn from(n: INodeNo) -> Ino {
+        Ino(n.0)
+    }
+}
+
+impl From<Ino> for INodeNo {
+    fn from(n: Ino) -> INodeNo {
+        INodeNo(n.0)
+    }
+}
+
 pub fn file_type(k: Kind) -> FileType {
     match k {
         Kind::File => FileType::RegularFile,
@@ -291,7 +305,7 @@ pub fn file_type(k: Kind) -> FileType {
 
 pub fn file_attr(a: &Attr) -> FileAttr {
     FileAttr {
-        ino: INodeNo(a.ino),
+        ino: a.ino.into(),
         size: a.size,
         blocks: a.blocks,
         atime: a.atime,

@@ -1,5 +1,6 @@
 //! Extended attribute requests: getxattr, listxattr, setxattr, removexattr.
 use super::{FimFs, errno, guard};
+use crate::union::Ino;
 use fuser::{Errno, INodeNo, ReplyEmpty, ReplyXattr, Request};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -14,7 +15,7 @@ impl FimFs {
         reply: ReplyXattr,
     ) {
         guard("getxattr", || {
-            match self.union.getxattr(ino.0, name.as_bytes()) {
+            match self.union.getxattr(Ino::from(ino), name.as_bytes()) {
                 Ok(v) => xattr_reply(reply, &v, size),
                 Err(crate::sys::Errno::ENODATA)
                     if self.tuning.no_selinux && name.as_bytes() == b"security.selinux" =>
@@ -27,7 +28,7 @@ impl FimFs {
     }
 
     pub(super) fn on_listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        guard("listxattr", || match self.union.listxattr(ino.0) {
+        guard("listxattr", || match self.union.listxattr(Ino::from(ino)) {
             Ok(v) => xattr_reply(reply, &v, size),
             Err(e) => reply.error(errno(e)),
         })
@@ -45,7 +46,10 @@ impl FimFs {
         reply: ReplyEmpty,
     ) {
         guard("setxattr", || {
-            match self.union.setxattr(ino.0, name.as_bytes(), value, flags) {
+            match self
+                .union
+                .setxattr(Ino::from(ino), name.as_bytes(), value, flags)
+            {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(e)),
             }
@@ -60,7 +64,7 @@ impl FimFs {
         reply: ReplyEmpty,
     ) {
         guard("removexattr", || {
-            match self.union.removexattr(ino.0, name.as_bytes()) {
+            match self.union.removexattr(Ino::from(ino), name.as_bytes()) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(e)),
             }

@@ -5,7 +5,7 @@
 //! FUSE tells only the caller's uid and primary gid, so supplementary
 //! groups are not seen here; a root mount turns `default_permissions` on
 //! and the kernel makes the full check instead.
-use super::attr::{Attr, Kind};
+use super::attr::{Attr, Ino, Kind};
 use super::engine::Union;
 use super::node::Node;
 use super::write::Caller;
@@ -25,7 +25,7 @@ impl Union {
     /// lookup of the node is counted; on failure none.
     pub fn open_made_meanwhile(
         &self,
-        parent: u64,
+        parent: Ino,
         name: &[u8],
         flags: i32,
         who: Caller,
@@ -97,7 +97,7 @@ mod tests {
 
     fn attr(perm: u16, uid: u32, gid: u32, kind: Kind) -> Attr {
         Attr {
-            ino: 2,
+            ino: Ino(2),
             kind,
             perm,
             nlink: 1,

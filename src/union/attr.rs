@@ -20,7 +20,32 @@ use dashmap::DashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub const ROOT_INO: u64 = 1;
+/// A union inode number: what the kernel holds and every engine
+/// operation takes. Only `fuse` converts it to and from `fuser`'s type;
+/// host (layer) inode numbers stay bare `u64`, so the two cannot be mixed.
+/// `Ino(0)` is no entry's number: a node the kernel does not hold has it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct Ino(pub u64);
+
+impl Ino {
+    /// The FUSE root.
+    pub const ROOT: Ino = Ino(1);
+}
+
+impl std::fmt::Display for Ino {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+// Numbers carry a device id in their top byte: hex reads best in messages.
+impl std::fmt::LowerHex for Ino {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::LowerHex::fmt(&self.0, f)
+    }
+}
+
+pub const ROOT_INO: Ino = Ino::ROOT;
 
 /// With casefold, `.ciopfs` answers lookups in every directory (Wine then
 /// treats the mount as case-insensitive and stops scanning directories
@@ -28,7 +53,7 @@ pub const ROOT_INO: u64 = 1;
 /// under a number no layer entry can have (layer numbers carry a device id
 /// in their top byte).
 pub const CIOPFS_NAME: &[u8] = b".ciopfs";
-pub const CIOPFS_INO: u64 = 2;
+pub const CIOPFS_INO: Ino = Ino(2);
 
 /// Bits left for the real inode number under the device id.
 const INO_BITS: u32 = 56;
@@ -40,19 +65,19 @@ const OVERFLOW_FSID: u64 = 0xff;
 pub struct InoMap {
     fsids: DashMap<u64, u8>,
     next_fsid: AtomicU8,
-    overflow: DashMap<(u64, u64), u64>,
+    overflow: DashMap<(u64, u64), Ino>,
     next_overflow: AtomicU64,
     /// Lower inodes with several links, some of which were copied up: the
     /// number they had may still name the copy in the kernel, so the
     /// names left in the lower take a new one.
-    retired: DashMap<(u64, u64), u64>,
+    retired: DashMap<(u64, u64), Ino>,
     /// Upper inodes that carry on an entry known by another number (a
     /// copy-up, a renamed copy-up, a directory rebuilt by a rename): they
     /// keep that number while the daemon lives, so the kernel never sees
     /// one file under two numbers. `sticky_by` maps back, so that a number
     /// sticks to one upper inode at a time.
-    sticky: DashMap<(u64, u64), u64>,
-    sticky_by: DashMap<u64, (u64, u64)>,
+    sticky: DashMap<(u64, u64), Ino>,
+    sticky_by: DashMap<Ino, (u64, u64)>,
     remapped: AtomicBool,
 }
 
@@ -79,7 +104,7 @@ impl InoMap {
         (id as u64 != OVERFLOW_FSID).then_some(id as u64)
     }
 
-    pub fn encode(&self, dev: u64, ino: u64) -> u64 {
+    pub fn encode(&self, dev: u64, ino: u64) -> Ino {
         if self.remapped.load(Ordering::Acquire)
             && let Some(n) = self
                 .sticky
@@ -89,7 +114,7 @@ impl InoMap {
             return *n;
         }
         match self.fsid(dev) {
-            Some(id) if ino >> INO_BITS == 0 => (id << INO_BITS) | ino,
+            Some(id) if ino >> INO_BITS == 0 => Ino((id << INO_BITS) | ino),
             // Only in memory: stable while the daemon lives, which is the
             // best that can be done for such numbers.
             _ => *self
@@ -120,8 +145,8 @@ impl InoMap {
     /// The upper inode `dev`/`ino` reports `number` from now on.
     /// Also when `number` is its own: a name of a lower entry below it
     /// must not lend it that entry's number.
-    pub fn stick(&self, dev: u64, ino: u64, number: u64) {
-        if number == 0 || self.sticky.get(&(dev, ino)).is_some_and(|n| *n == number) {
+    pub fn stick(&self, dev: u64, ino: u64, number: Ino) {
+        if number == Ino(0) || self.sticky.get(&(dev, ino)).is_some_and(|n| *n == number) {
             return;
         }
         if let Some((_, old)) = self.sticky_by.remove(&number) {
@@ -134,7 +159,7 @@ impl InoMap {
 
     /// The number the upper inode `dev`/`ino` carries on from another
     /// entry, if any: it wins over what its name would give it.
-    pub fn sticky_of(&self, dev: u64, ino: u64) -> Option<u64> {
+    pub fn sticky_of(&self, dev: u64, ino: u64) -> Option<Ino> {
         if !self.remapped.load(Ordering::Acquire) {
             return None;
         }
@@ -157,14 +182,14 @@ impl InoMap {
         let Some(id) = self.fsid(dev).filter(|_| ino >> INO_BITS == 0) else {
             return;
         };
-        if self.sticky_by.contains_key(&((id << INO_BITS) | ino)) {
+        if self.sticky_by.contains_key(&Ino((id << INO_BITS) | ino)) {
             self.retired.insert((dev, ino), self.fresh());
             self.remapped.store(true, Ordering::Release);
         }
     }
 
-    fn fresh(&self) -> u64 {
-        (OVERFLOW_FSID << INO_BITS) | self.next_overflow.fetch_add(1, Ordering::Relaxed)
+    fn fresh(&self) -> Ino {
+        Ino((OVERFLOW_FSID << INO_BITS) | self.next_overflow.fetch_add(1, Ordering::Relaxed))
     }
 }
 
@@ -218,7 +243,7 @@ pub struct Squash {
 /// What getattr reports for one union entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attr {
-    pub ino: u64,
+    pub ino: Ino,
     pub kind: Kind,
     pub perm: u16,
     pub nlink: u32,
@@ -243,7 +268,7 @@ fn time(sec: i64, nsec: i64) -> SystemTime {
 }
 
 impl Attr {
-    pub fn from_stat(st: &libc::stat, ino: u64, merged_dir: bool, squash: Squash) -> Attr {
+    pub fn from_stat(st: &libc::stat, ino: Ino, merged_dir: bool, squash: Squash) -> Attr {
         let kind = Kind::from_mode(st.st_mode);
         Attr {
             ino,
@@ -290,7 +315,7 @@ mod tests {
         st.st_gid = 8;
         let a = Attr::from_stat(
             &st,
-            42,
+            Ino(42),
             false,
             Squash {
                 uid: Some(1000),

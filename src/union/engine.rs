@@ -6,7 +6,7 @@
 //! Invariants: the stack is fixed for the life of a mount; `generation`
 //! only grows (cached layer directories of an older one are resolved
 //! again); `ns_generation` grows after every change to the upper's names.
-use super::attr::{CIOPFS_INO, InoMap, Kind, ROOT_INO, Squash};
+use super::attr::{CIOPFS_INO, Ino, InoMap, Kind, ROOT_INO, Squash};
 use super::data::Reflinks;
 use super::fold::{self, FoldCache};
 use super::node::{self, Loc, Node, NodeTable, State};
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A name the kernel holds for a lower-only entry: parent, name, number.
-pub type LowerOnlyName = (u64, Vec<u8>, u64);
+pub type LowerOnlyName = (Ino, Vec<u8>, Ino);
 
 /// Nodes dropped between two returns of free memory to the system.
 const TRIM_EVERY: u64 = 32_768;
@@ -123,7 +123,7 @@ impl Union {
     }
 
     /// The live node numbered `ino`.
-    pub fn node(&self, ino: u64) -> Result<Arc<Node>> {
+    pub fn node(&self, ino: Ino) -> Result<Arc<Node>> {
         self.nodes.get(ino).ok_or(Errno::ESTALE)
     }
 
@@ -133,14 +133,14 @@ impl Union {
     }
 
     /// Is `ino` the `.ciopfs` entry of a casefold mount?
-    pub(super) fn is_ciopfs(&self, ino: u64) -> bool {
+    pub(super) fn is_ciopfs(&self, ino: Ino) -> bool {
         ino == CIOPFS_INO && self.opts.casefold
     }
 
     /// Casefold: the other spellings of `parent/name` the kernel holds for
     /// the same entry. Once the name is removed or renamed, those entries
     /// are stale: see `drop_spellings`.
-    pub fn other_spellings(&self, parent: u64, name: &[u8]) -> Vec<Vec<u8>> {
+    pub fn other_spellings(&self, parent: Ino, name: &[u8]) -> Vec<Vec<u8>> {
         if !self.opts.casefold {
             return Vec::new();
         }
@@ -160,7 +160,7 @@ impl Union {
     }
 
     /// The names `names` of `parent` no longer lead to their entry.
-    pub fn drop_spellings(&self, parent: u64, names: &[Vec<u8>]) {
+    pub fn drop_spellings(&self, parent: Ino, names: &[Vec<u8>]) {
         if let Ok(p) = self.node(parent) {
             for n in names {
                 self.nodes.unlinked(&p, n);
@@ -180,7 +180,7 @@ impl Union {
     /// names each lower directory lacks, folded indexes, every node's cached
     /// layer directories and listing stamps. Returns the live node numbers
     /// and the lower-only names, whose kernel caches the caller drops.
-    pub fn forget_lowers(&self) -> (Vec<u64>, Vec<LowerOnlyName>) {
+    pub fn forget_lowers(&self) -> (Vec<Ino>, Vec<LowerOnlyName>) {
         let names = self.nodes.lower_only_names();
         let inos = self.nodes.forget_layers();
         self.fold.clear();
@@ -194,7 +194,7 @@ impl Union {
     /// memory back to the system: after the kernel evicts its inodes (memory
     /// pressure, `drop_caches`), a daemon that had a million nodes would
     /// otherwise keep their 400 MiB mapped.
-    pub fn forget(&self, ino: u64, n: u64) {
+    pub fn forget(&self, ino: Ino, n: u64) {
         if self.nodes.forget(ino, n) {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_multiple_of(TRIM_EVERY) {

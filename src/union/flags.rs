@@ -2,7 +2,7 @@
 //! word and the `struct fsxattr` form): read from the entry in its layer;
 //! set on the upper copy, copied up first, as the kernel overlay does. The
 //! kernel has checked ownership and CAP_LINUX_IMMUTABLE before it asks.
-use super::attr::Kind;
+use super::attr::{Ino, Kind};
 use super::engine::Union;
 use super::place::Place;
 use crate::layer::Lower;
@@ -35,7 +35,7 @@ pub enum InodeFlags {
 impl Union {
     /// Opens `ino` in the layer that serves it (`write`: in the upper,
     /// copied up first) for the flag calls.
-    fn open_flags_target(&self, ino: u64, write: bool) -> Result<OwnedFd> {
+    fn open_flags_target(&self, ino: Ino, write: bool) -> Result<OwnedFd> {
         if write && self.is_read_only() {
             return Err(Errno::EROFS);
         }
@@ -49,7 +49,7 @@ impl Union {
 
     /// The inode flags of `ino` in the form of `like` (its value unused),
     /// as its layer's filesystem reports them.
-    pub fn inode_flags(&self, ino: u64, like: InodeFlags) -> Result<InodeFlags> {
+    pub fn inode_flags(&self, ino: Ino, like: InodeFlags) -> Result<InodeFlags> {
         let fd = self.open_flags_target(ino, false)?;
         Ok(match like {
             InodeFlags::Word(_) => InodeFlags::Word(sys::inode_flags(fd.as_fd())?),
@@ -58,7 +58,7 @@ impl Union {
     }
 
     /// Sets the inode flags of `ino` on its upper copy.
-    pub fn set_inode_flags(&self, ino: u64, flags: InodeFlags) -> Result<()> {
+    pub fn set_inode_flags(&self, ino: Ino, flags: InodeFlags) -> Result<()> {
         let fd = self.open_flags_target(ino, true)?;
         match flags {
             InodeFlags::Word(w) => sys::set_inode_flags(fd.as_fd(), w),

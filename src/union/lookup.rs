@@ -7,8 +7,8 @@
 //! the same-named directories below it until one of them is opaque.
 //! Resolution always reads the layers (no cached guess decides what exists),
 //! so entries added to the upper behind the mount are seen at once.
-use super::attr::Attr;
 use super::attr::Kind;
+use super::attr::{Attr, Ino};
 use super::attr::{CIOPFS_INO, CIOPFS_NAME};
 use super::engine::Union;
 use super::fold;
@@ -170,7 +170,7 @@ impl Union {
             Err(Errno::EMFILE | Errno::ENFILE) => {
                 let fds = self.nodes.dir_fds();
                 tracing::debug!(held = fds.held(), "out of fds: dropping cached directories");
-                self.nodes.shed(0, fds.held() / 2);
+                self.nodes.shed(Ino(0), fds.held() / 2);
                 layer.open_dir(dir, name)
             }
             r => r,
@@ -365,7 +365,7 @@ impl Union {
     }
 
     /// Looks `name` up in directory `parent`, counting one kernel lookup.
-    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<(Arc<Node>, Attr)> {
+    pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<(Arc<Node>, Attr)> {
         self.lookup_spelled(parent, name).map(|(n, a, _)| (n, a))
     }
 
@@ -373,7 +373,7 @@ impl Union {
     /// spelling (always, without casefold). The kernel must not cache a
     /// folded spelling for long: when the entry is renamed or removed,
     /// it updates only the spelling the call used.
-    pub fn lookup_spelled(&self, parent: u64, name: &[u8]) -> Result<(Arc<Node>, Attr, bool)> {
+    pub fn lookup_spelled(&self, parent: Ino, name: &[u8]) -> Result<(Arc<Node>, Attr, bool)> {
         let p = self.node(parent)?;
         if let Some(r) = self.ciopfs_lookup(name) {
             return r.map(|(n, a)| (n, a, true));
@@ -396,7 +396,7 @@ impl Union {
     /// whether the upper gained it behind the mount is checked once for
     /// the reply, not once per entry (an `openat2` walk or two `fstatat`
     /// each, for every entry of a lower-only directory).
-    pub fn listed_dir(&self, parent: u64) -> Result<ListedDir> {
+    pub fn listed_dir(&self, parent: Ino) -> Result<ListedDir> {
         let node = self.node(parent)?;
         let layers = self.dir_layers_fresh(&node)?;
         Ok(ListedDir { node, layers })
@@ -418,7 +418,7 @@ impl Union {
         name: &[u8],
     ) -> Result<(Arc<Node>, Attr, bool)> {
         let found = self.resolve_in(pl, name);
-        tracing::trace!(parent = p.ino, name = %String::from_utf8_lossy(name), ok = found.is_ok(), "lookup");
+        tracing::trace!(parent = p.ino.0, name = %String::from_utf8_lossy(name), ok = found.is_ok(), "lookup");
         let found = found?;
         let exact = found.name == name;
         let (node, attr) = self.hand_out(p, pl, name, found, None);

@@ -1,6 +1,6 @@
 //! The union engine: the merged view of a layer stack, FUSE-free.
 //!
-//! Every operation takes inode numbers and byte-string names and returns
+//! Every operation takes inode numbers (`Ino`) and byte-string names and returns
 //! `Result<_, Errno>`; nothing here knows about `fuser`, so the union rules
 //! are tested directly (see `tests/engine_*.rs`), and the `fuse` adapter only
 //! translates. Lowers are reached only through `layer::Lower`; the upper
@@ -10,7 +10,7 @@
 //! what each file offers, from the bottom up. Every operation is a method
 //! of [`Union`], defined in the file of its concern.
 //!
-//! - `attr`: the `st_ino` policy (`InoMap`), `st_nlink` of merged
+//! - `attr`: the `Ino` newtype and the `st_ino` policy (`InoMap`), `st_nlink` of merged
 //!   directories, ownership squashing; `Attr`, `Kind`.
 //! - `marker`: writing whiteouts and opaque marks (reading them is
 //!   `layer::marker`'s), private and layer xattr names, origin marks.
@@ -55,7 +55,7 @@ mod readdir;
 mod rename;
 mod write;
 
-pub use attr::{Attr, CIOPFS_INO, CIOPFS_NAME, Kind, ROOT_INO, Squash};
+pub use attr::{Attr, CIOPFS_INO, CIOPFS_NAME, Ino, Kind, ROOT_INO, Squash};
 pub use engine::{LowerOnlyName, Options, Union};
 pub use flags::InodeFlags;
 pub use lookup::ListedDir;

@@ -16,7 +16,7 @@
 //!   (`DirFds`): past it, the least recently used caches are dropped and
 //!   resolved again through their parents when next needed;
 //! - the root is never forgotten.
-use super::attr::Kind;
+use super::attr::{Ino, Kind};
 use crate::layer::{Dir, LayerId};
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
@@ -153,7 +153,7 @@ const NOT_SHED: u64 = u64::MAX;
 
 #[derive(Debug)]
 pub struct Node {
-    pub ino: u64,
+    pub ino: Ino,
     /// Every name the kernel reached this node by, most recent first
     /// (hard links give a file several).
     locs: RwLock<Vec<Loc>>,
@@ -179,7 +179,7 @@ pub struct Node {
 pub type ListStamp = (std::time::SystemTime, std::time::SystemTime, u64);
 
 impl Node {
-    pub fn new(ino: u64, loc: Loc, state: State) -> Node {
+    pub fn new(ino: Ino, loc: Loc, state: State) -> Node {
         Node {
             ino,
             locs: RwLock::new(vec![loc]),
@@ -331,7 +331,7 @@ impl Node {
 }
 
 /// A name in a directory: (parent's number, name).
-type NameKey = (u64, Vec<u8>);
+type NameKey = (Ino, Vec<u8>);
 
 fn key(parent: &Arc<Node>, name: &[u8]) -> NameKey {
     (parent.ino, name.to_vec())
@@ -343,8 +343,8 @@ fn key(parent: &Arc<Node>, name: &[u8]) -> NameKey {
 /// renamed copy-up may resolve to another number, hard links share one).
 #[derive(Debug)]
 pub struct NodeTable {
-    map: DashMap<u64, Arc<Node>>,
-    names: DashMap<NameKey, u64>,
+    map: DashMap<Ino, Arc<Node>>,
+    names: DashMap<NameKey, Ino>,
     fds: Arc<DirFds>,
 }
 
@@ -384,7 +384,7 @@ impl NodeTable {
     /// Drops cached layers, least recently used first, until the fds they
     /// hold are down to `target`. The root's layers and those of `keep`
     /// (just cached) stay.
-    pub fn shed(&self, keep: u64, target: usize) {
+    pub fn shed(&self, keep: Ino, target: usize) {
         let Some(_one) = self.fds.evicting.try_lock() else {
             return;
         };
@@ -409,7 +409,7 @@ impl NodeTable {
         }
     }
 
-    pub fn get(&self, ino: u64) -> Option<Arc<Node>> {
+    pub fn get(&self, ino: Ino) -> Option<Arc<Node>> {
         self.map.get(&ino).map(|n| n.clone())
     }
 
@@ -419,7 +419,7 @@ impl NodeTable {
     /// `pin` is asked for an fd only when the node has none.
     pub fn remember(
         &self,
-        ino: u64,
+        ino: Ino,
         loc: Loc,
         state: State,
         dir: Option<DirLayers>,
@@ -462,7 +462,7 @@ impl NodeTable {
 
     /// The node numbered `ino` that is not an entry of any layer (such as
     /// `.ciopfs`), counting one lookup; it is never forgotten.
-    pub fn remember_fixed(&self, ino: u64) -> Arc<Node> {
+    pub fn remember_fixed(&self, ino: Ino) -> Arc<Node> {
         let slot = self.map.entry(ino).or_insert_with(|| {
             let loc = Loc {
                 parent: None,
@@ -488,8 +488,8 @@ impl NodeTable {
 
     /// `parent/name` now names `ino` (or nothing): the node it named
     /// before loses the name.
-    fn name_now(&self, parent: &Arc<Node>, name: &[u8], ino: Option<u64>) {
-        tracing::trace!(parent = parent.ino, name = %String::from_utf8_lossy(name), ?ino, "name now");
+    fn name_now(&self, parent: &Arc<Node>, name: &[u8], ino: Option<Ino>) {
+        tracing::trace!(parent = parent.ino.0, name = %String::from_utf8_lossy(name), ?ino, "name now");
         let k = key(parent, name);
         let prev = match ino {
             Some(i) => self.names.insert(k, i),
@@ -544,7 +544,7 @@ impl NodeTable {
     /// (parent, name, node).
     /// Drops what every live node remembers of its layers (cached directory
     /// fds and lower listings, listing stamps); returns their numbers.
-    pub fn forget_layers(&self) -> Vec<u64> {
+    pub fn forget_layers(&self) -> Vec<Ino> {
         self.map
             .iter()
             .map(|e| {
@@ -555,7 +555,7 @@ impl NodeTable {
             .collect()
     }
 
-    pub fn lower_only_names(&self) -> Vec<(u64, Vec<u8>, u64)> {
+    pub fn lower_only_names(&self) -> Vec<(Ino, Vec<u8>, Ino)> {
         self.names
             .iter()
             .filter(|e| self.get(*e.value()).is_some_and(|n| !n.state().upper))
@@ -573,7 +573,7 @@ impl NodeTable {
 
     /// The kernel dropped `n` lookups of `ino`; true when that was the
     /// last and the node left the table.
-    pub fn forget(&self, ino: u64, n: u64) -> bool {
+    pub fn forget(&self, ino: Ino, n: u64) -> bool {
         if ino == super::attr::ROOT_INO || ino == super::attr::CIOPFS_INO {
             return false;
         }

@@ -3,7 +3,7 @@
 //! a copy carries on) and the attributes built with it. The policy itself
 //! (encoding, sticky numbers) is `attr::InoMap`'s; this applies it to a
 //! resolution (`lookup::Found`).
-use super::attr::{Attr, Kind};
+use super::attr::{Attr, Ino, Kind};
 use super::engine::Union;
 use super::lookup::Found;
 use super::node::{Node, State};
@@ -18,7 +18,7 @@ impl Union {
     /// file with several links, which reports its own so that every name
     /// of it agrees, and an upper inode that carries on another entry's
     /// number (a copy-up, a rename) while the daemon runs (see `attr`).
-    pub(super) fn ino_of(&self, f: &Found) -> u64 {
+    pub(super) fn ino_of(&self, f: &Found) -> Ino {
         if linked_upper(&f.state, &f.st) {
             return self.inos.encode(f.st.st_dev, f.st.st_ino);
         }
@@ -45,14 +45,14 @@ impl Union {
 
     /// The number `node` goes by: its own when the kernel holds it, else
     /// (a transient node) what `f`, its resolution, reports.
-    pub(super) fn number_of(&self, node: &Node, f: &Found) -> u64 {
+    pub(super) fn number_of(&self, node: &Node, f: &Found) -> Ino {
         match node.ino {
-            0 => self.ino_of(f),
+            Ino(0) => self.ino_of(f),
             n => n,
         }
     }
 
-    pub(super) fn attr_of(&self, node_ino: Option<u64>, f: &Found) -> Attr {
+    pub(super) fn attr_of(&self, node_ino: Option<Ino>, f: &Found) -> Attr {
         let ino = match node_ino {
             Some(i) if !linked_upper(&f.state, &f.st) => i,
             _ => self.ino_of(f),

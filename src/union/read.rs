@@ -2,7 +2,7 @@
 //! opening files and directories. Each call finds where its node lives
 //! (`place`) and asks that layer through the `Lower` calls.
 use super::attr::CIOPFS_INO;
-use super::attr::{Attr, Kind};
+use super::attr::{Attr, Ino, Kind};
 use super::engine::Union;
 use super::lookup::Behind;
 use super::marker;
@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 impl Union {
-    pub fn getattr(&self, ino: u64) -> Result<Attr> {
+    pub fn getattr(&self, ino: Ino) -> Result<Attr> {
         if ino == CIOPFS_INO && self.opts.casefold {
             return self.ciopfs_attr();
         }
@@ -104,13 +104,13 @@ impl Union {
 
     /// The attributes of an open file, for a node that lost its last
     /// name (unlinked while open): what `fstat` on it reports.
-    pub fn getattr_open(&self, ino: u64, fd: std::os::fd::BorrowedFd<'_>) -> Result<Attr> {
+    pub fn getattr_open(&self, ino: Ino, fd: std::os::fd::BorrowedFd<'_>) -> Result<Attr> {
         let node = self.node(ino)?;
         let st = sys::fstat(fd)?;
         Ok(Attr::from_stat(&st, node.ino, false, self.opts.squash))
     }
 
-    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+    pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
         let node = self.node(ino)?;
         let (found, place) = self.place(&node)?;
         if found.state.kind != Kind::Symlink {
@@ -123,7 +123,7 @@ impl Union {
         self.stack.statfs_layer().ok_or(Errno::ENOENT)?.statfs()
     }
 
-    pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
+    pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
         if marker::is_layer_xattr(name) {
             return self.layer_of(ino);
         }
@@ -140,7 +140,7 @@ impl Union {
     /// Which layer serves `ino` (`user.fimfs.layer`): `upper`, or
     /// `lower N DIR` (N from 1 at the top-most lower). A merged directory
     /// names its top-most layer.
-    pub(super) fn layer_of(&self, ino: u64) -> Result<Vec<u8>> {
+    pub(super) fn layer_of(&self, ino: Ino) -> Result<Vec<u8>> {
         let node = self.node(ino)?;
         if ino == CIOPFS_INO && self.opts.casefold {
             return Err(Errno::ENODATA);
@@ -158,7 +158,7 @@ impl Union {
     }
 
     /// The xattr names of `ino`, NUL-separated, private ones left out.
-    pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
+    pub fn listxattr(&self, ino: Ino) -> Result<Vec<u8>> {
         if self.is_ciopfs(ino) {
             return Ok(Vec::new());
         }
@@ -180,7 +180,7 @@ impl Union {
     /// Opens the file `ino` for I/O; also says whether the fd is on the
     /// upper. A write open copies a lower file up first (with `O_TRUNC`,
     /// without copying its data).
-    pub fn open(&self, ino: u64, flags: i32) -> Result<(OwnedFd, bool)> {
+    pub fn open(&self, ino: Ino, flags: i32) -> Result<(OwnedFd, bool)> {
         let (file, upper) = self.open_file(ino, flags)?;
         // A lower without fds has its files read through `File::read_at`.
         let fd = file.into_fd().map_err(|_| Errno::EOPNOTSUPP)?;
@@ -188,7 +188,7 @@ impl Union {
     }
 
     /// [`Union::open`], as the layer hands the file out.
-    pub fn open_file(&self, ino: u64, flags: i32) -> Result<(File, bool)> {
+    pub fn open_file(&self, ino: Ino, flags: i32) -> Result<(File, bool)> {
         let node = self.node(ino)?;
         let acc = flags & libc::O_ACCMODE;
         let writes = acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
@@ -225,13 +225,13 @@ impl Union {
     }
 
     /// Has `ino` been copied up since a handle was opened on its lower?
-    pub fn is_upper(&self, ino: u64) -> bool {
+    pub fn is_upper(&self, ino: Ino) -> bool {
         self.nodes.get(ino).is_some_and(|n| n.state().upper)
     }
 
     /// Opens a directory of the union for a listing; checks it exists.
     /// Also gives the directory's attributes, as `getattr` would.
-    pub fn opendir(&self, ino: u64) -> Result<(Arc<Node>, Attr)> {
+    pub fn opendir(&self, ino: Ino) -> Result<(Arc<Node>, Attr)> {
         let node = self.node(ino)?;
         if let Some(a) = self.quick_dir_attr(&node) {
             return Ok((node, a));

@@ -6,7 +6,7 @@
 //! they stay valid however the directory changes while it is read. Each
 //! entry's number follows the same origin rule as lookup, so `d_ino`
 //! equals the `st_ino` a later stat reports.
-use super::attr::{Attr, InoMap, Kind};
+use super::attr::{Attr, Ino, InoMap, Kind};
 use super::engine::Union;
 use super::lookup::ListedDir;
 use super::marker::{self, OPAQUE_FILE, WH_PREFIX};
@@ -23,7 +23,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {
     pub name: Vec<u8>,
-    pub ino: u64,
+    pub ino: Ino,
     pub kind: Kind,
 }
 
@@ -166,7 +166,7 @@ impl Merge<'_> {
         &mut self,
         i: usize,
         kind: Kind,
-        ino: u64,
+        ino: Ino,
         below: (&dyn Lower, &Dir),
         name: &[u8],
     ) {
@@ -254,7 +254,7 @@ impl Union {
 impl Union {
     /// What directory `ino` looks like now (top layer's mtime, ctime and
     /// size), to tell whether a listing the kernel cached is still right.
-    fn list_stamp(&self, ino: u64) -> Option<ListStamp> {
+    fn list_stamp(&self, ino: Ino) -> Option<ListStamp> {
         let a = self.getattr(ino).ok()?;
         Some((a.mtime, a.ctime, a.size))
     }
@@ -264,7 +264,7 @@ impl Union {
     /// the one its last snapshot started from). Every change made through
     /// the mount drops the kernel's copy anyway; this catches those made
     /// behind it (in the upper, by another daemon).
-    pub fn opendir_cached(&self, ino: u64) -> Result<(Attr, bool)> {
+    pub fn opendir_cached(&self, ino: Ino) -> Result<(Attr, bool)> {
         let (node, a) = self.opendir(ino)?;
         let keep = node.listed() == Some((a.mtime, a.ctime, a.size));
         Ok((a, keep))
@@ -273,7 +273,7 @@ impl Union {
     /// The listing one directory handle serves: `.` and `..` first, then
     /// the merged entries. `dir`: the directory's layers when the caller
     /// has them already (readdirplus).
-    pub fn snapshot(&self, ino: u64, dir: Option<&ListedDir>) -> Result<Vec<DirEntry>> {
+    pub fn snapshot(&self, ino: Ino, dir: Option<&ListedDir>) -> Result<Vec<DirEntry>> {
         let node = self.node(ino)?;
         // Taken before the layers are read: a change made meanwhile
         // makes the next opendir drop the kernel's copy.

@@ -6,7 +6,7 @@
 //! directory, renamed into place, and the source is whited out. At every
 //! step each file is visible under the old name or the new one (a crash
 //! between the two renames shows both, loses neither).
-use super::attr::Kind;
+use super::attr::{Ino, Kind};
 use super::copy_up::{copy_attrs, copy_entry};
 use super::engine::Union;
 use super::lookup::Found;
@@ -91,7 +91,7 @@ impl Union {
         &self,
         dl: &DirLayers,
         f: &Found,
-        number: u64,
+        number: Ino,
         (out, cname): (&Arc<OwnedFd>, CString),
         links: &mut Links,
     ) -> Result<()> {
@@ -132,7 +132,7 @@ impl Union {
     }
 
     /// The entry `dir`/`name` (a copy) reports `number`.
-    fn stick_at(&self, dir: BorrowedFd<'_>, name: &CStr, number: u64) {
+    fn stick_at(&self, dir: BorrowedFd<'_>, name: &CStr, number: Ino) {
         if let Ok(st) = sys::fstatat(dir, name) {
             self.inos.stick(st.st_dev, st.st_ino, number);
         }
@@ -181,9 +181,9 @@ impl Union {
     /// `rename(parent/name, newparent/newname, flags)`.
     pub fn rename(
         &self,
-        parent: u64,
+        parent: Ino,
         name: &[u8],
-        newparent: u64,
+        newparent: Ino,
         newname: &[u8],
         flags: u32,
     ) -> Result<()> {

@@ -11,7 +11,7 @@
 //! - removing an upper entry that a lower also holds swaps it for a
 //!   whiteout in one rename (`RENAME_WHITEOUT`, or an exchange);
 //! - no whiteout is ever written inside an opaque directory.
-use super::attr::{Attr, Kind};
+use super::attr::{Attr, Ino, Kind};
 use super::engine::Union;
 use super::lookup::Found;
 use super::marker::{self, Probe};
@@ -195,7 +195,7 @@ impl Union {
     /// Creates `name` in directory `parent`.
     pub fn make(
         &self,
-        parent: u64,
+        parent: Ino,
         name: &[u8],
         how: Make,
         who: Caller,
@@ -322,7 +322,7 @@ impl Union {
     /// Removes `name` from `parent` (`rmdir` when `dir`). Returns the
     /// inode number of the file's other names when it had several links:
     /// their cached link count is now wrong.
-    pub fn remove(&self, parent: u64, name: &[u8], dir: bool) -> Result<Option<u64>> {
+    pub fn remove(&self, parent: Ino, name: &[u8], dir: bool) -> Result<Option<Ino>> {
         if self.is_read_only() {
             return Err(Errno::EROFS);
         }
@@ -370,7 +370,7 @@ impl Union {
         found: &super::lookup::Found,
     ) -> Arc<Node> {
         let node = Node::new(
-            0,
+            Ino(0),
             super::node::Loc {
                 parent: Some(parent.clone()),
                 name: name.to_vec(),
@@ -412,7 +412,7 @@ impl Union {
     }
 
     /// Changes attributes, copying the entry up first.
-    pub fn setattr(&self, ino: u64, set: SetAttr, fh: Option<BorrowedFd<'_>>) -> Result<Attr> {
+    pub fn setattr(&self, ino: Ino, set: SetAttr, fh: Option<BorrowedFd<'_>>) -> Result<Attr> {
         if self.is_read_only() {
             return Err(Errno::EROFS);
         }
@@ -473,7 +473,7 @@ impl Union {
         Ok(())
     }
 
-    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
+    pub fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
         // `.ciopfs` is no layer's file: it cannot take one, as an immutable
         // file cannot.
         if marker::is_private_xattr(name) || self.is_ciopfs(ino) {
@@ -493,7 +493,7 @@ impl Union {
         )
     }
 
-    pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
+    pub fn removexattr(&self, ino: Ino, name: &[u8]) -> Result<()> {
         if marker::is_private_xattr(name) {
             return Err(Errno::EPERM);
         }
@@ -509,7 +509,7 @@ impl Union {
 
     /// `link(ino, newparent/newname)`: copies the source up, links it in the
     /// upper, and answers with the source's node (one inode, two names).
-    pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> Result<(Arc<Node>, Attr)> {
+    pub fn link(&self, ino: Ino, newparent: Ino, newname: &[u8]) -> Result<(Arc<Node>, Attr)> {
         self.check_name(newname)?;
         let node = self.node(ino)?;
         let np = self.node(newparent)?;

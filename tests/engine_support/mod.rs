@@ -22,7 +22,7 @@ use crate::common::{Seen, TempDir, View, build_layer};
 use fimfs::layer::{Layer, Stack, Workdir};
 use fimfs::sys::Errno;
 use fimfs::union::node::Node;
-use fimfs::union::{Kind, Options, ROOT_INO, Union};
+use fimfs::union::{Ino, Kind, Options, ROOT_INO, Union};
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::fd::AsFd;
@@ -112,7 +112,7 @@ impl Fixture {
 /// that they are all forgotten on drop (as the kernel would, eventually).
 pub struct Lookups<'a> {
     pub u: &'a Union,
-    held: Vec<u64>,
+    held: Vec<Ino>,
     /// When false, lookups are never forgotten (a kernel with an endless cache).
     pub forget_on_drop: bool,
 }
@@ -127,12 +127,12 @@ impl<'a> Lookups<'a> {
     }
 
     /// Counts one more lookup of `ino` made on this session's behalf.
-    pub fn hold(&mut self, ino: u64) {
+    pub fn hold(&mut self, ino: Ino) {
         self.held.push(ino);
     }
 
     /// The node number of `path` (`""` or `"."` is the root).
-    pub fn ino(&mut self, path: &str) -> Result<u64, Errno> {
+    pub fn ino(&mut self, path: &str) -> Result<Ino, Errno> {
         let mut cur = ROOT_INO;
         for comp in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
             let (node, _) = self.u.lookup(cur, comp.as_bytes())?;
@@ -143,7 +143,7 @@ impl<'a> Lookups<'a> {
     }
 
     /// The node number of `path`'s parent directory and `path`'s last name.
-    pub fn parent<'p>(&mut self, path: &'p str) -> Result<(u64, &'p str), Errno> {
+    pub fn parent<'p>(&mut self, path: &'p str) -> Result<(Ino, &'p str), Errno> {
         let (dir, name) = match path.rsplit_once('/') {
             Some((d, n)) => (d, n),
             None => ("", path),
@@ -178,7 +178,7 @@ fn kind_letter(k: Kind) -> &'static str {
 }
 
 /// Reads the whole file `ino` through `open` + `pread`.
-pub fn read_through(u: &Union, ino: u64) -> Result<Vec<u8>, Errno> {
+pub fn read_through(u: &Union, ino: Ino) -> Result<Vec<u8>, Errno> {
     let (fd, _) = u.open(ino, libc::O_RDONLY)?;
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
@@ -194,7 +194,7 @@ pub fn read_through(u: &Union, ino: u64) -> Result<Vec<u8>, Errno> {
 /// Visible xattrs of `ino` through `listxattr` + `getxattr`.
 pub fn xattrs_through(
     u: &Union,
-    ino: u64,
+    ino: Ino,
     problems: &mut Vec<String>,
     path: &str,
 ) -> BTreeMap<String, String> {
@@ -261,7 +261,7 @@ pub fn engine_view(u: &Union, problems: &mut Vec<String>) -> View {
     view
 }
 
-fn walk(u: &Union, ino: u64, prefix: &str, view: &mut View, problems: &mut Vec<String>) {
+fn walk(u: &Union, ino: Ino, prefix: &str, view: &mut View, problems: &mut Vec<String>) {
     let shown = if prefix.is_empty() { "/" } else { prefix };
     let dir = match u.opendir(ino) {
         Ok((n, _)) => n,
@@ -295,7 +295,7 @@ fn walk(u: &Union, ino: u64, prefix: &str, view: &mut View, problems: &mut Vec<S
                     Seen {
                         desc: "?".into(),
                         perm: 0,
-                        ino: e.ino,
+                        ino: e.ino.0,
                         nlink: 0,
                         xattrs: BTreeMap::new(),
                     },
@@ -341,7 +341,7 @@ fn walk(u: &Union, ino: u64, prefix: &str, view: &mut View, problems: &mut Vec<S
             Seen {
                 desc,
                 perm: attr.perm as u32,
-                ino: attr.ino,
+                ino: attr.ino.0,
                 nlink: attr.nlink,
                 xattrs,
             },

@@ -15,7 +15,7 @@
 use super::{Fixture, Lookups, engine_view, errno_named};
 use crate::common::*;
 use fimfs::sys::Errno;
-use fimfs::union::{Caller, Make, Options, ROOT_INO, SetAttr, Union};
+use fimfs::union::{Caller, Ino, Make, Options, ROOT_INO, SetAttr, Union};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -568,13 +568,13 @@ pub fn run_case(c: &Case, with_upper: Option<&str>, tag: &str) -> Vec<String> {
     let upper_before = fx.upper.as_deref().map(disk_snapshot);
     let u = &fx.union;
 
-    let ino_of = |p: &str| -> Option<u64> {
+    let ino_of = |p: &str| -> Option<Ino> {
         let mut l = Lookups::new(u);
         let ino = l.ino(p).ok()?;
         u.getattr(ino).ok().map(|a| a.ino)
     };
-    let inos_before: Vec<Option<u64>> = c.keep_ino.iter().map(|p| ino_of(p)).collect();
-    let replaced_before: Vec<Option<u64>> = c.new_ino.iter().map(|p| ino_of(p)).collect();
+    let inos_before: Vec<Option<Ino>> = c.keep_ino.iter().map(|p| ino_of(p)).collect();
+    let replaced_before: Vec<Option<Ino>> = c.new_ino.iter().map(|p| ino_of(p)).collect();
 
     for line in c.ops {
         let (op, want) = parse_op(line);
