@@ -274,7 +274,7 @@ fn lowers_known_from_a_listing_resolve_as_probed() {
         for i in 0..8 {
             let name = format!("missing{i}");
             if let Ok((n, _)) = u.lookup(d, name.as_bytes()) {
-                u.forget(n.ino, 1);
+                u.forget(n, 1);
                 problems.push(format!("d/{name} found"));
             }
         }
@@ -283,7 +283,7 @@ fn lowers_known_from_a_listing_resolve_as_probed() {
             ("z", "device whiteout"),
         ] {
             if let Ok((n, _)) = u.lookup(d, name.as_bytes()) {
-                u.forget(n.ino, 1);
+                u.forget(n, 1);
                 problems.push(format!("d/{name} found through a {why}"));
             }
         }
@@ -347,9 +347,10 @@ fn cached_directory_fds_stay_within_their_budget() {
             if d == 3 {
                 names.insert("new".into());
             }
-            let (node, _) = u.opendir(l.ino(&dir).expect("dir")).expect("opendir");
+            let node = l.ino(&dir).expect("dir");
+            u.opendir(node).expect("opendir");
             let listed: BTreeSet<String> = u
-                .list_dir(&node)
+                .list_dir(node)
                 .expect("list_dir")
                 .into_iter()
                 .map(|e| String::from_utf8(e.name).expect("utf-8"))
@@ -373,12 +374,12 @@ fn cached_directory_fds_stay_within_their_budget() {
     let mut opened = Vec::new();
     let mut shed = 0;
     for &ino in &lower_only {
-        let was_shed = u.node(ino).expect("node").shed_generation().is_some();
-        let (node, a) = u.opendir(ino).expect("opendir");
+        let was_shed = u.dir_layers_shed(ino).expect("node");
+        let a = u.opendir(ino).expect("opendir");
         if was_shed {
             shed += 1;
             assert!(
-                node.shed_generation().is_some(),
+                u.dir_layers_shed(ino).expect("node"),
                 "opendir of shed directory {ino:#x} cached its layers again"
             );
         }
@@ -406,8 +407,9 @@ fn cached_directory_fds_stay_within_their_budget() {
             u.opendir(l.ino(&format!("a/b{d}")).expect("dir"))
                 .expect("opendir");
         }
-        let (node, _) = u.opendir(l.ino("a/b5").expect("b5")).expect("opendir b5");
-        let listed = u.list_dir(&node).expect("list b5");
+        let node = l.ino("a/b5").expect("b5");
+        u.opendir(node).expect("opendir b5");
+        let listed = u.list_dir(node).expect("list b5");
         assert!(
             listed.iter().any(|e| e.name == b"behind"),
             "a/b5 lists what the upper gained behind the union"
@@ -437,7 +439,7 @@ fn upper_changes_behind_the_union_are_seen() {
         &mut problems,
     );
     match u.lookup(d, b"new") {
-        Ok((n, _)) => u.forget(n.ino, 1),
+        Ok((n, _)) => u.forget(n, 1),
         Err(e) => problems.push(format!("lookup d/new through a node cached before: {e}")),
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));

@@ -47,7 +47,7 @@ impl FimFs {
                 false => self
                     .union
                     .lookup_listed(&dir, &e.name)
-                    .map(|(n, a)| (a, n.state().upper)),
+                    .map(|(n, a)| (a, self.union.is_upper(n))),
             };
             let Ok((a, upper)) = found else { continue };
             let (attr_ttl, entry_ttl) = self.ttl_of(upper);

@@ -74,7 +74,7 @@ impl FimFs {
                 .lookup_spelled(Ino::from(parent), name.as_bytes())
             {
                 Ok((node, a, exact)) => {
-                    let (attr, mut entry) = self.ttl_of(node.state().upper);
+                    let (attr, mut entry) = self.ttl_of(self.union.is_upper(node));
                     // Casefold: another spelling of a name is looked up
                     // again on every use, so a rename or unlink through
                     // the real name never leaves it stale (the kernel

@@ -63,7 +63,7 @@ impl FimFs {
             .union
             .open_made_meanwhile(parent, name.as_bytes(), flags, who)
         {
-            Ok((node, a, fd, upper)) => self.reply_created(reply, &node, Arc::new(fd), upper, &a),
+            Ok((node, a, fd, upper)) => self.reply_created(reply, node, Arc::new(fd), upper, &a),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -74,19 +74,19 @@ impl FimFs {
     pub(super) fn reply_created(
         &self,
         reply: ReplyCreate,
-        node: &Arc<crate::union::node::Node>,
+        ino: Ino,
         fd: Arc<std::os::fd::OwnedFd>,
         upper: bool,
         a: &crate::union::Attr,
     ) {
         if upper {
-            node.share_pin(&fd);
+            self.union.share_pin(ino, &fd);
         }
-        let fh = self.handles.add_file(Some(fd.clone()), node.ino, upper);
+        let fh = self.handles.add_file(Some(fd.clone()), ino, upper);
         let (ttl, fa, flags) = (self.ttl.entry, file_attr(a), open_flags(upper));
         match self
             .io
-            .open(fh, node.ino, upper, || reply.open_backing(fd.as_fd()))
+            .open(fh, ino, upper, || reply.open_backing(fd.as_fd()))
         {
             Some(b) => reply.created_passthrough(&ttl, &fa, GEN, FileHandle(fh), flags, &b),
             None => reply.created(&ttl, &fa, GEN, FileHandle(fh), flags),
@@ -97,8 +97,8 @@ impl FimFs {
         guard("open", || match self.union.open(Ino::from(ino), flags.0) {
             Ok((fd, upper)) => {
                 let fd = Arc::new(fd);
-                if upper && let Ok(node) = self.union.node(Ino::from(ino)) {
-                    node.share_pin(&fd);
+                if upper {
+                    self.union.share_pin(Ino::from(ino), &fd);
                 }
                 let read_only = flags.0 & libc::O_ACCMODE == libc::O_RDONLY;
                 let lazy = !upper && read_only && self.handles.open_files() >= self.lazy_above;
@@ -338,9 +338,9 @@ impl FimFs {
                 .union
                 .make(Ino::from(parent), name.as_bytes(), how, who)
             {
-                Ok((node, a, Some(fd))) => self.reply_created(reply, &node, fd, true, &a),
+                Ok((node, a, Some(fd))) => self.reply_created(reply, node, fd, true, &a),
                 Ok((node, _, None)) => {
-                    self.union.forget(node.ino, 1);
+                    self.union.forget(node, 1);
                     reply.error(Errno::EIO)
                 }
                 Err(sys::Errno::EEXIST) if flags & libc::O_EXCL == 0 => {

@@ -7,15 +7,13 @@
 //! and the kernel makes the full check instead.
 use super::attr::{Attr, Ino, Kind};
 use super::engine::Union;
-use super::node::Node;
 use super::write::Caller;
 use crate::sys::{Errno, Result};
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
 
 /// A file opened by [`Union::open_made_meanwhile`]: its node (one lookup
 /// counted), attributes, fd, and whether the fd is on the upper.
-pub type Opened = (Arc<Node>, Attr, OwnedFd, bool);
+pub type Opened = (Ino, Attr, OwnedFd, bool);
 
 impl Union {
     /// `open(O_CREAT)` without `O_EXCL` of a name that appeared after the
@@ -43,13 +41,13 @@ impl Union {
             Kind::Dir => Err(Errno::EISDIR),
             _ => check(&a, who.uid, who.gid, mask, self.is_read_only()),
         };
-        match allowed.and_then(|()| self.open(node.ino, flags & !libc::O_CREAT)) {
+        match allowed.and_then(|()| self.open(node, flags & !libc::O_CREAT)) {
             Ok((fd, upper)) => {
-                let a = self.getattr(node.ino).unwrap_or(a);
+                let a = self.getattr(node).unwrap_or(a);
                 Ok((node, a, fd, upper))
             }
             Err(e) => {
-                self.forget(node.ino, 1);
+                self.forget(node, 1);
                 Err(e)
             }
         }

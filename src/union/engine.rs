@@ -12,6 +12,7 @@ use super::fold::{self, FoldCache};
 use super::node::{self, Loc, Node, NodeTable, State};
 use crate::layer::{LayerId, Lower, Stack, Workdir};
 use crate::sys::{self, Errno, Result};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -123,8 +124,23 @@ impl Union {
     }
 
     /// The live node numbered `ino`.
-    pub fn node(&self, ino: Ino) -> Result<Arc<Node>> {
+    pub(super) fn node(&self, ino: Ino) -> Result<Arc<Node>> {
         self.nodes.get(ino).ok_or(Errno::ESTALE)
+    }
+
+    /// `fd`, open on the upper inode `ino` goes by, keeps that inode (and
+    /// so its number) allocated while the kernel holds `ino` (see
+    /// `lookup::hand_out`). Nothing to do for a node already forgotten.
+    pub fn share_pin(&self, ino: Ino, fd: &Arc<OwnedFd>) {
+        if let Some(node) = self.nodes.get(ino) {
+            node.share_pin(fd);
+        }
+    }
+
+    /// Were directory `ino`'s cached layers dropped only to keep within
+    /// the fd budget (and not re-cached since)? For tests of the budget.
+    pub fn dir_layers_shed(&self, ino: Ino) -> Result<bool> {
+        Ok(self.node(ino)?.shed_generation().is_some())
     }
 
     /// Layer `id`, through the calls every layer answers.

@@ -365,7 +365,7 @@ impl Union {
     }
 
     /// Looks `name` up in directory `parent`, counting one kernel lookup.
-    pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<(Arc<Node>, Attr)> {
+    pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<(Ino, Attr)> {
         self.lookup_spelled(parent, name).map(|(n, a, _)| (n, a))
     }
 
@@ -373,13 +373,14 @@ impl Union {
     /// spelling (always, without casefold). The kernel must not cache a
     /// folded spelling for long: when the entry is renamed or removed,
     /// it updates only the spelling the call used.
-    pub fn lookup_spelled(&self, parent: Ino, name: &[u8]) -> Result<(Arc<Node>, Attr, bool)> {
+    pub fn lookup_spelled(&self, parent: Ino, name: &[u8]) -> Result<(Ino, Attr, bool)> {
         let p = self.node(parent)?;
         if let Some(r) = self.ciopfs_lookup(name) {
-            return r.map(|(n, a)| (n, a, true));
+            return r.map(|(n, a)| (n.ino, a, true));
         }
         let pl = self.dir_layers_fresh(&p)?;
         self.lookup_at(p, &pl, name)
+            .map(|(n, a, exact)| (n.ino, a, exact))
     }
 
     /// With casefold, the `.ciopfs` entry every directory shows (no layer
@@ -403,12 +404,12 @@ impl Union {
     }
 
     /// [`Union::lookup`] of an entry of a listed directory.
-    pub fn lookup_listed(&self, dir: &ListedDir, name: &[u8]) -> Result<(Arc<Node>, Attr)> {
+    pub fn lookup_listed(&self, dir: &ListedDir, name: &[u8]) -> Result<(Ino, Attr)> {
         if let Some(r) = self.ciopfs_lookup(name) {
-            return r;
+            return r.map(|(n, a)| (n.ino, a));
         }
         self.lookup_at(dir.node.clone(), &dir.layers, name)
-            .map(|(n, a, _)| (n, a))
+            .map(|(n, a, _)| (n.ino, a))
     }
 
     pub(super) fn lookup_at(

@@ -17,7 +17,8 @@
 //! - `names`: what a lower directory lacks (hashes of its names).
 //! - `fold`: case-folding and folded indexes (`-o casefold`).
 //! - `node`: nodes, the inode table, cached layer directories and their
-//!   fd budget (`DirFds`).
+//!   fd budget (`DirFds`). Private: callers hold numbers (`Ino`), never
+//!   nodes.
 //! - `data`: copying file data (reflink, `copy_file_range`, holes, or a
 //!   lower's reads).
 //! - `engine`: the `Union` value, its options and small accessors,
@@ -47,7 +48,7 @@ pub mod fold;
 mod lookup;
 pub mod marker;
 mod names;
-pub mod node;
+mod node;
 mod numbers;
 mod place;
 mod read;

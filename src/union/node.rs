@@ -567,10 +567,6 @@ impl NodeTable {
         self.map.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
     /// The kernel dropped `n` lookups of `ino`; true when that was the
     /// last and the node left the table.
     pub fn forget(&self, ino: Ino, n: u64) -> bool {

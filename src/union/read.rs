@@ -231,7 +231,12 @@ impl Union {
 
     /// Opens a directory of the union for a listing; checks it exists.
     /// Also gives the directory's attributes, as `getattr` would.
-    pub fn opendir(&self, ino: Ino) -> Result<(Arc<Node>, Attr)> {
+    pub fn opendir(&self, ino: Ino) -> Result<Attr> {
+        self.open_dir_node(ino).map(|(_, a)| a)
+    }
+
+    /// [`Union::opendir`], also giving the node.
+    pub(super) fn open_dir_node(&self, ino: Ino) -> Result<(Arc<Node>, Attr)> {
         let node = self.node(ino)?;
         if let Some(a) = self.quick_dir_attr(&node) {
             return Ok((node, a));

@@ -214,8 +214,13 @@ fn upper_copy_of(
 }
 
 impl Union {
-    /// The merged listing of a directory node, without `.` and `..`.
-    pub fn list_dir(&self, node: &Arc<Node>) -> Result<Vec<DirEntry>> {
+    /// The merged listing of directory `ino`, without `.` and `..`.
+    pub fn list_dir(&self, ino: Ino) -> Result<Vec<DirEntry>> {
+        self.list_node(&self.node(ino)?)
+    }
+
+    /// [`Union::list_dir`] of a node in hand.
+    pub(super) fn list_node(&self, node: &Arc<Node>) -> Result<Vec<DirEntry>> {
         self.list_layers(&self.dir_layers_fresh(node)?)
     }
 
@@ -265,7 +270,7 @@ impl Union {
     /// the mount drops the kernel's copy anyway; this catches those made
     /// behind it (in the upper, by another daemon).
     pub fn opendir_cached(&self, ino: Ino) -> Result<(Attr, bool)> {
-        let (node, a) = self.opendir(ino)?;
+        let (node, a) = self.open_dir_node(ino)?;
         let keep = node.listed() == Some((a.mtime, a.ctime, a.size));
         Ok((a, keep))
     }
@@ -287,7 +292,7 @@ impl Union {
         let mut all = vec![dot(b".", ino), dot(b"..", parent)];
         let listed = match dir {
             Some(d) => self.list_listed(d),
-            None => self.list_dir(&node),
+            None => self.list_node(&node),
         };
         all.extend(listed?);
         Ok(all)

@@ -65,7 +65,7 @@ impl Union {
             0,
         )?);
         let dl = self.dir_layers(node)?;
-        for e in self.list_dir(node)? {
+        for e in self.list_node(node)? {
             let f = self.resolve_in(&dl, &e.name)?;
             let cname = sys::cstr(&e.name)?;
             let live = self.nodes.child(node, &e.name);
@@ -314,7 +314,7 @@ impl Union {
         match (src == Kind::Dir, dst == Kind::Dir) {
             (true, false) => Err(Errno::ENOTDIR),
             (false, true) => Err(Errno::EISDIR),
-            (true, true) if !self.list_dir(dst_node)?.is_empty() => Err(Errno::ENOTEMPTY),
+            (true, true) if !self.list_node(dst_node)?.is_empty() => Err(Errno::ENOTEMPTY),
             _ => Ok(()),
         }
     }

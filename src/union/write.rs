@@ -199,7 +199,7 @@ impl Union {
         name: &[u8],
         how: Make,
         who: Caller,
-    ) -> Result<(Arc<Node>, Attr, Option<Arc<OwnedFd>>)> {
+    ) -> Result<(Ino, Attr, Option<Arc<OwnedFd>>)> {
         self.check_name(name)?;
         let p = self.node(parent)?;
         let pl = self.dir_layers_fresh(&p)?;
@@ -226,7 +226,7 @@ impl Union {
         };
         let fd = fd.map(Arc::new);
         let (node, attr) = self.hand_out(p, &pl, name, found, fd.as_ref());
-        Ok((node, attr, fd))
+        Ok((node.ino, attr, fd))
     }
 
     /// Checks that `name` is free in the directory whose layers are `pl`;
@@ -336,7 +336,7 @@ impl Union {
         }
         if dir {
             let child = self.transient_child(&p, name, &found);
-            if !self.list_dir(&child)?.is_empty() {
+            if !self.list_node(&child)?.is_empty() {
                 return Err(Errno::ENOTEMPTY);
             }
         }
@@ -508,8 +508,8 @@ impl Union {
     }
 
     /// `link(ino, newparent/newname)`: copies the source up, links it in the
-    /// upper, and answers with the source's node (one inode, two names).
-    pub fn link(&self, ino: Ino, newparent: Ino, newname: &[u8]) -> Result<(Arc<Node>, Attr)> {
+    /// upper, and answers with the new name's number and attributes.
+    pub fn link(&self, ino: Ino, newparent: Ino, newname: &[u8]) -> Result<(Ino, Attr)> {
         self.check_name(newname)?;
         let node = self.node(ino)?;
         let np = self.node(newparent)?;
@@ -549,7 +549,8 @@ impl Union {
         // links reports its own inode number under every name).
         let npl = self.dir_layers(&np)?;
         let found = self.resolve_in(&npl, newname)?;
-        Ok(self.hand_out(np, &npl, newname, found, None))
+        let (node, attr) = self.hand_out(np, &npl, newname, found, None);
+        Ok((node.ino, attr))
     }
 }
 

@@ -21,13 +21,11 @@ pub use table::*;
 use crate::common::{Seen, TempDir, View, build_layer};
 use fimfs::layer::{Layer, Stack, Workdir};
 use fimfs::sys::Errno;
-use fimfs::union::node::Node;
 use fimfs::union::{Ino, Kind, Options, ROOT_INO, Union};
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 // ---------------------------------------------------------------------------------
 // The union under test
@@ -136,8 +134,8 @@ impl<'a> Lookups<'a> {
         let mut cur = ROOT_INO;
         for comp in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
             let (node, _) = self.u.lookup(cur, comp.as_bytes())?;
-            self.held.push(node.ino);
-            cur = node.ino;
+            self.held.push(node);
+            cur = node;
         }
         Ok(cur)
     }
@@ -220,14 +218,14 @@ pub fn xattrs_through(
 
 fn describe(
     u: &Union,
-    node: &Arc<Node>,
+    node: Ino,
     kind: Kind,
     rdev: u64,
     path: &str,
     problems: &mut Vec<String>,
 ) -> String {
     match kind {
-        Kind::File => match read_through(u, node.ino) {
+        Kind::File => match read_through(u, node) {
             Ok(data) => format!("f {}", String::from_utf8_lossy(&data))
                 .trim_end()
                 .to_string(),
@@ -236,7 +234,7 @@ fn describe(
                 "f <unreadable>".into()
             }
         },
-        Kind::Symlink => match u.readlink(node.ino) {
+        Kind::Symlink => match u.readlink(node) {
             Ok(t) => format!("l {}", String::from_utf8_lossy(&t)),
             Err(e) => {
                 problems.push(format!("{path}: readlink: {e}"));
@@ -263,11 +261,10 @@ pub fn engine_view(u: &Union, problems: &mut Vec<String>) -> View {
 
 fn walk(u: &Union, ino: Ino, prefix: &str, view: &mut View, problems: &mut Vec<String>) {
     let shown = if prefix.is_empty() { "/" } else { prefix };
-    let dir = match u.opendir(ino) {
-        Ok((n, _)) => n,
-        Err(e) => return problems.push(format!("{shown}: opendir: {e}")),
-    };
-    let entries = match u.list_dir(&dir) {
+    if let Err(e) = u.opendir(ino) {
+        return problems.push(format!("{shown}: opendir: {e}"));
+    }
+    let entries = match u.list_dir(ino) {
         Ok(e) => e,
         Err(e) => return problems.push(format!("{shown}: list_dir: {e}")),
     };
@@ -322,7 +319,7 @@ fn walk(u: &Union, ino: Ino, prefix: &str, view: &mut View, problems: &mut Vec<S
         if attr.ino == ROOT_INO {
             problems.push(format!("{path}: has the root's inode number"));
         }
-        match u.getattr(node.ino) {
+        match u.getattr(node) {
             Ok(a)
                 if a.ino != attr.ino
                     || a.kind != attr.kind
@@ -334,8 +331,8 @@ fn walk(u: &Union, ino: Ino, prefix: &str, view: &mut View, problems: &mut Vec<S
             Ok(_) => {}
             Err(err) => problems.push(format!("{path}: getattr: {err}")),
         }
-        let desc = describe(u, &node, attr.kind, attr.rdev, &path, problems);
-        let xattrs = xattrs_through(u, node.ino, problems, &path);
+        let desc = describe(u, node, attr.kind, attr.rdev, &path, problems);
+        let xattrs = xattrs_through(u, node, problems, &path);
         view.insert(
             path.clone(),
             Seen {
@@ -347,9 +344,9 @@ fn walk(u: &Union, ino: Ino, prefix: &str, view: &mut View, problems: &mut Vec<S
             },
         );
         if attr.kind == Kind::Dir {
-            walk(u, node.ino, &path, view, problems);
+            walk(u, node, &path, view, problems);
         }
-        u.forget(node.ino, 1);
+        u.forget(node, 1);
     }
 }
 

@@ -138,7 +138,7 @@ pub fn engine_apply(u: &Union, op: &Op, forget: bool) -> Result<(), Errno> {
             touch(&mut l, p);
             let (d, n) = l.parent(p)?;
             let (node, _, _) = u.make(d, n.as_bytes(), Make::Dir { mode: 0o755 }, ROOT)?;
-            l.hold(node.ino);
+            l.hold(node);
         }
         Op::Create(p, content) => {
             touch(&mut l, p);
@@ -148,7 +148,7 @@ pub fn engine_apply(u: &Union, op: &Op, forget: bool) -> Result<(), Errno> {
                 flags: libc::O_WRONLY,
             };
             let (node, _, fd) = u.make(d, n.as_bytes(), how, ROOT)?;
-            l.hold(node.ino);
+            l.hold(node);
             let fd = fd.ok_or(Errno::EIO)?;
             pwrite_all(fd.as_fd(), content.as_bytes(), 0)?;
         }
@@ -159,7 +159,7 @@ pub fn engine_apply(u: &Union, op: &Op, forget: bool) -> Result<(), Errno> {
                 target: target.as_bytes().to_vec(),
             };
             let (node, _, _) = u.make(d, n.as_bytes(), how, ROOT)?;
-            l.hold(node.ino);
+            l.hold(node);
         }
         Op::Mkfifo(p) => {
             touch(&mut l, p);
@@ -169,7 +169,7 @@ pub fn engine_apply(u: &Union, op: &Op, forget: bool) -> Result<(), Errno> {
                 rdev: 0,
             };
             let (node, _, _) = u.make(d, n.as_bytes(), how, ROOT)?;
-            l.hold(node.ino);
+            l.hold(node);
         }
         Op::Mkchr(p, major, minor) => {
             touch(&mut l, p);
@@ -179,7 +179,7 @@ pub fn engine_apply(u: &Union, op: &Op, forget: bool) -> Result<(), Errno> {
                 rdev: nix::sys::stat::makedev(*major, *minor),
             };
             let (node, _, _) = u.make(d, n.as_bytes(), how, ROOT)?;
-            l.hold(node.ino);
+            l.hold(node);
         }
         Op::Unlink(p) | Op::Rmdir(p) => {
             touch(&mut l, p);
@@ -198,7 +198,7 @@ pub fn engine_apply(u: &Union, op: &Op, forget: bool) -> Result<(), Errno> {
             touch(&mut l, b);
             let (d, n) = l.parent(b)?;
             let (node, _) = u.link(ino, d, n.as_bytes())?;
-            l.hold(node.ino);
+            l.hold(node);
         }
         Op::Write(p, c) => {
             let ino = l.ino(p)?;
