@@ -46,8 +46,8 @@ impl FimFs {
                 true => self.union.getattr(e.ino).map(|a| (a, true)),
                 false => self
                     .union
-                    .lookup_listed(&dir, &e.name)
-                    .map(|(n, a)| (a, self.union.is_upper(n))),
+                    .lookup_listed_entry(&dir, &e.name)
+                    .map(|e| (e.attr, e.upper)),
             };
             let Ok((a, upper)) = found else { continue };
             let (attr_ttl, entry_ttl) = self.ttl_of(upper);

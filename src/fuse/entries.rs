@@ -2,7 +2,7 @@
 //! readlink, mknod, mkdir, symlink, unlink, rmdir, rename, link, access.
 use super::{FimFs, errno, file_attr, guard};
 use crate::sys;
-use crate::union::{Caller, Ino, Make, SetAttr};
+use crate::union::{Caller, Entry, Ino, Make, SetAttr};
 use fuser::{
     AccessFlags, BsdFileFlags, FileHandle, Generation, INodeNo, RenameFlags, ReplyAttr, ReplyData,
     ReplyEmpty, ReplyEntry, Request, TimeOrNow,
@@ -69,12 +69,14 @@ impl FimFs {
             if self.tuning.panic_on_lookup.as_deref() == Some(name.as_bytes()) {
                 panic!("fault injection: lookup of {name:?}");
             }
-            match self
-                .union
-                .lookup_spelled(Ino::from(parent), name.as_bytes())
-            {
-                Ok((node, a, exact)) => {
-                    let (attr, mut entry) = self.ttl_of(self.union.is_upper(node));
+            match self.union.lookup_entry(Ino::from(parent), name.as_bytes()) {
+                Ok(Entry {
+                    attr: a,
+                    upper,
+                    exact,
+                    ..
+                }) => {
+                    let (attr, mut entry) = self.ttl_of(upper);
                     // Casefold: another spelling of a name is looked up
                     // again on every use, so a rename or unlink through
                     // the real name never leaves it stale (the kernel

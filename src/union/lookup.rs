@@ -369,6 +369,28 @@ impl Union {
         self.lookup_spelled(parent, name).map(|(n, a, _)| (n, a))
     }
 
+    /// [`Union::lookup_spelled`] as one value, with what the kernel's cache
+    /// lifetime depends on: whether the entry lives in the upper. Read from
+    /// the node in hand, so the adapter needs no second table lookup.
+    pub fn lookup_entry(&self, parent: Ino, name: &[u8]) -> Result<Entry> {
+        let p = self.node(parent)?;
+        if let Some(r) = self.ciopfs_lookup(name) {
+            return r.map(|(n, a)| Entry::of(&n, a, true));
+        }
+        let pl = self.dir_layers_fresh(&p)?;
+        self.lookup_at(p, &pl, name)
+            .map(|(n, a, exact)| Entry::of(&n, a, exact))
+    }
+
+    /// [`Union::lookup_listed`] as one [`Entry`] (a readdirplus reply).
+    pub fn lookup_listed_entry(&self, dir: &ListedDir, name: &[u8]) -> Result<Entry> {
+        if let Some(r) = self.ciopfs_lookup(name) {
+            return r.map(|(n, a)| Entry::of(&n, a, true));
+        }
+        self.lookup_at(dir.node.clone(), &dir.layers, name)
+            .map(|(n, a, exact)| Entry::of(&n, a, exact))
+    }
+
     /// [`Union::lookup`], also saying whether `name` is the entry's own
     /// spelling (always, without casefold). The kernel must not cache a
     /// folded spelling for long: when the entry is renamed or removed,
@@ -493,4 +515,27 @@ impl Union {
 pub struct ListedDir {
     pub(super) node: Arc<Node>,
     pub(super) layers: DirLayers,
+}
+
+/// An entry the engine hands out: its number, its attributes, and what the
+/// kernel may cache of it (`upper`: what the upper holds may change behind
+/// the mount and is cached briefly; `exact`: the name asked for is the
+/// entry's own spelling, without casefold always).
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub ino: Ino,
+    pub attr: Attr,
+    pub upper: bool,
+    pub exact: bool,
+}
+
+impl Entry {
+    fn of(node: &Node, attr: Attr, exact: bool) -> Entry {
+        Entry {
+            ino: node.ino,
+            attr,
+            upper: node.state().upper,
+            exact,
+        }
+    }
 }

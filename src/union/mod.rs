@@ -59,6 +59,6 @@ mod write;
 pub use attr::{Attr, CIOPFS_INO, CIOPFS_NAME, Ino, Kind, ROOT_INO, Squash};
 pub use engine::{LowerOnlyName, Options, Union};
 pub use flags::InodeFlags;
-pub use lookup::ListedDir;
+pub use lookup::{Entry, ListedDir};
 pub use readdir::DirEntry;
 pub use write::{Caller, Make, SetAttr};
