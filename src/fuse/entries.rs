@@ -108,12 +108,15 @@ impl FimFs {
         reply: ReplyAttr,
     ) {
         guard("getattr", || {
-            let res = match self.union.getattr(Ino::from(ino)) {
+            let res = match self.union.getattr_upper(Ino::from(ino)) {
                 // Unlinked while open: the handle still knows the file.
                 Err(sys::Errno::ENOENT) if fh.is_some() => {
                     match fh.and_then(|f| self.handles.file(f.0)) {
                         Some(h) => match self.fd_of(&h) {
-                            Ok(fd) => self.union.getattr_open(Ino::from(ino), fd.as_fd()),
+                            Ok(fd) => self
+                                .union
+                                .getattr_open(Ino::from(ino), fd.as_fd())
+                                .map(|a| (a, self.union.is_upper(Ino::from(ino)))),
                             Err(_) => Err(sys::Errno::ENOENT),
                         },
                         None => Err(sys::Errno::ENOENT),
@@ -122,10 +125,7 @@ impl FimFs {
                 other => other,
             };
             match res {
-                Ok(a) => reply.attr(
-                    &self.ttl_of(self.union.is_upper(Ino::from(ino))).0,
-                    &file_attr(&a),
-                ),
+                Ok((a, upper)) => reply.attr(&self.ttl_of(upper).0, &file_attr(&a)),
                 Err(e) => reply.error(errno(e)),
             }
         })

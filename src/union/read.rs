@@ -15,10 +15,22 @@ use std::sync::Arc;
 
 impl Union {
     pub fn getattr(&self, ino: Ino) -> Result<Attr> {
+        self.getattr_upper(ino).map(|(a, _)| a)
+    }
+
+    /// [`Union::getattr`], also saying whether the entry lives in the
+    /// upper (what the kernel's cache lifetime depends on), read from the
+    /// node in hand rather than from a second table lookup.
+    pub fn getattr_upper(&self, ino: Ino) -> Result<(Attr, bool)> {
         if ino == CIOPFS_INO && self.opts.casefold {
-            return self.ciopfs_attr();
+            return self.ciopfs_attr().map(|a| (a, false));
         }
         let node = self.node(ino)?;
+        let attr = self.node_attr(&node, ino)?;
+        Ok((attr, node.state().upper))
+    }
+
+    fn node_attr(&self, node: &Arc<Node>, ino: Ino) -> Result<Attr> {
         if node.loc().is_none()
             && let Some(pin) = node.pinned()
         {
@@ -26,7 +38,7 @@ impl Union {
             let st = sys::fstat(pin.as_fd())?;
             return Ok(Attr::from_stat(&st, ino, false, self.opts.squash));
         }
-        if let Ok(Some((state, place))) = self.cached_place(&node)
+        if let Ok(Some((state, place))) = self.cached_place(node)
             && let Ok(st) = self.layer(place.layer)?.stat(&place.dir, &place.name)
             && Kind::from_mode(st.st_mode) == state.kind
         {
@@ -36,7 +48,7 @@ impl Union {
             };
             return Ok(Attr::from_stat(&st, ino, state.merged, self.opts.squash));
         }
-        let (found, _) = self.place(&node)?;
+        let (found, _) = self.place(node)?;
         Ok(self.attr_of(Some(ino), &found))
     }
 
