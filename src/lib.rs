@@ -2,13 +2,15 @@
 //!
 //! Layers of the code, each using only those above it:
 //! `sys` (the only unsafe code) → `host` (mount table, locks, processes,
-//! signal sets) → `layer` → `union` (FUSE-free engine) →
+//! signal sets) → `image` (DwarFS images, read in-process) → `layer` →
+//! `union` (FUSE-free engine) →
 //! `fuse` (the `fuser` adapter) → `mount` → `inspect` / `launch` → `cli`.
 #![deny(unsafe_code)]
 
 pub mod cli;
 pub mod fuse;
 pub mod host;
+pub mod image;
 pub mod inspect;
 pub mod launch;
 pub mod layer;
