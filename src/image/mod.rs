@@ -17,9 +17,16 @@ pub mod codec;
 
 pub use codec::Codec;
 
-/// Where one section's payload lies in the file that holds the image.
+/// Where one section lies in the file that holds the image.
+///
+/// The section header is 64 bytes: magic `DWARFS`, major, minor, a 32-byte
+/// SHA-512/256 and an 8-byte XXH3-64 checksum, then section number (u32),
+/// type (u16), compression (u16) and payload size (u64), little-endian. The
+/// XXH3 covers the header from the section number on, then the payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockLoc {
+    /// Offset of the section header in the file.
+    pub header: u64,
     /// Offset of the payload (after the section header) in the file.
     pub payload: u64,
     /// Length of the compressed payload.
