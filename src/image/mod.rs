@@ -7,12 +7,15 @@
 //! outside it, panic, hang, or hold memory beyond the cache bound.
 //!
 //! Files, from the bottom up:
+//! - `binary`: a FlatImage binary (ELF, reserved space, overlay and
+//!   casefold bytes, the `[u64 size][image]` layer blocks appended to it);
 //! - `codec`: section payload codecs (none, zstd, lzma, lz4/lz4hc, ...),
 //!   whole and (for data blocks) incremental decoding, with output bounds.
 //!
 //! What is taken from the `dwarfs` crate (MIT/Apache): the frozen-thrift
 //! metadata decoder and FSST string tables. Sections, blocks, validation
 //! and the cache are ours (see the README for why).
+pub mod binary;
 pub mod codec;
 
 pub use codec::Codec;

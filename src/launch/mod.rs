@@ -5,10 +5,10 @@
 //! - [`choice`]: the backend choice (`FIM_OVERLAY`, the image's overlay byte,
 //!   the BWRAP default, casefold never using BWRAP) as a pure function, and
 //!   the value `overlay show` prints;
-//! - [`image`]: the FlatImage binary: the ELF section `.fim_reserved_offset`,
-//!   the 4 MiB reserved space (overlay byte 9, casefold byte 10) and the
-//!   appended `[u64 size][DWARFS…]` layer blocks;
-//! - `elf`: the minimal ELF32/ELF64 little-endian section lookup behind it;
+//! - [`image`]: the image's overlay byte as a backend; the FlatImage
+//!   binary itself (the ELF section `.fim_reserved_offset`, the 4 MiB
+//!   reserved space, the appended `[u64 size][DWARFS…]` layer blocks) is
+//!   read and written by `crate::image::binary`, re-exported here;
 //! - [`bwrap`]: finding bubblewrap, its version, the sandbox command lines,
 //!   its JSON status documents;
 //! - [`run`]: `fimfs run`, which runs one command on the chosen backend,
@@ -35,21 +35,17 @@
 pub mod bwrap;
 pub mod choice;
 pub mod dialect;
-mod elf;
-pub mod error;
 mod execfail;
 pub mod image;
 pub mod run;
 pub mod rundir;
 mod tree;
 
+pub use crate::image::binary::{
+    Blocks, CASEFOLD_BYTE, DWARFS_MAGIC, ElfClass, ErrorKind, Image, ImageError, Layer,
+    LayerProblem, OVERLAY_BYTE, RESERVED_SECTION, RESERVED_SIZE,
+};
 pub use choice::{
     ALL_BACKENDS, Backend, CASEFOLD_BACKEND, Choice, ParseBackendError, Reason, Rule,
     casefold_enabled, choose, overlay_show,
-};
-pub use elf::ElfClass;
-pub use error::{ErrorKind, ImageError, LayerProblem};
-pub use image::{
-    Blocks, CASEFOLD_BYTE, DWARFS_MAGIC, Image, Layer, OVERLAY_BYTE, RESERVED_SECTION,
-    RESERVED_SIZE,
 };

@@ -3,10 +3,10 @@
 //! Each variant carries the path or the call it is about and the reason;
 //! the text is made once, by the launcher, as a `fimfs: …` line.
 use super::super::bwrap::FindError;
-use super::super::error::ImageError;
 use super::super::rundir::{LockError, RunDirError};
 use crate::fuse::session::SessionError;
 use crate::host::paths::AbsoluteError;
+use crate::image::binary::ImageError;
 use crate::mount::MountError;
 use nix::errno::Errno;
 use std::fmt;
