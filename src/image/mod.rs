@@ -12,11 +12,15 @@
 //! - `codec`: section payload codecs (none, zstd, lzma, lz4/lz4hc, ...),
 //!   whole and (for data blocks) incremental decoding, with output bounds.
 //!
+//! - `source`: what a `LOWERS` entry names (a directory, an image,
+//!   `FILE@OFFSET[+SIZE]`, a FlatImage binary's layers).
+//!
 //! What is taken from the `dwarfs` crate (MIT/Apache): the frozen-thrift
 //! metadata decoder and FSST string tables. Sections, blocks, validation
 //! and the cache are ours (see the README for why).
 pub mod binary;
 pub mod codec;
+pub mod source;
 
 pub use codec::Codec;
 

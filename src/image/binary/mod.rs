@@ -317,3 +317,10 @@ fn check_reserved(found: &Found, offset: u64, file_len: u64) -> Result<(), Error
         None => Ok(()),
     }
 }
+
+/// Whether the file starts with the ELF magic (a FlatImage binary, or no
+/// image at all); false when it cannot be read.
+pub fn is_elf(path: &Path) -> bool {
+    let mut id = [0u8; 4];
+    File::open(path).is_ok_and(|f| f.read_exact_at(&mut id, 0).is_ok() && id == *b"\x7fELF")
+}
