@@ -1,6 +1,6 @@
 //! Command-line definitions (clap) and the process entry; no logic.
 //!
-//! Invoked as `fuse-overlayfs`/`overlayfs` or `unionfs`/`unionfs-fuse`, the
+//! Invoked as `fuse-overlayfs`/`overlayfs`, `unionfs`/`unionfs-fuse` or `dwarfs`, the
 //! binary takes those tools' command lines unchanged (see `opts`); invoked
 //! as `fimfs SOURCE MOUNTPOINT -o OPTS` (what `mount.fuse3` runs for
 //! `mount -t fuse.fimfs` and fstab), it mounts.
@@ -288,6 +288,7 @@ fn other_forms(args: &[OsString], cmd: &clap::Command) -> Option<i32> {
     let rest = args.get(1..).unwrap_or_default();
     match name.as_str() {
         "fuse-overlayfs" | "overlayfs" => return Some(mount(opts::fuse_overlayfs_request(rest))),
+        "dwarfs" => return Some(mount(opts::dwarfs_request(rest))),
         "unionfs" | "unionfs-fuse" => return Some(mount(opts::unionfs_request(rest))),
         _ => {}
     }

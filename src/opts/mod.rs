@@ -40,6 +40,15 @@ pub struct MountOpts {
     pub no_passthrough: bool,
     /// `lower_timeout=S`: cache lifetime of what only the lowers have.
     pub lower_timeout_ms: Option<u64>,
+    /// `cache_size=SIZE`: bytes of decoded image blocks kept, shared by
+    /// every image lower.
+    pub cache_size: Option<u64>,
+    /// `offset=N` / `imagesize=N`: where the one image lower starts in its
+    /// file and how long it is (dwarfs' spelling; `offset=auto` scans).
+    pub image_offset: Option<u64>,
+    pub image_size: Option<u64>,
+    /// `auto_unmount`: the mount goes away when the daemon does.
+    pub auto_unmount: bool,
     lowerdir: Option<OsString>,
     upperdir: Option<PathBuf>,
 }
@@ -69,6 +78,29 @@ fn parse_num<T: std::str::FromStr>(key: &str, v: &[u8]) -> Result<T, OptError> {
                 String::from_utf8_lossy(v)
             ))
         })
+}
+
+/// A byte count: digits with an optional `k`, `m`, `g` or `t` suffix
+/// (powers of 1024, either case), as dwarfs spells sizes.
+pub fn parse_size(key: &str, v: &[u8]) -> Result<u64, OptError> {
+    let (digits, shift) = match v.last().map(u8::to_ascii_lowercase) {
+        Some(b'k') => (&v[..v.len() - 1], 10),
+        Some(b'm') => (&v[..v.len() - 1], 20),
+        Some(b'g') => (&v[..v.len() - 1], 30),
+        Some(b't') => (&v[..v.len() - 1], 40),
+        _ => (v, 0),
+    };
+    let bad = || {
+        OptError(format!(
+            "option {key}: {:?} is not a size (digits, optionally followed by k, m, g or t)",
+            String::from_utf8_lossy(v)
+        ))
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(bad());
+    }
+    let n: u64 = parse_num(key, digits).map_err(|_| bad())?;
+    n.checked_mul(1u64 << shift).ok_or_else(bad)
 }
 
 impl MountOpts {
@@ -118,6 +150,8 @@ impl MountOpts {
             "nonempty" => self.nonempty = true,
             "casefold" => self.casefold = true,
             "nopassthrough" => self.no_passthrough = true,
+            "case_insensitive" => self.casefold = true,
+            "auto_unmount" => self.auto_unmount = true,
             // The table and this match are checked against each other by
             // `every_table_option_is_parsed`.
             _ => {}
@@ -142,8 +176,12 @@ impl MountOpts {
                 }
                 self.threads = Some(n);
             }
-            "squash_to_uid" => self.squash_uid = Some(parse_num(k, v)?),
-            "squash_to_gid" => self.squash_gid = Some(parse_num(k, v)?),
+            "squash_to_uid" | "uid" => self.squash_uid = Some(parse_num(k, v)?),
+            "squash_to_gid" | "gid" => self.squash_gid = Some(parse_num(k, v)?),
+            "cache_size" | "cachesize" => self.cache_size = Some(parse_size(k, v)?),
+            "offset" if v == b"auto" => self.image_offset = None,
+            "offset" => self.image_offset = Some(parse_size(k, v)?),
+            "imagesize" => self.image_size = Some(parse_size(k, v)?),
             "timeout" | "lower_timeout" => {
                 let t: f64 = parse_num(k, v)?;
                 if !(0.0..=86400.0).contains(&t) {
@@ -303,6 +341,27 @@ pub fn source_form_request(args: &[OsString]) -> Option<Result<MountRequest, Opt
         return None;
     }
     Some(build_request(&pos, &opts, fg, true))
+}
+
+/// dwarfs' command line (`IMAGE MOUNTPOINT [-f] [-o OPTS]...`): one image,
+/// read-only, as FlatImage starts its layer daemons (SPEC §8). The image
+/// path is taken whole (no `:` splitting); `offset=`/`imagesize=` place it.
+pub fn dwarfs_request(args: &[OsString]) -> Result<MountRequest, OptError> {
+    let (pos, opt_args, fg) = dropin_args(args)?;
+    let mut opts = MountOpts::default();
+    for o in &opt_args {
+        opts.apply(o)?;
+    }
+    let [image, mnt] = pos.as_slice() else {
+        return err("expected IMAGE MOUNTPOINT (dwarfs IMAGE MNT [-f] [-o OPTS])");
+    };
+    Ok(MountRequest {
+        lowers: vec![PathBuf::from(image)],
+        upper: None,
+        mountpoint: PathBuf::from(mnt),
+        opts,
+        foreground: fg,
+    })
 }
 
 /// unionfs-fuse's command line (`-o cow UP=RW:TOP=RO:… MNT`).

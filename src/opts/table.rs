@@ -88,6 +88,36 @@ pub const OPTIONS: &[OptSpec] = &[
         "nopassthrough",
         "never open upper files in FUSE passthrough mode",
     ),
+    valued(
+        "cache_size",
+        "SIZE",
+        "bytes of decoded image blocks kept for all image lowers (k/m/g suffixes; default 512m)",
+    ),
+    valued(
+        "offset",
+        "N",
+        "where the one image lower starts in its file (dwarfs' offset=; auto: look for it)",
+    ),
+    valued(
+        "imagesize",
+        "N",
+        "how many bytes of its file the one image lower spans (dwarfs' imagesize=)",
+    ),
+    flag(
+        "auto_unmount",
+        "unmount when the daemon ends, also when it is killed",
+    ),
+    valued("uid", "N", "the same as squash_to_uid (dwarfs' spelling)"),
+    valued("gid", "N", "the same as squash_to_gid (dwarfs' spelling)"),
+    valued(
+        "cachesize",
+        "SIZE",
+        "the same as cache_size (dwarfs' spelling)",
+    ),
+    flag(
+        "case_insensitive",
+        "the same as casefold (dwarfs' spelling)",
+    ),
     flag("debug", "debug logging"),
 ];
 
@@ -134,6 +164,15 @@ pub const IGNORED: &[&str] = &[
     "nouser",
     "owner",
     "group",
+    // dwarfs' flags without an effect here: fimfs serves images read-only,
+    // keeps the image file open and counts hard links always.
+    "readonly",
+    "enable_nlink",
+    "cache_image",
+    "no_cache_image",
+    "cache_files",
+    "no_cache_files",
+    "preload_all",
 ];
 
 /// `name=value` options ignored whatever their value.
@@ -151,6 +190,22 @@ pub const IGNORED_KEYS: &[&str] = &[
     "uidmapping",
     "gidmapping",
     "comment",
+    // dwarfs' tuning knobs, which fimfs's reader sets itself.
+    "workers",
+    "blocksize",
+    "readahead",
+    "mlock",
+    "decratio",
+    "tidy_strategy",
+    "tidy_interval",
+    "tidy_max_age",
+    "seq_detector",
+    "block_allocator",
+    "debuglevel",
+    "perfmon",
+    "perfmon_trace",
+    "analysis_file",
+    "preload_category",
 ];
 
 /// Options starting with this are comments for userspace tools (fstab's

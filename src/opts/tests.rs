@@ -188,3 +188,47 @@ fn source_forms() {
     let e = mount_request(&os(&["/a", "/m"]), &os(&["lowerdir=/b"]), false).unwrap_err();
     assert!(e.0.contains("twice"), "{e}");
 }
+
+#[test]
+fn sizes_take_suffixes_and_refuse_junk() {
+    assert_eq!(parse_size("cache_size", b"512m").unwrap(), 512 << 20);
+    assert_eq!(parse_size("cache_size", b"2G").unwrap(), 2 << 30);
+    assert_eq!(parse_size("offset", b"4096").unwrap(), 4096);
+    for bad in [&b""[..], b"m", b"12x", b"-1", b"1.5g", b"99999999999t"] {
+        let e = parse_size("cache_size", bad).unwrap_err();
+        assert!(
+            e.0.contains("cache_size") && e.0.contains("not a size"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn dwarfs_form_is_one_read_only_image() {
+    let args: Vec<OsString> = [
+        "/a/app:x.flatimage",
+        "/mnt/l",
+        "-f",
+        "-o",
+        "uid=1000,gid=1001,auto_unmount,offset=4198400,imagesize=1234,cachesize=64m,workers=2",
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    let r = dwarfs_request(&args).unwrap();
+    assert_eq!(r.lowers, vec![PathBuf::from("/a/app:x.flatimage")]);
+    assert_eq!((r.upper, r.foreground), (None, true));
+    let o = &r.opts;
+    assert_eq!((o.squash_uid, o.squash_gid), (Some(1000), Some(1001)));
+    assert_eq!((o.image_offset, o.image_size), (Some(4198400), Some(1234)));
+    assert_eq!((o.cache_size, o.auto_unmount), (Some(64 << 20), true));
+    let auto = dwarfs_request(&[
+        OsString::from("i"),
+        OsString::from("m"),
+        OsString::from("-ooffset=auto"),
+    ])
+    .unwrap();
+    assert_eq!(auto.opts.image_offset, None);
+    let e = dwarfs_request(&[OsString::from("i")]).unwrap_err();
+    assert!(e.0.contains("IMAGE MOUNTPOINT"), "{e}");
+}
