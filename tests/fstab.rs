@@ -10,8 +10,6 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
 
 const NOBODY: u32 = 65534;
 
@@ -201,29 +199,11 @@ fn daemons_of(mnt: &Path) -> Vec<u32> {
         let names_mnt = cmdline
             .split(|&b| b == 0)
             .any(|a| a == mnt.as_os_str().as_bytes());
-        if exe.file_name().is_some_and(|n| n == "fimfs") && names_mnt && alive(pid) {
+        if exe.file_name().is_some_and(|n| n == "fimfs") && names_mnt && process_alive(pid) {
             pids.push(pid);
         }
     }
     pids
-}
-
-/// Running, not a zombie waiting for a parent that does not reap.
-fn alive(pid: u32) -> bool {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat.rsplit_once(") ").map(|(_, r)| r.chars().next());
-    matches!(state, Some(Some(c)) if c != 'Z' && c != 'X')
-}
-
-fn wait_gone(pids: &[u32]) -> Vec<u32> {
-    let start = Instant::now();
-    loop {
-        let left: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
-        if left.is_empty() || start.elapsed() > DAEMON_DEADLINE {
-            return left;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

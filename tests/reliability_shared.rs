@@ -7,8 +7,8 @@
 //!   set-ID bits end as on the kernel overlay after a copy-up, a write by root, a write
 //!   by another user and a chown. (That the overlay's private xattrs cannot be set or
 //!   removed through the mount and never show in `listxattr` is tested in
-//!   `mount_write_copy_up::private_xattrs_are_refused_and_hidden` and
-//!   `mount_read::overlay_xattrs_cannot_be_set_through_the_mount`.)
+//!   `mount_write_copy_up::private_xattrs_are_refused_and_hidden`, and on the
+//!   engine in `engine_read::overlay_xattrs_cannot_be_set_ordinary_ones_can`.)
 //! - **Two daemons, one upper** (FlatImage runs several instances of one app): each
 //!   sees its own writes at once and the other's once the kernel's cache expires;
 //!   writes to distinct files, appends to one shared file, creates of one name and

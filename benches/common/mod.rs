@@ -4,13 +4,16 @@
 //! running a command under a watchdog, cleaning up on a signal, and leaving
 //! no mount behind (the mount table is read with `fimfs::mountinfo`).
 //! [`config`]: the environment knobs and the command line; [`report`]:
-//! formats, means, markdown tables and the run's description.
+//! formats, means, markdown tables and the run's description; [`mounts`]:
+//! the FUSE daemons (fimfs, its baseline, fuse-overlayfs, unionfs-fuse)
+//! and the page-cache resets around them.
 //!
 //! Included by each with `#[path = "../common/mod.rs"] mod common;`; each
 //! binary uses a part of it, hence no dead-code warnings here.
 #![allow(dead_code)]
 
 pub mod config;
+pub mod mounts;
 pub mod report;
 
 use std::env;

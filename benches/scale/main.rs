@@ -28,9 +28,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::config::{env_flag, env_num};
+use common::mounts::{self, Daemon, Flavor};
 use common::report::{Table, cpus, fmt_dur, git, median, thousands, uname};
 use common::{find_fimfs, target_dir};
-use sys::{Daemon, KernelOverlay, Mem};
+use sys::{KernelOverlay, Mem};
 
 // ---------------------------------------------------------------------------
 // Configuration
@@ -182,8 +183,29 @@ impl Ctx {
         Ok(ran.elapsed)
     }
 
+    /// A read-only mount of `bin` over `lowers` at `mnt`, with the
+    /// configured mount options and RLIMIT_NOFILE.
+    fn mount_ro(
+        &self,
+        bin: &Path,
+        lowers: &[PathBuf],
+        mnt: &Path,
+        log: PathBuf,
+    ) -> Result<Daemon, String> {
+        let flavor = Flavor::Fimfs {
+            bin: bin.to_path_buf(),
+            opts: self.cfg.mount_opts.clone(),
+        };
+        let mut d =
+            Daemon::new(flavor, mnt.to_path_buf(), lowers, log).with_nofile(self.cfg.nofile);
+        d.mount(None)?;
+        Ok(d)
+    }
+
     fn unmount(&mut self, mut d: Daemon) {
-        if let Err(e) = d.unmount() {
+        let res = d.unmount();
+        self.warnings.append(&mut d.problems);
+        if let Err(e) = res {
             eprintln!("fimfs-scale: warning: {e}");
             self.warnings.push(e);
         }
@@ -406,15 +428,8 @@ fn memory(ctx: &mut Ctx, base: &Path) -> Result<String, String> {
     let mnt = ctx.run.join("mnt-mem");
     fs::create_dir_all(&mnt).map_err(|e| e.to_string())?;
     // Start from cold caches, so every run sees the same thing.
-    sys::drop_caches(3)?;
-    let d = Daemon::mount(
-        &ctx.fimfs,
-        &t.lowers,
-        &mnt,
-        cfg.mount_opts.as_deref(),
-        cfg.nofile,
-        &ctx.run.join("daemon-mem.log"),
-    )?;
+    mounts::drop_caches(3)?;
+    let d = ctx.mount_ro(&ctx.fimfs, &t.lowers, &mnt, ctx.run.join("daemon-mem.log"))?;
     let pid = d.pid();
     let slab = || sys::slab_active("fuse_inode");
     thread::sleep(Duration::from_secs(1));
@@ -454,7 +469,7 @@ fn memory(ctx: &mut Ctx, base: &Path) -> Result<String, String> {
         }
     };
     for (name, script, targeted) in &stages {
-        let watch = sys::ForeignDrops::start();
+        let watch = mounts::ForeignDrops::start();
         eprintln!(
             "fimfs-scale: memory: {name} over {} files ...",
             thousands(t.files)
@@ -473,7 +488,7 @@ fn memory(ctx: &mut Ctx, base: &Path) -> Result<String, String> {
             fuse_inodes: slab(),
             targeted: *targeted,
         });
-        sys::drop_caches(3)?;
+        mounts::drop_caches(3)?;
         let (m, waited) = settle(pid, cfg.settle_max)?;
         let after = watch.count();
         foreign += after;
@@ -721,14 +736,7 @@ impl Ctx {
                     v.fs.name(),
                     if v.many { "many" } else { "one" }
                 ));
-                v.daemon = Some(Daemon::mount(
-                    bin,
-                    lowers,
-                    &v.mnt,
-                    self.cfg.mount_opts.as_deref(),
-                    self.cfg.nofile,
-                    &log,
-                )?);
+                v.daemon = Some(self.mount_ro(bin, lowers, &v.mnt, log)?);
             }
             Fs::Kernel => {
                 let (base, lowers) = if v.many {
@@ -1011,7 +1019,7 @@ fn flatness_measure(
         "fimfs-scale: flatness: warm find, {} repetitions ...",
         ctx.cfg.reps
     );
-    let watch = sys::ForeignDrops::start();
+    let watch = mounts::ForeignDrops::start();
     for rep in 0..ctx.cfg.reps {
         let order = interleaved(variants.len(), rep);
         for i in order {
@@ -1043,14 +1051,14 @@ fn flatness_measure(
         "fimfs-scale: flatness: cold stat, {} repetitions ...",
         ctx.cfg.cold_reps
     );
-    let watch = sys::ForeignDrops::start();
+    let watch = mounts::ForeignDrops::start();
     for rep in 0..ctx.cfg.cold_reps {
         let order = interleaved(variants.len(), rep);
         for i in order {
             let v = &mut variants[i];
             ctx.mount_variant(v, t)
                 .map_err(|e| format!("{}: {e}", v.label(lowers)))?;
-            sys::drop_caches(3)?;
+            mounts::drop_caches(3)?;
             let d = ctx.checked(&v.label(lowers), &cold(v), v.ns(), &cold_expect)?;
             times
                 .entry(("cold".into(), v.fs, v.many))

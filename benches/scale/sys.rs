@@ -1,22 +1,18 @@
 //! Processes and mounts for the scale benchmark: timed `sh -c` runs (in the
-//! host's mount namespace or in a kernel overlay's private one), the fimfs
-//! daemon in the foreground (`-f`) so its PID is known, a kernel overlay
-//! held by a helper process in a private mount namespace, memory figures
-//! from `/proc`, and never leaving a mount behind.
+//! host's mount namespace or in a kernel overlay's private one), a kernel
+//! overlay held by a helper process in a private mount namespace, and
+//! memory figures from `/proc`. The fimfs daemon and the cache resets are
+//! `common::mounts`.
 
-pub use crate::common::{
-    Ran, install_signal_cleanup, is_fuse_mounted, is_root, quiet, run, stop_if_interrupted, tail,
-    unmount_all_under,
-};
+use crate::common::mounts::die_with_parent;
+pub use crate::common::{Ran, install_signal_cleanup, is_root, run, tail, unmount_all_under};
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 /// Runs `sh -c script` in its own process group, in the mount namespace
 /// `ns` (a `/proc/PID/ns/mnt` fd) if given, killing it after `timeout`.
@@ -37,79 +33,6 @@ pub fn run_sh(script: &str, ns: Option<RawFd>, timeout: Duration) -> Result<Ran,
     }
     run(cmd, timeout, true)
 }
-
-/// Our own writes to drop_caches that dropped slab objects (level 2 or 3).
-static OWN_SLAB_DROPS: AtomicU64 = AtomicU64::new(0);
-
-/// `sync; echo LEVEL > /proc/sys/vm/drop_caches`.
-pub fn drop_caches(level: u8) -> Result<(), String> {
-    // SAFETY: sync(2) takes no arguments and cannot fail.
-    unsafe { libc::sync() };
-    if level & 2 != 0 {
-        OWN_SLAB_DROPS.fetch_add(1, Ordering::SeqCst);
-    }
-    fs::write("/proc/sys/vm/drop_caches", format!("{level}\n"))
-        .map_err(|e| format!("echo {level} > /proc/sys/vm/drop_caches: {e}"))
-}
-
-/// Counts slab drops (`drop_slab` in /proc/vmstat) made by other processes
-/// (another benchmark on the same machine) since it was created: they
-/// evict the kernel's inodes behind our back and disturb the figures.
-pub struct ForeignDrops {
-    vmstat: Option<u64>,
-    own: u64,
-}
-
-fn vmstat_drop_slab() -> Option<u64> {
-    let text = fs::read_to_string("/proc/vmstat").ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("drop_slab "))
-        .and_then(|n| n.trim().parse().ok())
-}
-
-impl ForeignDrops {
-    pub fn start() -> Self {
-        ForeignDrops {
-            vmstat: vmstat_drop_slab(),
-            own: OWN_SLAB_DROPS.load(Ordering::SeqCst),
-        }
-    }
-
-    pub fn count(&self) -> u64 {
-        let own = OWN_SLAB_DROPS.load(Ordering::SeqCst) - self.own;
-        match (self.vmstat, vmstat_drop_slab()) {
-            (Some(a), Some(b)) => b.saturating_sub(a).saturating_sub(own),
-            _ => 0,
-        }
-    }
-}
-
-/// Makes the child get `sig` when the benchmark dies, even by SIGKILL.
-fn die_with_parent(cmd: &mut Command, sig: libc::c_int) {
-    // SAFETY: prctl(2) only, between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
-fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(st)) => return Some(st),
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
-            _ => return None,
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Mount table
 
 // ---------------------------------------------------------------------------
 // Memory figures
@@ -173,189 +96,6 @@ pub fn slab_active(name: &str) -> Option<u64> {
             None
         }
     })
-}
-
-// ---------------------------------------------------------------------------
-// The fimfs daemon
-
-/// A read-only fimfs mount: `fimfs mount -f [-o OPTS] L1:…:Ln MNT`, run as
-/// our child so its PID is the daemon's. Unmounted on drop.
-pub struct Daemon {
-    child: Option<Child>,
-    pub mnt: PathBuf,
-    log: PathBuf,
-}
-
-impl Daemon {
-    /// Mounts and returns once the mount answers (`statfs` sees FUSE).
-    /// `nofile` sets the daemon's RLIMIT_NOFILE (soft and hard) instead of
-    /// letting it inherit ours.
-    pub fn mount(
-        bin: &Path,
-        lowers: &[PathBuf],
-        mnt: &Path,
-        opts: Option<&str>,
-        nofile: Option<u64>,
-        log: &Path,
-    ) -> Result<Daemon, String> {
-        if is_fuse_mounted(mnt) {
-            return Err(format!("{} is already a FUSE mount", mnt.display()));
-        }
-        let logf = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .map_err(|e| format!("{}: {e}", log.display()))?;
-        let joined = lowers
-            .iter()
-            .map(|l| l.display().to_string())
-            .collect::<Vec<_>>()
-            .join(":");
-        let mut cmd = Command::new(bin);
-        cmd.args(["mount", "-f"]);
-        if let Some(o) = opts {
-            cmd.arg("-o").arg(o);
-        }
-        cmd.arg(&joined)
-            .arg(mnt)
-            .stdin(Stdio::null())
-            .stdout(logf.try_clone().map_err(|e| e.to_string())?)
-            .stderr(logf);
-        // SIGTERM ends the daemon cleanly (it unmounts itself).
-        die_with_parent(&mut cmd, libc::SIGTERM);
-        if let Some(n) = nofile {
-            let lim = libc::rlimit {
-                rlim_cur: n,
-                rlim_max: n,
-            };
-            // SAFETY: setrlimit(2) only, between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let child = cmd.spawn().map_err(|e| match nofile {
-            Some(n) => format!(
-                "cannot run {} with RLIMIT_NOFILE {n}: {e} (raising the hard limit needs \
-                 CAP_SYS_RESOURCE)",
-                bin.display()
-            ),
-            None => format!("cannot run {}: {e}", bin.display()),
-        })?;
-        let mut d = Daemon {
-            child: Some(child),
-            mnt: mnt.to_path_buf(),
-            log: log.to_path_buf(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            stop_if_interrupted();
-            if is_fuse_mounted(mnt) {
-                break;
-            }
-            if let Some(c) = d.child.as_mut()
-                && let Ok(Some(st)) = c.try_wait()
-            {
-                d.child = None;
-                return Err(format!(
-                    "`fimfs mount -f … {}` exited with {st} before mounting; daemon log: {}",
-                    mnt.display(),
-                    d.log_tail()
-                ));
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "{} not mounted 60 s after starting the daemon; daemon log: {}",
-                    mnt.display(),
-                    d.log_tail()
-                ));
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-        // The mount is in the table; statfs waits until the daemon answers.
-        let st = nix::sys::statfs::statfs(mnt).map_err(|e| {
-            format!(
-                "statfs {}: {e}; daemon log: {}",
-                mnt.display(),
-                d.log_tail()
-            )
-        })?;
-        const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
-        if st.filesystem_type().0 as i64 != FUSE_SUPER_MAGIC {
-            return Err(format!("{} is not FUSE after mounting", mnt.display()));
-        }
-        Ok(d)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
-    }
-
-    pub fn log_tail(&self) -> String {
-        let mut s = String::new();
-        if let Ok(mut f) = fs::File::open(&self.log) {
-            let _ = f.read_to_string(&mut s);
-        }
-        tail(s.trim(), 1500)
-    }
-
-    /// `fusermount3 -u`, retried while busy, `umount -l` as a last resort;
-    /// then waits for the daemon to exit (SIGTERM, then SIGKILL, if it does
-    /// not). Returns a warning if something was not clean.
-    pub fn unmount(&mut self) -> Result<(), String> {
-        let mut problems = Vec::new();
-        if is_fuse_mounted(&self.mnt) {
-            let mut ok = false;
-            for _ in 0..50 {
-                if quiet(Command::new("fusermount3").arg("-u").arg(&self.mnt))
-                    || !is_fuse_mounted(&self.mnt)
-                {
-                    ok = true;
-                    break;
-                }
-                thread::sleep(Duration::from_millis(100));
-            }
-            if !ok {
-                problems.push(format!("{} busy, unmounted lazily", self.mnt.display()));
-                quiet(Command::new("umount").arg("-l").arg(&self.mnt));
-            }
-        }
-        if let Some(mut c) = self.child.take()
-            && wait_timeout(&mut c, Duration::from_secs(10)).is_none()
-        {
-            problems.push(format!(
-                "daemon {} still running 10 s after the unmount; SIGTERM",
-                c.id()
-            ));
-            // SAFETY: kill(2) on our own child, not yet reaped.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            if wait_timeout(&mut c, Duration::from_secs(5)).is_none() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-        if is_fuse_mounted(&self.mnt) {
-            problems.push(format!("{} still mounted", self.mnt.display()));
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems.join("; "))
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Err(e) = self.unmount() {
-            eprintln!("fimfs-scale: {e}");
-            unmount_all_under(&self.mnt);
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------

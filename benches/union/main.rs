@@ -40,9 +40,10 @@ use criterion::Criterion;
 
 use catalogue::{Side, Union, specs};
 use common::config::{Args, env_flag, env_num};
+use common::mounts::{Daemon, Flavor};
 use fixtures::{Deep, RootFs, SrcTar, Wide};
 use runner::run_all;
-use sys::{Daemon, Flavor, Launcher};
+use sys::Launcher;
 use tree::Tree;
 
 /// argv[1] that turns the bench binary into a workload helper (run inside

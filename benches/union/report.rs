@@ -217,12 +217,12 @@ impl Bench {
                 .borrow()
                 .iter()
                 .filter(|((_, s), _)| s == side)
-                .map(|(_, d)| d.warnings)
+                .map(|(_, d)| d.problems.len())
                 .sum();
             if warnings > 0 {
                 notes.push(format!(
-                    "the {} daemon did not exit or clean up promptly after {warnings} of its \
-                     unmounts (see the warnings above)",
+                    "{warnings} of the {} daemon's unmounts were not clean (lazy, a slow \
+                     exit or a workdir left behind; see the warnings above)",
                     side.name()
                 ));
             }

@@ -15,10 +15,11 @@ use criterion::{Criterion, SamplingMode};
 
 use crate::catalogue::{Kind, Side, Union, Workload};
 use crate::common::config::Args;
+use crate::common::mounts::{self, Daemon, Flavor};
 use crate::common::report::{fmt_ns, mean_ns};
 use crate::common::{find_fimfs, target_dir};
 use crate::report::Status;
-use crate::sys::{self, Daemon, Flavor, Launcher};
+use crate::sys::{self, Launcher};
 use crate::{Bench, Config, WIDE_ENTRIES, common, fixtures, tree};
 
 impl Bench {
@@ -229,15 +230,15 @@ impl Bench {
         let io = |e: std::io::Error| e.to_string();
         let dir = self.side_dir(u, side);
         let (upper, work) = (dir.join("upper"), dir.join("work"));
-        let drop_caches = || sys::drop_caches().map_err(|e| format!("drop_caches: {e}"));
+        let drop_caches = || mounts::drop_caches(3);
         if side == Side::Kernel {
             return match kind {
                 Kind::Warm => Ok(()),
                 Kind::Cold => drop_caches(),
                 Kind::Write => {
-                    sys::reset_dir(&upper).map_err(io)?;
-                    sys::reset_dir(&work).map_err(io)?;
-                    sys::sync();
+                    mounts::reset_dir(&upper).map_err(io)?;
+                    mounts::reset_dir(&work).map_err(io)?;
+                    mounts::sync();
                     Ok(())
                 }
             };
@@ -278,10 +279,10 @@ impl Bench {
             }
             Kind::Write => {
                 d.unmount()?;
-                sys::reset_dir(&upper).map_err(io)?;
-                sys::reset_dir(&work).map_err(io)?;
+                mounts::reset_dir(&upper).map_err(io)?;
+                mounts::reset_dir(&work).map_err(io)?;
                 d.mount(Some(&upper))?;
-                sys::sync();
+                mounts::sync();
                 Ok(())
             }
         }

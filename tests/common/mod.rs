@@ -4,8 +4,9 @@
 //! - [`scratch`]: [`TempDir`], the one scratch directory (it unmounts whatever is
 //!   still mounted below it before it goes), and the host's mount table.
 //! - [`sys`]: the syscalls the standard library lacks (xattrs, `renameat2`,
-//!   `mknod`, `fallocate`, `copy_file_range`, `utimensat`) and small file helpers;
-//!   a failure that a test checks is an errno (`i32`).
+//!   `mknod`, `fallocate`, `copy_file_range`, `utimensat`), small file helpers,
+//!   process liveness and `drop_caches`; a failure that a test checks is an errno
+//!   (`i32`).
 //! - [`rng`]: [`XorShift`], the one deterministic generator, and [`fnv1a64`].
 //! - [`tree`]: the one tree model: [`scan`] reads a tree once, never following a
 //!   symlink; [`walk`], [`disk_snapshot`] and [`plain_view`] are its projections.

@@ -356,3 +356,32 @@ pub fn mv(src: &Path, dst: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Running, not a zombie waiting for a parent that does not reap.
+pub fn process_alive(pid: u32) -> bool {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // "PID (comm) STATE ...": the state follows the last ')'.
+    let state = stat.rsplit_once(") ").map(|(_, r)| r.chars().next());
+    matches!(state, Some(Some(c)) if c != 'Z' && c != 'X')
+}
+
+/// Waits up to [`DAEMON_DEADLINE`](super::DAEMON_DEADLINE) for `pids` to exit;
+/// returns those still running.
+pub fn wait_gone(pids: &[u32]) -> Vec<u32> {
+    let start = std::time::Instant::now();
+    loop {
+        let left: Vec<u32> = pids.iter().copied().filter(|&p| process_alive(p)).collect();
+        if left.is_empty() || start.elapsed() > super::DAEMON_DEADLINE {
+            return left;
+        }
+        std::thread::sleep(super::POLL);
+    }
+}
+
+/// `sync; echo LEVEL > /proc/sys/vm/drop_caches`: the kernel forgets what it
+/// cached (3: pages, dentries and inodes, so a FUSE mount gets FORGETs).
+pub fn drop_caches(level: u8) {
+    nix::unistd::sync();
+    fs::write("/proc/sys/vm/drop_caches", format!("{level}\n"))
+        .unwrap_or_else(|e| panic!("echo {level} > /proc/sys/vm/drop_caches: {e}"));
+}
