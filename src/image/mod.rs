@@ -9,12 +9,23 @@
 //! Files, from the bottom up:
 //! - `codec`: section payload codecs (none, zstd, lzma, lz4/lz4hc, ...),
 //!   whole and (for data blocks) incremental decoding, with output bounds.
+//! - `block`: one data block's states (loaded, partly decoded, decoded,
+//!   failed), its header and checksum checks.
+//! - `readahead`: sequential-read detection and the readahead threads.
+//! - `cache`: the bounded block cache shared by a mount's images
+//!   (`BlockCache`, and `ImageBlocks` to read one image's blocks).
 //!
 //! What is taken from the `dwarfs` crate (MIT/Apache): the frozen-thrift
 //! metadata decoder and FSST string tables. Sections, blocks, validation
 //! and the cache are ours (see the README for why).
+mod block;
+pub mod cache;
 pub mod codec;
+mod readahead;
+#[cfg(test)]
+mod testing;
 
+pub use cache::{BlockCache, CacheStats, DEFAULT_CACHE_BYTES, ImageBlocks};
 pub use codec::Codec;
 
 /// Where one section lies in the file that holds the image.
