@@ -12,6 +12,9 @@
 //!   hold at most `limit` bytes; besides them, a read in flight may hold the
 //!   block it is reading after that block was evicted, until it returns.
 //!   A single block larger than the limit is still read, then evicted first.
+//!   Charges are upper bounds: a partly decoded block is charged its payload,
+//!   its whole output buffer (allocated once, touched only as far as it is
+//!   decoded) and its decoder's bound.
 //! - Decode once: the slot's mutex is held while its block loads or decodes
 //!   a step, so readers of one block wait for one decoder and then copy.
 //! - Readahead (see `readahead`) never evicts beyond the limit either, and is

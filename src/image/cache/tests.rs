@@ -90,6 +90,23 @@ fn large_blocks_decode_only_as_far_as_they_are_read() {
 }
 
 #[test]
+fn large_lz4_and_stored_blocks_decode_whole() {
+    let data = sample(16 * MIB, 6);
+    let codecs = [Codec::Lz4, Codec::Lz4hc, Codec::None];
+    let blocks: Vec<_> = codecs.iter().map(|&c| (c, encode(c, &data, 1))).collect();
+    let cache = BlockCache::new(256 * MIB);
+    let img = image(&cache, 0, &blocks, 16 * MIB);
+    let mut buf = vec![0u8; 4096];
+    for i in 0..3u32 {
+        assert_eq!(img.read(i, 8 * MIB as u64, &mut buf), Ok(4096));
+        assert!(buf[..] == data[8 * MIB..8 * MIB + 4096], "block {i}");
+        assert_eq!(img.read(i, 16 * MIB as u64 - 10, &mut buf), Ok(10));
+    }
+    let s = cache.stats();
+    assert_eq!((s.loads, s.decoded_bytes), (3, 48 * MIB as u64));
+}
+
+#[test]
 fn concurrent_readers_of_one_block_decode_it_once() {
     let data = Arc::new(sample(16 * MIB, 11));
     let blocks = [(Codec::Zstd, encode(Codec::Zstd, &data, 3))];
@@ -154,6 +171,38 @@ fn eviction_keeps_the_cache_under_its_bound() {
     wait_for(&cache, |s| s.held_bytes == 0);
 }
 
+/// A log sink for `logged`.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Log {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Log {
+    type Writer = Log;
+    fn make_writer(&'a self) -> Log {
+        self.clone()
+    }
+}
+
+/// What `f` logs on this thread.
+fn logged(f: impl FnOnce()) -> String {
+    let log = Log::default();
+    let sub = tracing_subscriber::fmt()
+        .with_writer(log.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(sub, f);
+    String::from_utf8_lossy(&log.0.lock()).into_owned()
+}
+
 #[test]
 fn a_checksum_mismatch_is_eio_and_is_not_retried() {
     let bs = 64 * 1024;
@@ -170,8 +219,15 @@ fn a_checksum_mismatch_is_eio_and_is_not_retried() {
     let cache = BlockCache::new(16 * MIB);
     let img = cache.register("bad.dwarfs", f.file, f.blocks, bs).unwrap();
     let mut buf = vec![0u8; 4096];
-    assert_eq!(img.read(1, 0, &mut buf), Err(Errno::EIO));
-    assert_eq!(img.read(1, 0, &mut buf), Err(Errno::EIO));
+    let log = logged(|| {
+        assert_eq!(img.read(1, 0, &mut buf), Err(Errno::EIO));
+        assert_eq!(img.read(1, 0, &mut buf), Err(Errno::EIO));
+    });
+    assert_eq!(log.lines().count(), 1, "{log}");
+    assert!(
+        log.contains("bad.dwarfs: block 1: checksum mismatch"),
+        "{log}"
+    );
     assert_eq!(cache.stats().loads, 1, "a failed block is remembered");
     assert_eq!(img.read(0, 0, &mut buf), Ok(4096), "the other block reads");
     assert_eq!(buf, good[..4096]);
@@ -190,11 +246,19 @@ fn unsupported_codecs_are_eio_without_a_load() {
     let cache = BlockCache::new(MIB);
     let img = image(&cache, 0, &blocks, bs);
     let mut buf = [0u8; 10];
-    for i in 0..codecs.len() as u32 {
-        assert_eq!(img.read(i, 0, &mut buf), Err(Errno::EIO));
-        assert_eq!(img.read(i, 0, &mut buf), Err(Errno::EIO));
+    let log = logged(|| {
+        for i in 0..codecs.len() as u32 {
+            assert_eq!(img.read(i, 0, &mut buf), Err(Errno::EIO));
+            assert_eq!(img.read(i, 0, &mut buf), Err(Errno::EIO));
+        }
+    });
+    assert_eq!(log.lines().count(), 4, "one line per codec: {log}");
+    for name in ["brotli", "flac", "ricepp", "unknown codec 77"] {
+        assert!(
+            log.contains(&format!("test.dwarfs: data compressed with {name} ")),
+            "{log}"
+        );
     }
-    assert_eq!(img.image.warned.lock().len(), 4, "one warning per codec");
     assert_eq!(cache.stats().loads, 0);
 }
 
