@@ -461,3 +461,50 @@ fn random_corruptions_give_eio_or_data_never_a_panic() {
     println!("{iters} corruptions: {ok} reads served, {eio} EIO");
     assert!(eio > 0 && ok > 0, "{ok} served, {eio} EIO");
 }
+
+/// Blocks sealed by another writer (dwarfs-enc, format 2.5): same header
+/// layout, same checksum.
+#[test]
+fn blocks_sealed_by_dwarfs_enc_read_back() {
+    use dwarfs::section::SectionType;
+    use dwarfs_enc::section::{CompressParam, Writer};
+    let bs = 256 * 1024;
+    let datas: Vec<Vec<u8>> = (0..3)
+        .map(|i| sample(bs - i * 1000, 40 + i as u64))
+        .collect();
+    let mut w = Writer::new(Vec::new()).unwrap();
+    for d in &datas {
+        w.write_section(SectionType::BLOCK, CompressParam::Zstd(19), d)
+            .unwrap();
+    }
+    w.write_section(SectionType::BLOCK, CompressParam::None, &datas[0])
+        .unwrap();
+    let bytes = w.finish().unwrap();
+    let mut locs = Vec::new();
+    let mut off = 0usize;
+    while off + 64 <= bytes.len() {
+        let h = &bytes[off..off + 64];
+        let len = u64::from_le_bytes(h[56..64].try_into().unwrap());
+        if u16::from_le_bytes([h[52], h[53]]) == 0 {
+            let codec = Codec::from_u16(u16::from_le_bytes([h[54], h[55]]));
+            let header = off as u64;
+            locs.push(BlockLoc {
+                header,
+                payload: header + 64,
+                len,
+                codec,
+            });
+        }
+        off += 64 + len as usize;
+    }
+    let codecs: Vec<Codec> = locs.iter().map(|l| l.codec).collect();
+    assert_eq!(codecs, [Codec::Zstd, Codec::Zstd, Codec::Zstd, Codec::None]);
+    let cache = BlockCache::new(16 * MIB);
+    let img = cache
+        .register("enc.dwarfs", Arc::new(temp_file(&bytes)), locs, bs)
+        .unwrap();
+    let mut rng = Rng(9);
+    for (i, d) in datas.iter().chain([&datas[0]]).enumerate() {
+        assert!(read_block(&img, i as u32, &mut rng) == *d, "block {i}");
+    }
+}
