@@ -240,23 +240,22 @@ impl Shared {
                 }
                 e.charge = bytes;
             }
+            // Evicted under a readahead: it gives up.
+            _ if speculative => return false,
             // Another slot took the key after ours was evicted: ours lives
             // only as long as the read that holds it.
             Some(_) => return true,
             // Evicted while its reader waited: back in, charged.
             None => {
                 let slot = Arc::clone(slot);
-                let speculative = false;
-                let charge = bytes;
+                let (charge, speculative) = (bytes, false);
                 lru.charged = lru.charged.saturating_add(bytes);
-                lru.map.push(
-                    key,
-                    Entry {
-                        slot,
-                        charge,
-                        speculative,
-                    },
-                );
+                let entry = Entry {
+                    slot,
+                    charge,
+                    speculative,
+                };
+                lru.map.push(key, entry);
             }
         }
         self.evict(lru, key, &mut evicted);

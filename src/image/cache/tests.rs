@@ -140,6 +140,42 @@ fn concurrent_readers_of_one_block_decode_it_once() {
 }
 
 #[test]
+fn concurrent_readers_under_eviction_get_their_data() {
+    let bs = MIB;
+    let data: Arc<Vec<Vec<u8>>> = Arc::new((0..12).map(|i| sample(bs, 200 + i)).collect());
+    let codecs = [Codec::Zstd, Codec::Lzma, Codec::Lz4];
+    let blocks: Vec<_> = data
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (codecs[i % 3], encode(codecs[i % 3], d, 1)))
+        .collect();
+    let limit = 5 * MIB;
+    let cache = BlockCache::new(limit);
+    let img = image(&cache, 0, &blocks, bs);
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let (img, data) = (img.clone(), Arc::clone(&data));
+            std::thread::spawn(move || {
+                let mut rng = Rng(t + 1);
+                for _ in 0..40 {
+                    let b = rng.below(12);
+                    let off = rng.below(bs);
+                    let mut buf = vec![0u8; 1 + rng.below(200_000)];
+                    let n = img.read(b as u32, off as u64, &mut buf).unwrap();
+                    assert_eq!(n, buf.len().min(bs - off));
+                    assert!(buf[..n] == data[b][off..off + n], "block {b} at {off}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let s = cache.stats();
+    assert!(s.held_bytes <= limit && s.evictions > 0, "{s:?}");
+}
+
+#[test]
 fn eviction_keeps_the_cache_under_its_bound() {
     let bs = MIB;
     let codecs = [Codec::Zstd, Codec::Lzma, Codec::Lz4, Codec::None];
