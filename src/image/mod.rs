@@ -11,7 +11,11 @@
 //!   casefold bytes, the `[u64 size][image]` layer blocks appended to it);
 //! - `codec`: section payload codecs (none, zstd, lzma, lz4/lz4hc, ...),
 //!   whole and (for data blocks) incremental decoding, with output bounds.
-//!
+//! - `block`: one data block's states (loaded, partly decoded, decoded,
+//!   failed), its header and checksum checks.
+//! - `readahead`: sequential-read detection and the readahead threads.
+//! - `cache`: the bounded block cache shared by a mount's images
+//!   (`BlockCache`, and `ImageBlocks` to read one image's blocks);
 //! - `source`: what a `LOWERS` entry names (a directory, an image,
 //!   `FILE@OFFSET[+SIZE]`, a FlatImage binary's layers).
 //!
@@ -19,9 +23,15 @@
 //! metadata decoder and FSST string tables. Sections, blocks, validation
 //! and the cache are ours (see the README for why).
 pub mod binary;
+mod block;
+pub mod cache;
 pub mod codec;
+mod readahead;
 pub mod source;
+#[cfg(test)]
+mod testing;
 
+pub use cache::{BlockCache, CacheStats, DEFAULT_CACHE_BYTES, ImageBlocks};
 pub use codec::Codec;
 
 /// Where one section lies in the file that holds the image.
