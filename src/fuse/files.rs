@@ -488,3 +488,50 @@ fn copy_through_reads(
 
 /// Bytes one `copy_file_range` from a file without an fd copies at most.
 const COPY_BUFFER: usize = 1 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeking_in_a_file_without_holes() {
+        let (data, hole) = (libc::SEEK_DATA, libc::SEEK_HOLE);
+        // (size, offset, whence, answer)
+        let rows: &[(u64, i64, i32, Result<i64, Errno>)] = &[
+            (10, 0, data, Ok(0)),
+            (10, 4, data, Ok(4)),
+            (10, 4, hole, Ok(10)),
+            (10, 10, data, Err(Errno::ENXIO)),
+            (10, 10, hole, Err(Errno::ENXIO)),
+            (0, 0, data, Err(Errno::ENXIO)),
+            (10, -1, data, Err(Errno::EINVAL)),
+            (10, 0, libc::SEEK_END, Err(Errno::EINVAL)),
+        ];
+        for &(size, off, whence, want) in rows {
+            let got = seek_all_data(size, off, whence);
+            assert_eq!(got, want, "size {size} offset {off} whence {whence}");
+        }
+    }
+
+    /// What a handle reads and copies through `File::read_at`, the path
+    /// of a lower file without an fd.
+    #[test]
+    fn reads_and_copies_through_read_at() {
+        let dir = std::env::temp_dir().join(format!("fimfs-fileio-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("scratch");
+        let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.join("src"), &data).expect("src");
+        let src = File::host(std::fs::File::open(dir.join("src")).expect("open").into());
+        let mut buf = vec![0u8; 5000];
+        assert_eq!(read_full(&src, 1000, &mut buf), Ok(2000));
+        assert_eq!(buf.get(..2000), data.get(1000..));
+        let dst = std::fs::File::create(dir.join("dst")).expect("dst");
+        assert_eq!(
+            copy_through_reads(&src, 500, dst.as_fd(), 7, 1000),
+            Ok(1000)
+        );
+        let copied = std::fs::read(dir.join("dst")).expect("read dst");
+        assert_eq!(copied.get(7..), data.get(500..1500));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
