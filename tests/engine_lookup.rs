@@ -273,8 +273,8 @@ fn lowers_known_from_a_listing_resolve_as_probed() {
         // Enough misses in every lower of `d` to have each one listed.
         for i in 0..8 {
             let name = format!("missing{i}");
-            if let Ok((n, _)) = u.lookup(d, name.as_bytes()) {
-                u.forget(n, 1);
+            if let Ok(n) = u.lookup(d, name.as_bytes()) {
+                u.forget(n.ino, 1);
                 problems.push(format!("d/{name} found"));
             }
         }
@@ -282,8 +282,8 @@ fn lowers_known_from_a_listing_resolve_as_probed() {
             ("x", ".wh. file in the top lower"),
             ("z", "device whiteout"),
         ] {
-            if let Ok((n, _)) = u.lookup(d, name.as_bytes()) {
-                u.forget(n, 1);
+            if let Ok(n) = u.lookup(d, name.as_bytes()) {
+                u.forget(n.ino, 1);
                 problems.push(format!("d/{name} found through a {why}"));
             }
         }
@@ -375,7 +375,7 @@ fn cached_directory_fds_stay_within_their_budget() {
     let mut shed = 0;
     for &ino in &lower_only {
         let was_shed = u.dir_layers_shed(ino).expect("node");
-        let a = u.opendir(ino).expect("opendir");
+        let a = u.opendir(ino).expect("opendir").attr;
         if was_shed {
             shed += 1;
             assert!(
@@ -439,7 +439,7 @@ fn upper_changes_behind_the_union_are_seen() {
         &mut problems,
     );
     match u.lookup(d, b"new") {
-        Ok((n, _)) => u.forget(n, 1),
+        Ok(n) => u.forget(n.ino, 1),
         Err(e) => problems.push(format!("lookup d/new through a node cached before: {e}")),
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));

@@ -2,7 +2,7 @@
 //! releasedir, fsyncdir.
 use super::entries::GEN;
 use super::{FimFs, errno, file_attr, file_type, guard};
-use crate::union::{DirEntry, Ino, ListedDir};
+use crate::union::{DirEntry, Entry, Ino, ListedDir};
 use fuser::{
     Errno, FileHandle, FopenFlags, INodeNo, OpenFlags, ReplyDirectory, ReplyDirectoryPlus,
     ReplyEmpty, ReplyOpen, Request,
@@ -42,15 +42,16 @@ impl FimFs {
             // Each entry but `.` and `..` counts as a lookup; one that does
             // not fit is forgotten again.
             let dots = e.name == b"." || e.name == b"..";
+            // (The kernel makes no entries of `.` and `..`: their
+            // lifetimes are not used.)
             let found = match dots {
-                true => self.union.getattr(e.ino).map(|a| (a, true)),
-                false => self
-                    .union
-                    .lookup_listed_entry(&dir, &e.name)
-                    .map(|e| (e.attr, e.upper)),
+                true => self.union.getattr_entry(e.ino),
+                false => self.union.lookup_listed(&dir, &e.name),
             };
-            let Ok((a, upper)) = found else { continue };
-            let (attr_ttl, entry_ttl) = self.ttl_of(upper);
+            let Ok(Entry { attr: a, cache, .. }) = found else {
+                continue;
+            };
+            let (attr_ttl, entry_ttl) = self.ttls(cache);
             let name = OsStr::from_bytes(&e.name);
             if reply.add(
                 a.ino.into(),
@@ -76,17 +77,15 @@ impl FimFs {
         _flags: OpenFlags,
         reply: ReplyOpen,
     ) {
-        guard("opendir", || {
-            match self.union.opendir_cached(Ino::from(ino)) {
-                Ok((_, keep)) => {
-                    let mut flags = FopenFlags::FOPEN_CACHE_DIR;
-                    if keep {
-                        flags |= FopenFlags::FOPEN_KEEP_CACHE;
-                    }
-                    reply.opened(FileHandle(self.handles.add_dir()), flags)
+        guard("opendir", || match self.union.opendir(Ino::from(ino)) {
+            Ok(dir) => {
+                let mut flags = FopenFlags::FOPEN_CACHE_DIR;
+                if dir.keep_listing {
+                    flags |= FopenFlags::FOPEN_KEEP_CACHE;
                 }
-                Err(e) => reply.error(errno(e)),
+                reply.opened(FileHandle(self.handles.add_dir()), flags)
             }
+            Err(e) => reply.error(errno(e)),
         })
     }
 

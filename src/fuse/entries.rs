@@ -11,14 +11,18 @@ use std::ffi::OsStr;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 pub(super) const GEN: Generation = Generation(0);
 
 impl FimFs {
-    pub(super) fn entry(&self, reply: ReplyEntry, res: crate::sys::Result<crate::union::Attr>) {
+    /// Answers with `res`, cached as long as the engine says.
+    pub(super) fn entry(&self, reply: ReplyEntry, res: crate::sys::Result<Entry>) {
         match res {
-            Ok(a) => reply.entry_with_ttls(&self.ttl.attr, &self.ttl.entry, &file_attr(&a), GEN),
+            Ok(e) => {
+                let (attr, entry) = self.ttls(e.cache);
+                reply.entry_with_ttls(&attr, &entry, &file_attr(&e.attr), GEN)
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -55,7 +59,7 @@ impl FimFs {
         let res = self
             .union
             .make(Ino::from(parent), name.as_bytes(), how, who);
-        self.entry(reply, res.map(|(_, a, _)| a))
+        self.entry(reply, res)
     }
 
     pub(super) fn on_lookup(
@@ -69,23 +73,8 @@ impl FimFs {
             if self.tuning.panic_on_lookup.as_deref() == Some(name.as_bytes()) {
                 panic!("fault injection: lookup of {name:?}");
             }
-            match self.union.lookup_entry(Ino::from(parent), name.as_bytes()) {
-                Ok(Entry {
-                    attr: a,
-                    upper,
-                    exact,
-                    ..
-                }) => {
-                    let (attr, mut entry) = self.ttl_of(upper);
-                    // Casefold: another spelling of a name is looked up
-                    // again on every use, so a rename or unlink through
-                    // the real name never leaves it stale (the kernel
-                    // updates only the spelling a call used).
-                    if !exact {
-                        entry = Duration::ZERO;
-                    }
-                    reply.entry_with_ttls(&attr, &entry, &file_attr(&a), GEN)
-                }
+            match self.union.lookup(Ino::from(parent), name.as_bytes()) {
+                Ok(e) => self.entry(reply, Ok(e)),
                 // A negative entry (node 0): the kernel answers ENOENT
                 // itself until it expires or the name is made through it.
                 Err(sys::Errno::ENOENT) if !self.ttl.negative.is_zero() => {
@@ -108,15 +97,12 @@ impl FimFs {
         reply: ReplyAttr,
     ) {
         guard("getattr", || {
-            let res = match self.union.getattr_upper(Ino::from(ino)) {
+            let res = match self.union.getattr_entry(Ino::from(ino)) {
                 // Unlinked while open: the handle still knows the file.
                 Err(sys::Errno::ENOENT) if fh.is_some() => {
                     match fh.and_then(|f| self.handles.file(f.0)) {
                         Some(h) => match self.fd_of(&h) {
-                            Ok(fd) => self
-                                .union
-                                .getattr_open(Ino::from(ino), fd.as_fd())
-                                .map(|a| (a, self.union.is_upper(Ino::from(ino)))),
+                            Ok(fd) => self.union.getattr_open(Ino::from(ino), fd.as_fd()),
                             Err(_) => Err(sys::Errno::ENOENT),
                         },
                         None => Err(sys::Errno::ENOENT),
@@ -125,7 +111,7 @@ impl FimFs {
                 other => other,
             };
             match res {
-                Ok((a, upper)) => reply.attr(&self.ttl_of(upper).0, &file_attr(&a)),
+                Ok(e) => reply.attr(&self.ttls(e.cache).0, &file_attr(&e.attr)),
                 Err(e) => reply.error(errno(e)),
             }
         })
@@ -299,7 +285,7 @@ impl FimFs {
                 .union
                 .link(Ino::from(ino), Ino::from(newparent), newname.as_bytes());
             let ok = res.is_ok();
-            self.entry(reply, res.map(|(_, a)| a));
+            self.entry(reply, res);
             // The source's cached link count and number are now stale.
             if ok {
                 self.invalidate_attr(Ino::from(ino));

@@ -1,48 +1,54 @@
 //! Requests on open files: open, create, read, write, flush, release,
 //! fsync, fallocate, lseek, copy_file_range, and the inode-flag ioctls.
 use super::entries::GEN;
+use super::handles::OpenFile;
 use super::{FimFs, errno, file_attr, guard};
+use crate::layer::File;
 use crate::sys;
 use crate::union::InodeFlags;
-use crate::union::{Caller, Ino, Make};
+use crate::union::{Caller, Created, Ino, Opened};
 use fuser::{
     CopyFileRangeFlags, Errno, FileHandle, FopenFlags, INodeNo, IoctlFlags, LockOwner, OpenFlags,
     ReplyCreate, ReplyData, ReplyEmpty, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyWrite, Request,
     WriteFlags,
 };
 use std::ffi::OsStr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 impl FimFs {
-    /// The fd to read a handle from: reopened on the upper once the file
-    /// has been copied up behind a read-only handle.
-    pub(super) fn read_fd(&self, fh: u64) -> Result<Arc<std::os::fd::OwnedFd>, Errno> {
+    /// The file to read a handle from: reopened on the upper once the node
+    /// has been copied up behind a handle opened on a lower.
+    pub(super) fn read_file(&self, fh: u64) -> Result<Arc<File>, Errno> {
         let h = self.handles.file(fh).ok_or(Errno::EBADF)?;
-        if h.fd().is_some() && !h.on_upper() && self.union.is_upper(h.ino) {
-            let (fd, upper) = self.union.open(h.ino, libc::O_RDONLY).map_err(errno)?;
-            let fd = Arc::new(fd);
-            h.replace(fd.clone(), upper);
-            return Ok(fd);
+        if h.left_behind() {
+            let opened = self.union.open(h.ino, libc::O_RDONLY).map_err(errno)?;
+            let file = Arc::new(opened.file);
+            h.replace(file.clone(), opened.upper);
+            return Ok(file);
         }
-        self.fd_of(&h)
+        self.file_of(&h)
     }
 
-    /// The handle's fd; a lazy handle (read-only, on a lower, made under fd
-    /// pressure) opens its file again, on the upper once copied up.
-    pub(super) fn fd_of(
-        &self,
-        h: &super::handles::OpenFile,
-    ) -> Result<Arc<std::os::fd::OwnedFd>, Errno> {
-        match h.fd() {
-            Some(fd) => Ok(fd),
+    /// The handle's file; a lazy handle (read-only, on a lower, made under
+    /// fd pressure) opens its file again, on the upper once copied up.
+    pub(super) fn file_of(&self, h: &OpenFile) -> Result<Arc<File>, Errno> {
+        match h.file() {
+            Some(file) => Ok(file),
             None => self
                 .union
                 .open(h.ino, libc::O_RDONLY)
-                .map(|(fd, _)| Arc::new(fd))
+                .map(|o| Arc::new(o.file))
                 .map_err(errno),
         }
+    }
+
+    /// The handle's fd, for the calls only an fd answers (writes, sync,
+    /// fallocate, fstat); EBADF for a lower file without one, which is
+    /// read-only.
+    pub(super) fn fd_of(&self, h: &OpenFile) -> Result<Arc<OwnedFd>, Errno> {
+        self.file_of(h)?.shared_fd().cloned().ok_or(Errno::EBADF)
     }
 
     /// `open(O_CREAT)` of a name that appeared after the kernel's lookup
@@ -63,31 +69,39 @@ impl FimFs {
             .union
             .open_made_meanwhile(parent, name.as_bytes(), flags, who)
         {
-            Ok((node, a, fd, upper)) => self.reply_created(reply, node, Arc::new(fd), upper, &a),
+            Ok(created) => self.reply_created(reply, created),
             Err(e) => reply.error(errno(e)),
         }
     }
 
-    /// Answers a create (or an `O_CREAT` open of a file that appeared
-    /// meanwhile) with a new handle on `fd`, in passthrough where the io
-    /// mode of the node allows it.
-    pub(super) fn reply_created(
-        &self,
-        reply: ReplyCreate,
-        ino: Ino,
-        fd: Arc<std::os::fd::OwnedFd>,
-        upper: bool,
-        a: &crate::union::Attr,
-    ) {
-        if upper {
-            self.union.share_pin(ino, &fd);
+    /// A new handle on `opened`, a file of node `ino`; its fd pins the
+    /// node's upper inode. `lazy`: a read-only lower handle under fd
+    /// pressure, which holds no fd. Returns the handle and the fd to
+    /// register for passthrough (an upper file's).
+    fn add_handle(&self, ino: Ino, opened: Opened, lazy: bool) -> (u64, Option<Arc<OwnedFd>>) {
+        let backing = opened.file.shared_fd().filter(|_| opened.upper).cloned();
+        if let Some(fd) = &backing {
+            self.union.share_pin(ino, fd);
         }
-        let fh = self.handles.add_file(Some(fd.clone()), ino, upper);
-        let (ttl, fa, flags) = (self.ttl.entry, file_attr(a), open_flags(upper));
-        match self
+        let lazy = lazy && !opened.upper && opened.file.fd().is_some();
+        let file = (!lazy).then(|| Arc::new(opened.file));
+        let fh = self.handles.add_file(ino, file, opened.upper, opened.watch);
+        (fh, backing)
+    }
+
+    /// Answers a create (or an `O_CREAT` open of a file that appeared
+    /// meanwhile) with a new handle, in passthrough where the io mode of
+    /// the node allows it.
+    pub(super) fn reply_created(&self, reply: ReplyCreate, created: Created) {
+        let Created { entry, opened } = created;
+        let (ttl, fa) = (self.ttls(entry.cache).1, file_attr(&entry.attr));
+        let flags = open_flags(opened.keep_cache);
+        let (fh, backing) = self.add_handle(entry.ino, opened, false);
+        let upper = backing.as_ref().map(|fd| fd.as_fd());
+        let pt = self
             .io
-            .open(fh, ino, upper, || reply.open_backing(fd.as_fd()))
-        {
+            .open(fh, entry.ino, upper, |fd| reply.open_backing(fd));
+        match pt {
             Some(b) => reply.created_passthrough(&ttl, &fa, GEN, FileHandle(fh), flags, &b),
             None => reply.created(&ttl, &fa, GEN, FileHandle(fh), flags),
         }
@@ -95,21 +109,16 @@ impl FimFs {
 
     pub(super) fn on_open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         guard("open", || match self.union.open(Ino::from(ino), flags.0) {
-            Ok((fd, upper)) => {
-                let fd = Arc::new(fd);
-                if upper {
-                    self.union.share_pin(Ino::from(ino), &fd);
-                }
+            Ok(opened) => {
                 let read_only = flags.0 & libc::O_ACCMODE == libc::O_RDONLY;
-                let lazy = !upper && read_only && self.handles.open_files() >= self.lazy_above;
-                let fh =
-                    self.handles
-                        .add_file((!lazy).then_some(fd.clone()), Ino::from(ino), upper);
-                let flags = open_flags(upper);
-                match self
+                let lazy = read_only && self.handles.open_files() >= self.lazy_above;
+                let flags = open_flags(opened.keep_cache);
+                let (fh, backing) = self.add_handle(Ino::from(ino), opened, lazy);
+                let upper = backing.as_ref().map(|fd| fd.as_fd());
+                let pt = self
                     .io
-                    .open(fh, Ino::from(ino), upper, || reply.open_backing(fd.as_fd()))
-                {
+                    .open(fh, Ino::from(ino), upper, |fd| reply.open_backing(fd));
+                match pt {
                     Some(b) => reply.opened_passthrough(FileHandle(fh), flags, &b),
                     None => reply.opened(FileHandle(fh), flags),
                 }
@@ -131,21 +140,14 @@ impl FimFs {
         reply: ReplyData,
     ) {
         guard("read", || {
-            let fd = match self.read_fd(fh.0) {
-                Ok(fd) => fd,
-                Err(e) => return reply.error(e),
-            };
             let mut buf = vec![0u8; size as usize];
-            let mut done = 0;
-            while done < buf.len() {
-                match sys::pread(fd.as_fd(), &mut buf[done..], offset + done as u64) {
-                    Ok(0) => break,
-                    Ok(n) => done += n,
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    Err(e) => return reply.error(errno(e)),
-                }
+            match self
+                .read_file(fh.0)
+                .and_then(|f| read_full(&f, offset, &mut buf).map_err(errno))
+            {
+                Ok(n) => reply.data(&buf[..n]),
+                Err(e) => reply.error(e),
             }
-            reply.data(&buf[..done])
         })
     }
 
@@ -235,11 +237,12 @@ impl FimFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        // A lower file without an fd is read-only: nothing to sync.
         guard("fsync", || match self.handles.file(fh.0) {
-            Some(h) => match self
-                .fd_of(&h)
-                .and_then(|fd| sys::fsync(fd.as_fd(), datasync).map_err(errno))
-            {
+            Some(h) => match self.file_of(&h).and_then(|f| match f.fd() {
+                Some(fd) => sys::fsync(fd, datasync).map_err(errno),
+                None => Ok(()),
+            }) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
             },
@@ -273,18 +276,26 @@ impl FimFs {
     pub(super) fn on_lseek(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: i64,
         whence: i32,
         reply: ReplyLseek,
     ) {
-        guard("lseek", || match self.read_fd(fh.0) {
-            Ok(fd) => match sys::lseek(fd.as_fd(), offset, whence) {
+        guard("lseek", || {
+            let res = self.read_file(fh.0).and_then(|f| match f.fd() {
+                Some(fd) => sys::lseek(fd, offset, whence).map_err(errno),
+                // No holes to find in a file without an fd: all data.
+                None => self
+                    .union
+                    .getattr(Ino::from(ino))
+                    .map_err(errno)
+                    .and_then(|a| seek_all_data(a.size, offset, whence)),
+            });
+            match res {
                 Ok(o) => reply.offset(o),
-                Err(e) => reply.error(errno(e)),
-            },
-            Err(e) => reply.error(e),
+                Err(e) => reply.error(e),
+            }
         })
     }
 
@@ -304,13 +315,17 @@ impl FimFs {
     ) {
         guard("copy_file_range", || {
             let (Ok(i), Some(Ok(o))) = (
-                self.read_fd(fh_in.0),
+                self.read_file(fh_in.0),
                 self.handles.file(fh_out.0).map(|h| self.fd_of(&h)),
             ) else {
                 return reply.error(Errno::EBADF);
             };
             let len = len.min(u32::MAX as u64) as usize;
-            match sys::copy_file_range(i.as_fd(), offset_in, o.as_fd(), offset_out, len) {
+            let res = match i.fd() {
+                Some(fd) => sys::copy_file_range(fd, offset_in, o.as_fd(), offset_out, len),
+                None => copy_through_reads(&i, offset_in, o.as_fd(), offset_out, len),
+            };
+            match res {
                 Ok(n) => reply.written(n as u32),
                 Err(e) => reply.error(errno(e)),
             }
@@ -333,16 +348,11 @@ impl FimFs {
                 uid: req.uid(),
                 gid: req.gid(),
             };
-            let how = Make::File { mode, flags };
             match self
                 .union
-                .make(Ino::from(parent), name.as_bytes(), how, who)
+                .create(Ino::from(parent), name.as_bytes(), (mode, flags), who)
             {
-                Ok((node, a, Some(fd))) => self.reply_created(reply, node, fd, true, &a),
-                Ok((node, _, None)) => {
-                    self.union.forget(node, 1);
-                    reply.error(Errno::EIO)
-                }
+                Ok(created) => self.reply_created(reply, created),
                 Err(sys::Errno::EEXIST) if flags & libc::O_EXCL == 0 => {
                     self.open_made_meanwhile(req, Ino::from(parent), name, flags, reply)
                 }
@@ -417,11 +427,111 @@ pub(super) fn flags_ioctl(cmd: u32, input: &[u8]) -> Option<(InodeFlags, bool)> 
     None
 }
 
-/// Open flags of a file handle: a lower file never changes, so its cached
-/// pages stay valid across opens; an upper file may change behind the mount.
-pub(super) fn open_flags(upper: bool) -> FopenFlags {
-    match upper {
-        true => FopenFlags::empty(),
-        false => FopenFlags::FOPEN_KEEP_CACHE,
+/// Open flags of a file handle: whether the kernel may keep the pages it
+/// cached (the engine's `Opened::keep_cache`).
+pub(super) fn open_flags(keep_cache: bool) -> FopenFlags {
+    match keep_cache {
+        true => FopenFlags::FOPEN_KEEP_CACHE,
+        false => FopenFlags::empty(),
+    }
+}
+
+/// Reads `buf.len()` bytes of `file` at `offset`, fewer only at its end.
+fn read_full(file: &File, offset: u64, buf: &mut [u8]) -> sys::Result<usize> {
+    let mut done = 0;
+    while let Some(rest) = buf.get_mut(done..).filter(|r| !r.is_empty()) {
+        match file.read_at(offset + done as u64, rest) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(sys::Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// `SEEK_DATA`/`SEEK_HOLE` (the only ones the kernel sends) in a file of
+/// `size` bytes that is data throughout.
+fn seek_all_data(size: u64, offset: i64, whence: i32) -> Result<i64, Errno> {
+    let size = i64::try_from(size).map_err(|_| Errno::EOVERFLOW)?;
+    match whence {
+        _ if offset < 0 => Err(Errno::EINVAL),
+        _ if offset >= size => Err(Errno::ENXIO),
+        libc::SEEK_DATA => Ok(offset),
+        libc::SEEK_HOLE => Ok(size),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+/// `copy_file_range` from a file without an fd: up to `len` bytes, at
+/// most one buffer's worth (a short copy, which the caller repeats).
+fn copy_through_reads(
+    from: &File,
+    off_in: u64,
+    to: BorrowedFd<'_>,
+    off_out: u64,
+    len: usize,
+) -> sys::Result<usize> {
+    let mut buf = vec![0u8; len.min(COPY_BUFFER)];
+    let n = read_full(from, off_in, &mut buf)?;
+    let mut done = 0;
+    while let Some(rest) = buf.get(done..n).filter(|r| !r.is_empty()) {
+        match sys::pwrite(to, rest, off_out + done as u64) {
+            Ok(w) => done += w,
+            Err(sys::Errno::EINTR) => continue,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(done)
+}
+
+/// Bytes one `copy_file_range` from a file without an fd copies at most.
+const COPY_BUFFER: usize = 1 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeking_in_a_file_without_holes() {
+        let (data, hole) = (libc::SEEK_DATA, libc::SEEK_HOLE);
+        // (size, offset, whence, answer)
+        let rows: &[(u64, i64, i32, Result<i64, Errno>)] = &[
+            (10, 0, data, Ok(0)),
+            (10, 4, data, Ok(4)),
+            (10, 4, hole, Ok(10)),
+            (10, 10, data, Err(Errno::ENXIO)),
+            (10, 10, hole, Err(Errno::ENXIO)),
+            (0, 0, data, Err(Errno::ENXIO)),
+            (10, -1, data, Err(Errno::EINVAL)),
+            (10, 0, libc::SEEK_END, Err(Errno::EINVAL)),
+        ];
+        for &(size, off, whence, want) in rows {
+            let got = seek_all_data(size, off, whence);
+            assert_eq!(got, want, "size {size} offset {off} whence {whence}");
+        }
+    }
+
+    /// What a handle reads and copies through `File::read_at`, the path
+    /// of a lower file without an fd.
+    #[test]
+    fn reads_and_copies_through_read_at() {
+        let dir = std::env::temp_dir().join(format!("fimfs-fileio-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("scratch");
+        let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.join("src"), &data).expect("src");
+        let src = File::host(std::fs::File::open(dir.join("src")).expect("open").into());
+        let mut buf = vec![0u8; 5000];
+        assert_eq!(read_full(&src, 1000, &mut buf), Ok(2000));
+        assert_eq!(buf.get(..2000), data.get(1000..));
+        let dst = std::fs::File::create(dir.join("dst")).expect("dst");
+        assert_eq!(
+            copy_through_reads(&src, 500, dst.as_fd(), 7, 1000),
+            Ok(1000)
+        );
+        let copied = std::fs::read(dir.join("dst")).expect("read dst");
+        assert_eq!(copied.get(7..), data.get(500..1500));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,18 +1,23 @@
-//! Open handles: files (a backing fd in the winning layer) and directories
-//! (a listing snapshot, so offsets stay valid while the directory changes).
+//! Open handles: files (the file its layer handed out, see `layer::File`)
+//! and directories (a listing snapshot, so offsets stay valid while the
+//! directory changes).
 //!
 //! A file opened read-only on a lower keeps reading the lower only until
 //! the file is copied up: then the handle is reopened on the upper, so a
-//! reader never sees stale data next to a writer (SPEC §7 item 1).
+//! reader never sees stale data next to a writer (SPEC §7 item 1). The
+//! handle holds the engine's `UpperWatch` of its node, so telling costs a
+//! read of the node's state, not a table lookup per READ.
 //!
 //! Under fd pressure (more open files than a share of `RLIMIT_NOFILE`), a
 //! read-only handle on a lower holds no fd: each request opens the file
 //! again. Lower files never change, so that is safe, and it lets the
-//! daemon serve more open files than it may hold fds.
-use crate::union::{DirEntry, Ino};
+//! daemon serve more open files than it may hold fds. A lower file without
+//! an fd is always held: it costs no fd.
+use crate::layer::File;
+use crate::union::{DirEntry, Ino, UpperWatch};
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -20,39 +25,47 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 pub struct OpenFile {
     pub ino: Ino,
     /// None: a lazy read-only lower handle (see the module docs).
-    fd: RwLock<Option<Arc<OwnedFd>>>,
+    file: RwLock<Option<Arc<File>>>,
     on_upper: AtomicBool,
+    /// Whether the node has been copied up since.
+    watch: UpperWatch,
     /// The same file opened `O_APPEND`, made on the first append write.
     append: Mutex<Option<Arc<OwnedFd>>>,
 }
 
 impl OpenFile {
-    /// The handle's fd; None for a lazy handle, which the caller reopens.
-    pub fn fd(&self) -> Option<Arc<OwnedFd>> {
-        self.fd.read().clone()
+    /// The handle's file; None for a lazy handle, which the caller reopens.
+    pub fn file(&self) -> Option<Arc<File>> {
+        self.file.read().clone()
     }
 
     pub fn on_upper(&self) -> bool {
         self.on_upper.load(Ordering::Acquire)
     }
 
-    pub fn replace(&self, fd: Arc<OwnedFd>, upper: bool) {
-        *self.fd.write() = Some(fd);
+    /// A handle that holds its file on a lower whose node has been copied
+    /// up since: it is to be reopened on the upper.
+    pub fn left_behind(&self) -> bool {
+        !self.on_upper() && self.watch.is_upper() && self.file.read().is_some()
+    }
+
+    pub fn replace(&self, file: Arc<File>, upper: bool) {
+        *self.file.write() = Some(file);
         *self.append.lock() = None;
         self.on_upper.store(upper, Ordering::Release);
     }
 
     /// The handle's file opened `O_APPEND` (the kernel then writes at the
     /// real end of the file, whatever offset it is given), opened once and
-    /// kept. None for a lazy handle, or when the file cannot be opened
-    /// again (an unprivileged daemon's mode-0444 file, written through the
-    /// fd that created it).
+    /// kept. None for a lazy handle or a file without an fd, or when the
+    /// file cannot be opened again (an unprivileged daemon's mode-0444
+    /// file, written through the fd that created it).
     pub fn append_fd(&self) -> Option<Arc<OwnedFd>> {
         let mut slot = self.append.lock();
         if slot.is_none() {
-            let fd = self.fd()?;
+            let file = self.file()?;
             let flags = libc::O_WRONLY | libc::O_APPEND;
-            *slot = crate::sys::reopen(fd.as_fd(), flags).ok().map(Arc::new);
+            *slot = crate::sys::reopen(file.fd()?, flags).ok().map(Arc::new);
         }
         slot.clone()
     }
@@ -76,13 +89,21 @@ impl Handles {
         self.next.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// A handle on `fd`, or a lazy one when `fd` is None.
-    pub fn add_file(&self, fd: Option<Arc<OwnedFd>>, ino: Ino, upper: bool) -> u64 {
+    /// A handle on `file` (`upper`: the upper's), or a lazy one when
+    /// `file` is None; `watch` follows its node to the upper.
+    pub fn add_file(
+        &self,
+        ino: Ino,
+        file: Option<Arc<File>>,
+        upper: bool,
+        watch: UpperWatch,
+    ) -> u64 {
         let id = self.next_id();
         let h = OpenFile {
             ino,
-            fd: RwLock::new(fd),
+            file: RwLock::new(file),
             on_upper: AtomicBool::new(upper),
+            watch,
             append: Mutex::new(None),
         };
         self.files.insert(id, Arc::new(h));

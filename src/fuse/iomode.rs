@@ -16,6 +16,7 @@
 use crate::union::Ino;
 use fuser::BackingId;
 use std::collections::HashMap;
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -53,22 +54,25 @@ impl IoModes {
     }
 
     /// Registers handle `fh` of `ino`; returns the backing id when it is
-    /// to be opened in passthrough (`upper`: the fd is an upper file,
-    /// `open_backing` registers it with the kernel).
+    /// to be opened in passthrough (`upper`: the handle's upper fd, None
+    /// for a lower file; `open_backing` registers it with the kernel).
     pub fn open(
         &self,
         fh: u64,
         ino: Ino,
-        upper: bool,
-        open_backing: impl FnOnce() -> std::io::Result<BackingId>,
+        upper: Option<BorrowedFd<'_>>,
+        open_backing: impl FnOnce(BorrowedFd<'_>) -> std::io::Result<BackingId>,
     ) -> Option<Arc<BackingId>> {
         let mut inodes = self.inodes.lock();
         let i = inodes.entry(ino).or_default();
         let mut backing = None;
-        if upper && self.enabled() && i.cached == 0 {
+        if let Some(fd) = upper
+            && self.enabled()
+            && i.cached == 0
+        {
             backing = match &i.backing {
                 Some(b) => Some(b.clone()),
-                None => match open_backing() {
+                None => match open_backing(fd) {
                     Ok(b) => Some(Arc::new(b)),
                     Err(e) => {
                         // EPERM: not privileged after all; anything else

@@ -16,14 +16,15 @@ pub mod session;
 mod stats;
 mod xattrs;
 
-use crate::union::{Attr, Ino, Kind, Union};
+use crate::union::{Attr, Cache, Ino, Kind, Lifetime, Union};
 use fuser::{FileAttr, FileType, INodeNo};
 use handles::Handles;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, UNIX_EPOCH};
 
-/// Cache lifetimes the kernel is given.
+/// Cache lifetimes the kernel is given: the durations of the engine's
+/// [`Lifetime`]s (`Short`: `entry`/`attr`, `Long`: `lower`).
 ///
 /// What only the lowers hold cannot change behind the daemon's back (the
 /// lowers are read-only; only another daemon sharing the upper could hide
@@ -132,8 +133,6 @@ pub struct FimFs {
     /// Passthrough or cached mode of each open file.
     io: iomode::IoModes,
     ttl: Ttl,
-    /// Alone on the upper: lower-only objects get `ttl.lower`.
-    alone: peers::Alone,
     tuning: Tuning,
     notifier: Arc<OnceLock<fuser::Notifier>>,
     /// Open files above which read-only lower handles hold no fd (a
@@ -180,21 +179,17 @@ impl FimFs {
                 };
             }
         });
-        let alone = match union.stack().upper() {
-            Some(upper) => {
-                let (u, tx) = (union.clone(), stale.clone());
-                peers::watch(upper.root(), move || {
-                    for (parent, name, ino) in u.lower_only_names() {
-                        let _ = tx.send(Stale::Entry(parent, name));
-                        let _ = tx.send(Stale::Attr(ino));
-                    }
-                })
-            }
-            None => peers::Alone::always(),
-        };
+        if let Some(upper) = union.stack().upper() {
+            let (u, tx) = (union.clone(), stale.clone());
+            peers::watch(upper.root(), union.alone(), move || {
+                for (parent, name, ino) in u.lower_only_names() {
+                    let _ = tx.send(Stale::Entry(parent, name));
+                    let _ = tx.send(Stale::Attr(ino));
+                }
+            });
+        }
         FimFs {
             union,
-            alone,
             handles: Handles::default(),
             io: iomode::IoModes::new(),
             ttl,
@@ -208,14 +203,18 @@ impl FimFs {
         }
     }
 
-    /// (attr, entry) lifetimes for an object; `upper`: the upper holds it.
-    /// Lower-only objects are cached for long only while no other daemon
-    /// shares the upper.
-    pub fn ttl_of(&self, upper: bool) -> (Duration, Duration) {
-        match upper || !self.alone.get() {
-            true => (self.ttl.attr, self.ttl.entry),
-            false => (self.ttl.lower, self.ttl.lower),
-        }
+    /// The (attr, entry) durations of what the engine said the kernel may
+    /// cache (see `union::Cache`, where the policy lives).
+    pub fn ttls(&self, cache: Cache) -> (Duration, Duration) {
+        let of = |life: Lifetime, short: Duration| match life {
+            Lifetime::Never => Duration::ZERO,
+            Lifetime::Short => short,
+            Lifetime::Long => self.ttl.lower,
+        };
+        (
+            of(cache.attr, self.ttl.attr),
+            of(cache.entry, self.ttl.entry),
+        )
     }
 
     /// Asks the kernel to drop its cached attributes of `ino`.

@@ -57,32 +57,37 @@ impl Dir {
     }
 }
 
-/// A file of one layer, open for reading.
+/// A file of one layer, open for reading (a file of the upper: for
+/// reading and writing).
 #[derive(Debug)]
 pub struct File(FileRepr);
 
 #[derive(Debug)]
 enum FileRepr {
-    Host(OwnedFd),
+    /// Shared: an upper file's fd also pins its inode (`union::hand_out`).
+    Host(Arc<OwnedFd>),
 }
 
 impl File {
     pub fn host(fd: OwnedFd) -> File {
+        File(FileRepr::Host(Arc::new(fd)))
+    }
+
+    /// A host file whose fd is shared already.
+    pub fn host_shared(fd: Arc<OwnedFd>) -> File {
         File(FileRepr::Host(fd))
     }
 
     /// The fd behind the file, when it has one: the fast paths (reflink,
-    /// `copy_file_range`, passthrough) use it.
+    /// `copy_file_range`, splice, passthrough) use it.
     pub fn fd(&self) -> Option<BorrowedFd<'_>> {
-        match &self.0 {
-            FileRepr::Host(fd) => Some(fd.as_fd()),
-        }
+        self.shared_fd().map(|fd| fd.as_fd())
     }
 
-    /// The fd itself, or the file back when it has none.
-    pub fn into_fd(self) -> std::result::Result<OwnedFd, File> {
-        match self.0 {
-            FileRepr::Host(fd) => Ok(fd),
+    /// The fd behind the file, to share (a pin, a backing file).
+    pub fn shared_fd(&self) -> Option<&Arc<OwnedFd>> {
+        match &self.0 {
+            FileRepr::Host(fd) => Some(fd),
         }
     }
 

@@ -6,14 +6,10 @@
 //! groups are not seen here; a root mount turns `default_permissions` on
 //! and the kernel makes the full check instead.
 use super::attr::{Attr, Ino, Kind};
+use super::cache::{Created, Lifetime};
 use super::engine::Union;
 use super::write::Caller;
 use crate::sys::{Errno, Result};
-use std::os::fd::OwnedFd;
-
-/// A file opened by [`Union::open_made_meanwhile`]: its node (one lookup
-/// counted), attributes, fd, and whether the fd is on the upper.
-pub type Opened = (Ino, Attr, OwnedFd, bool);
 
 impl Union {
     /// `open(O_CREAT)` without `O_EXCL` of a name that appeared after the
@@ -27,8 +23,9 @@ impl Union {
         name: &[u8],
         flags: i32,
         who: Caller,
-    ) -> Result<Opened> {
-        let (node, a) = self.lookup(parent, name)?;
+    ) -> Result<Created> {
+        let mut entry = self.lookup(parent, name)?;
+        let (node, a) = (entry.ino, &entry.attr);
         let mut mask = match flags & libc::O_ACCMODE {
             libc::O_RDONLY => libc::R_OK,
             libc::O_WRONLY => libc::W_OK,
@@ -39,12 +36,19 @@ impl Union {
         }
         let allowed = match a.kind {
             Kind::Dir => Err(Errno::EISDIR),
-            _ => check(&a, who.uid, who.gid, mask, self.is_read_only()),
+            _ => check(a, who.uid, who.gid, mask, self.is_read_only()),
         };
         match allowed.and_then(|()| self.open(node, flags & !libc::O_CREAT)) {
-            Ok((fd, upper)) => {
-                let a = self.getattr(node).unwrap_or(a);
-                Ok((node, a, fd, upper))
+            Ok(opened) => {
+                // A write open copied it up: what the upper copy says.
+                if let Ok(now) = self.getattr_entry(node) {
+                    entry.attr = now.attr;
+                    entry.cache.attr = now.cache.attr;
+                    if entry.cache.entry != Lifetime::Never {
+                        entry.cache.entry = now.cache.attr;
+                    }
+                }
+                Ok(Created { entry, opened })
             }
             Err(e) => {
                 self.forget(node, 1);

@@ -7,6 +7,7 @@
 //! only grows (cached layer directories of an older one are resolved
 //! again); `ns_generation` grows after every change to the upper's names.
 use super::attr::{CIOPFS_INO, Ino, InoMap, Kind, ROOT_INO, Squash};
+use super::cache::Alone;
 use super::data::Reflinks;
 use super::fold::{self, FoldCache};
 use super::node::{self, Loc, Node, NodeTable, State};
@@ -54,6 +55,8 @@ pub struct Union {
     pub(super) ns_generation: AtomicU64,
     /// Source filesystems that cannot share extents with the upper.
     pub(super) reflinks: Reflinks,
+    /// Alone on the upper: lower-only entries are cached long (`cache`).
+    pub(super) alone: Alone,
 }
 
 impl Union {
@@ -88,6 +91,7 @@ impl Union {
             fold: FoldCache::default(),
             ns_generation: AtomicU64::new(0),
             reflinks: Default::default(),
+            alone: Alone::new(true),
         }
     }
 

@@ -5,22 +5,20 @@
 use super::attr::{Ino, Kind};
 use super::engine::Union;
 use super::place::Place;
-use crate::layer::Lower;
+use crate::layer::{File, Lower};
 use crate::sys::{self, Errno, Result};
-use std::os::fd::{AsFd, OwnedFd};
 
 /// Opens the entry at `place` for the flag calls. Only regular files and
 /// directories take them (the kernel sends nothing else); for a directory
 /// `place` is its own fd, named by ".". A layer without fds has no flags
 /// to report (ENOTTY, as a filesystem without them answers).
-fn open_for_flags(layer: &dyn Lower, place: &Place, kind: Kind) -> Result<OwnedFd> {
+fn open_for_flags(layer: &dyn Lower, place: &Place, kind: Kind) -> Result<File> {
     let (name, flags) = match kind {
         Kind::Dir => (c".", libc::O_RDONLY | libc::O_DIRECTORY),
         Kind::File => (place.name.as_c_str(), libc::O_RDONLY | libc::O_NOCTTY),
         _ => return Err(Errno::ENOTTY),
     };
-    let file = layer.open(&place.dir, name, flags | libc::O_NONBLOCK)?;
-    file.into_fd().map_err(|_| Errno::ENOTTY)
+    layer.open(&place.dir, name, flags | libc::O_NONBLOCK)
 }
 
 /// The flags in either of the kernel's two forms.
@@ -35,7 +33,7 @@ pub enum InodeFlags {
 impl Union {
     /// Opens `ino` in the layer that serves it (`write`: in the upper,
     /// copied up first) for the flag calls.
-    fn open_flags_target(&self, ino: Ino, write: bool) -> Result<OwnedFd> {
+    fn open_flags_target(&self, ino: Ino, write: bool) -> Result<File> {
         if write && self.is_read_only() {
             return Err(Errno::EROFS);
         }
@@ -50,19 +48,21 @@ impl Union {
     /// The inode flags of `ino` in the form of `like` (its value unused),
     /// as its layer's filesystem reports them.
     pub fn inode_flags(&self, ino: Ino, like: InodeFlags) -> Result<InodeFlags> {
-        let fd = self.open_flags_target(ino, false)?;
+        let file = self.open_flags_target(ino, false)?;
+        let fd = file.fd().ok_or(Errno::ENOTTY)?;
         Ok(match like {
-            InodeFlags::Word(_) => InodeFlags::Word(sys::inode_flags(fd.as_fd())?),
-            InodeFlags::Fsx(_) => InodeFlags::Fsx(sys::fsxattr(fd.as_fd())?),
+            InodeFlags::Word(_) => InodeFlags::Word(sys::inode_flags(fd)?),
+            InodeFlags::Fsx(_) => InodeFlags::Fsx(sys::fsxattr(fd)?),
         })
     }
 
     /// Sets the inode flags of `ino` on its upper copy.
     pub fn set_inode_flags(&self, ino: Ino, flags: InodeFlags) -> Result<()> {
-        let fd = self.open_flags_target(ino, true)?;
+        let file = self.open_flags_target(ino, true)?;
+        let fd = file.fd().ok_or(Errno::ENOTTY)?;
         match flags {
-            InodeFlags::Word(w) => sys::set_inode_flags(fd.as_fd(), w),
-            InodeFlags::Fsx(x) => sys::set_fsxattr(fd.as_fd(), &x),
+            InodeFlags::Word(w) => sys::set_inode_flags(fd, w),
+            InodeFlags::Fsx(x) => sys::set_fsxattr(fd, &x),
         }
     }
 }

@@ -10,6 +10,7 @@
 use super::attr::Kind;
 use super::attr::{Attr, Ino};
 use super::attr::{CIOPFS_INO, CIOPFS_NAME};
+use super::cache::Entry;
 use super::engine::Union;
 use super::fold;
 use super::marker::{self, Probe};
@@ -365,44 +366,15 @@ impl Union {
     }
 
     /// Looks `name` up in directory `parent`, counting one kernel lookup.
-    pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<(Ino, Attr)> {
-        self.lookup_spelled(parent, name).map(|(n, a, _)| (n, a))
-    }
-
-    /// [`Union::lookup_spelled`] as one value, with what the kernel's cache
-    /// lifetime depends on: whether the entry lives in the upper. Read from
-    /// the node in hand, so the adapter needs no second table lookup.
-    pub fn lookup_entry(&self, parent: Ino, name: &[u8]) -> Result<Entry> {
+    /// With casefold, `name` may be another spelling of the entry's: the
+    /// kernel must then not keep the name (see `cache`).
+    pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Entry> {
         let p = self.node(parent)?;
         if let Some(r) = self.ciopfs_lookup(name) {
-            return r.map(|(n, a)| Entry::of(&n, a, true));
+            return r.map(|(n, a)| self.entry_of(&n, a, true));
         }
         let pl = self.dir_layers_fresh(&p)?;
         self.lookup_at(p, &pl, name)
-            .map(|(n, a, exact)| Entry::of(&n, a, exact))
-    }
-
-    /// [`Union::lookup_listed`] as one [`Entry`] (a readdirplus reply).
-    pub fn lookup_listed_entry(&self, dir: &ListedDir, name: &[u8]) -> Result<Entry> {
-        if let Some(r) = self.ciopfs_lookup(name) {
-            return r.map(|(n, a)| Entry::of(&n, a, true));
-        }
-        self.lookup_at(dir.node.clone(), &dir.layers, name)
-            .map(|(n, a, exact)| Entry::of(&n, a, exact))
-    }
-
-    /// [`Union::lookup`], also saying whether `name` is the entry's own
-    /// spelling (always, without casefold). The kernel must not cache a
-    /// folded spelling for long: when the entry is renamed or removed,
-    /// it updates only the spelling the call used.
-    pub fn lookup_spelled(&self, parent: Ino, name: &[u8]) -> Result<(Ino, Attr, bool)> {
-        let p = self.node(parent)?;
-        if let Some(r) = self.ciopfs_lookup(name) {
-            return r.map(|(n, a)| (n.ino, a, true));
-        }
-        let pl = self.dir_layers_fresh(&p)?;
-        self.lookup_at(p, &pl, name)
-            .map(|(n, a, exact)| (n.ino, a, exact))
     }
 
     /// With casefold, the `.ciopfs` entry every directory shows (no layer
@@ -425,27 +397,22 @@ impl Union {
         Ok(ListedDir { node, layers })
     }
 
-    /// [`Union::lookup`] of an entry of a listed directory.
-    pub fn lookup_listed(&self, dir: &ListedDir, name: &[u8]) -> Result<(Ino, Attr)> {
+    /// [`Union::lookup`] of an entry of a listed directory (a readdirplus
+    /// reply).
+    pub fn lookup_listed(&self, dir: &ListedDir, name: &[u8]) -> Result<Entry> {
         if let Some(r) = self.ciopfs_lookup(name) {
-            return r.map(|(n, a)| (n.ino, a));
+            return r.map(|(n, a)| self.entry_of(&n, a, true));
         }
         self.lookup_at(dir.node.clone(), &dir.layers, name)
-            .map(|(n, a, _)| (n.ino, a))
     }
 
-    pub(super) fn lookup_at(
-        &self,
-        p: Arc<Node>,
-        pl: &DirLayers,
-        name: &[u8],
-    ) -> Result<(Arc<Node>, Attr, bool)> {
+    pub(super) fn lookup_at(&self, p: Arc<Node>, pl: &DirLayers, name: &[u8]) -> Result<Entry> {
         let found = self.resolve_in(pl, name);
         tracing::trace!(parent = p.ino.0, name = %String::from_utf8_lossy(name), ok = found.is_ok(), "lookup");
         let found = found?;
         let exact = found.name == name;
         let (node, attr) = self.hand_out(p, pl, name, found, None);
-        Ok((node, attr, exact))
+        Ok(self.entry_of(&node, attr, exact))
     }
 
     /// Hands the entry `found` at `parent/name` (whose layers are `pl`)
@@ -515,27 +482,4 @@ impl Union {
 pub struct ListedDir {
     pub(super) node: Arc<Node>,
     pub(super) layers: DirLayers,
-}
-
-/// An entry the engine hands out: its number, its attributes, and what the
-/// kernel may cache of it (`upper`: what the upper holds may change behind
-/// the mount and is cached briefly; `exact`: the name asked for is the
-/// entry's own spelling, without casefold always).
-#[derive(Debug, Clone)]
-pub struct Entry {
-    pub ino: Ino,
-    pub attr: Attr,
-    pub upper: bool,
-    pub exact: bool,
-}
-
-impl Entry {
-    fn of(node: &Node, attr: Attr, exact: bool) -> Entry {
-        Entry {
-            ino: node.ino,
-            attr,
-            upper: node.state().upper,
-            exact,
-        }
-    }
 }

@@ -23,23 +23,28 @@
 //!   lower's reads).
 //! - `engine`: the `Union` value, its options and small accessors,
 //!   forgetting nodes and what is known of the lowers.
+//! - `cache`: the values operations hand out (`Entry`, `Opened`,
+//!   `OpenedDir`, `Created`) and how long the kernel may keep them
+//!   (`Cache`, `Lifetime`, whether the daemon is `Alone` on its upper).
 //! - `lookup`: resolution (`resolve_in`, `dir_layers`, `Found`) and
 //!   `lookup`/`lookup_listed`/`hand_out`.
 //! - `numbers`: which number an entry reports (`ino_of`, `attr_of`).
 //! - `place`: where a node lives (`place`, `cached_place`,
 //!   `writable_place`).
-//! - `read`: `getattr`, `readlink`, xattrs, `statfs`, `open`, `opendir`.
+//! - `read`: `getattr`, `readlink`, xattrs, `statfs`, `open`.
 //! - `access`: permission checks the engine makes itself (`access(2)`,
 //!   an `O_CREAT` open of a file that appeared meanwhile).
 //! - `readdir`: merged listings, directory snapshots (`.`, `..`),
-//!   listing stamps and whether the kernel may keep a cached listing.
+//!   listing stamps, `opendir` (whether the kernel may keep a cached
+//!   listing).
 //! - `copy_up`: promoting an entry into the upper.
-//! - `write`: create, mkdir, mknod, symlink, link, unlink, rmdir,
-//!   setattr, xattrs.
+//! - `write`: create, mkdir, mknod, symlink, link, unlink, rmdir.
+//! - `setattr`: setattr and xattrs, on the upper copy.
 //! - `rename`: rename, including directories that live in the lowers.
 //! - `flags`: inode flags (`lsattr`/`chattr`).
 pub mod access;
 pub mod attr;
+mod cache;
 mod copy_up;
 mod data;
 mod engine;
@@ -54,11 +59,14 @@ mod place;
 mod read;
 mod readdir;
 mod rename;
+mod setattr;
 mod write;
 
 pub use attr::{Attr, CIOPFS_INO, CIOPFS_NAME, Ino, Kind, ROOT_INO, Squash};
+pub use cache::{Alone, Cache, Created, Entry, Lifetime, Opened, OpenedDir, UpperWatch};
 pub use engine::{LowerOnlyName, Options, Union};
 pub use flags::InodeFlags;
-pub use lookup::{Entry, ListedDir};
+pub use lookup::ListedDir;
 pub use readdir::DirEntry;
-pub use write::{Caller, Make, SetAttr};
+pub use setattr::SetAttr;
+pub use write::{Caller, Make};

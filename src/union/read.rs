@@ -3,31 +3,38 @@
 //! (`place`) and asks that layer through the `Lower` calls.
 use super::attr::CIOPFS_INO;
 use super::attr::{Attr, Ino, Kind};
+use super::cache::{Entry, Opened};
 use super::engine::Union;
 use super::lookup::Behind;
 use super::marker;
 use super::node::{self, Node};
 use super::numbers::linked_upper;
-use crate::layer::{Dir, File, Lower, UPPER};
+use crate::layer::{Dir, Lower, UPPER};
 use crate::sys::{self, Errno, Result};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 
 impl Union {
     pub fn getattr(&self, ino: Ino) -> Result<Attr> {
-        self.getattr_upper(ino).map(|(a, _)| a)
+        if self.is_ciopfs(ino) {
+            return self.ciopfs_attr();
+        }
+        let node = self.node(ino)?;
+        self.node_attr(&node, ino)
     }
 
-    /// [`Union::getattr`], also saying whether the entry lives in the
-    /// upper (what the kernel's cache lifetime depends on), read from the
-    /// node in hand rather than from a second table lookup.
-    pub fn getattr_upper(&self, ino: Ino) -> Result<(Attr, bool)> {
-        if ino == CIOPFS_INO && self.opts.casefold {
-            return self.ciopfs_attr().map(|a| (a, false));
+    /// [`Union::getattr`] as an [`Entry`]: with what the kernel may cache
+    /// of the attributes, read from the node in hand rather than from a
+    /// second table lookup.
+    pub fn getattr_entry(&self, ino: Ino) -> Result<Entry> {
+        if self.is_ciopfs(ino) {
+            let attr = self.ciopfs_attr()?;
+            let cache = self.cache_of(false, true);
+            return Ok(Entry { ino, attr, cache });
         }
         let node = self.node(ino)?;
         let attr = self.node_attr(&node, ino)?;
-        Ok((attr, node.state().upper))
+        Ok(self.entry_of(&node, attr, true))
     }
 
     fn node_attr(&self, node: &Arc<Node>, ino: Ino) -> Result<Attr> {
@@ -116,10 +123,11 @@ impl Union {
 
     /// The attributes of an open file, for a node that lost its last
     /// name (unlinked while open): what `fstat` on it reports.
-    pub fn getattr_open(&self, ino: Ino, fd: std::os::fd::BorrowedFd<'_>) -> Result<Attr> {
+    pub fn getattr_open(&self, ino: Ino, fd: std::os::fd::BorrowedFd<'_>) -> Result<Entry> {
         let node = self.node(ino)?;
         let st = sys::fstat(fd)?;
-        Ok(Attr::from_stat(&st, node.ino, false, self.opts.squash))
+        let attr = Attr::from_stat(&st, node.ino, false, self.opts.squash);
+        Ok(self.entry_of(&node, attr, true))
     }
 
     pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
@@ -189,18 +197,9 @@ impl Union {
         Ok(out)
     }
 
-    /// Opens the file `ino` for I/O; also says whether the fd is on the
-    /// upper. A write open copies a lower file up first (with `O_TRUNC`,
-    /// without copying its data).
-    pub fn open(&self, ino: Ino, flags: i32) -> Result<(OwnedFd, bool)> {
-        let (file, upper) = self.open_file(ino, flags)?;
-        // A lower without fds has its files read through `File::read_at`.
-        let fd = file.into_fd().map_err(|_| Errno::EOPNOTSUPP)?;
-        Ok((fd, upper))
-    }
-
-    /// [`Union::open`], as the layer hands the file out.
-    pub fn open_file(&self, ino: Ino, flags: i32) -> Result<(File, bool)> {
+    /// Opens the file `ino` for I/O. A write open copies a lower file up
+    /// first (with `O_TRUNC`, without copying its data).
+    pub fn open(&self, ino: Ino, flags: i32) -> Result<Opened> {
         let node = self.node(ino)?;
         let acc = flags & libc::O_ACCMODE;
         let writes = acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
@@ -227,27 +226,17 @@ impl Union {
         let keep =
             libc::O_ACCMODE | libc::O_TRUNC | libc::O_NONBLOCK | libc::O_SYNC | libc::O_DSYNC;
         let layer = self.layer(place.layer)?;
-        let fd = match layer.open(&place.dir, &place.name, flags & keep) {
+        let file = match layer.open(&place.dir, &place.name, flags & keep) {
             // Deleted since it was found: the name is now a whiteout (a 0/0
             // device, which has no driver).
             Err(Errno::ENXIO) => return Err(Errno::ENOENT),
             other => other?,
         };
-        Ok((fd, state.upper))
+        Ok(self.opened(node, file, state.upper))
     }
 
-    /// Has `ino` been copied up since a handle was opened on its lower?
-    pub fn is_upper(&self, ino: Ino) -> bool {
-        self.nodes.get(ino).is_some_and(|n| n.state().upper)
-    }
-
-    /// Opens a directory of the union for a listing; checks it exists.
-    /// Also gives the directory's attributes, as `getattr` would.
-    pub fn opendir(&self, ino: Ino) -> Result<Attr> {
-        self.open_dir_node(ino).map(|(_, a)| a)
-    }
-
-    /// [`Union::opendir`], also giving the node.
+    /// A directory node for [`Union::opendir`], which it checks exists,
+    /// and its attributes, as `getattr` would give them.
     pub(super) fn open_dir_node(&self, ino: Ino) -> Result<(Arc<Node>, Attr)> {
         let node = self.node(ino)?;
         if let Some(a) = self.quick_dir_attr(&node) {

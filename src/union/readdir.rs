@@ -6,7 +6,8 @@
 //! they stay valid however the directory changes while it is read. Each
 //! entry's number follows the same origin rule as lookup, so `d_ino`
 //! equals the `st_ino` a later stat reports.
-use super::attr::{Attr, Ino, InoMap, Kind};
+use super::attr::{Ino, InoMap, Kind};
+use super::cache::OpenedDir;
 use super::engine::Union;
 use super::lookup::ListedDir;
 use super::marker::{self, OPAQUE_FILE, WH_PREFIX};
@@ -269,10 +270,10 @@ impl Union {
     /// the one its last snapshot started from). Every change made through
     /// the mount drops the kernel's copy anyway; this catches those made
     /// behind it (in the upper, by another daemon).
-    pub fn opendir_cached(&self, ino: Ino) -> Result<(Attr, bool)> {
-        let (node, a) = self.open_dir_node(ino)?;
-        let keep = node.listed() == Some((a.mtime, a.ctime, a.size));
-        Ok((a, keep))
+    pub fn opendir(&self, ino: Ino) -> Result<OpenedDir> {
+        let (node, attr) = self.open_dir_node(ino)?;
+        let keep_listing = node.listed() == Some((attr.mtime, attr.ctime, attr.size));
+        Ok(OpenedDir { attr, keep_listing })
     }
 
     /// The listing one directory handle serves: `.` and `..` first, then

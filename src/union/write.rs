@@ -1,5 +1,5 @@
-//! The mutating side: create, mkdir, mknod, symlink, link, unlink, rmdir,
-//! setattr, xattrs.
+//! Changing the namespace: create, mkdir, mknod, symlink, link, unlink,
+//! rmdir (rename is `rename`'s; changes in place are `setattr`'s).
 //!
 //! Invariants:
 //! - whether a whiteout is needed is decided from the lowers at the time
@@ -12,28 +12,16 @@
 //!   whiteout in one rename (`RENAME_WHITEOUT`, or an exchange);
 //! - no whiteout is ever written inside an opaque directory.
 use super::attr::{Attr, Ino, Kind};
+use super::cache::{Created, Entry};
 use super::engine::Union;
 use super::lookup::Found;
 use super::marker::{self, Probe};
 use super::node::{DirLayers, Node, State};
-use super::place::Place;
-use crate::layer::remove_tree;
+use crate::layer::{File, remove_tree};
 use crate::sys::{self, Errno, Result};
 use std::ffi::CStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
-
-/// The changes of one setattr request.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SetAttr {
-    pub mode: Option<u32>,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-    pub size: Option<u64>,
-    /// `(seconds, nanoseconds)`, or `UTIME_NOW` in the nanoseconds.
-    pub atime: Option<(i64, i64)>,
-    pub mtime: Option<(i64, i64)>,
-}
 
 /// What to create.
 #[derive(Debug, Clone)]
@@ -192,14 +180,40 @@ impl Union {
         None
     }
 
-    /// Creates `name` in directory `parent`.
-    pub fn make(
+    /// Creates `name` in directory `parent`, counting one kernel lookup.
+    pub fn make(&self, parent: Ino, name: &[u8], how: Make, who: Caller) -> Result<Entry> {
+        let (node, attr, _) = self.make_node(parent, name, how, who)?;
+        Ok(self.entry_of(&node, attr, true))
+    }
+
+    /// Creates the file `name` in directory `parent` and opens it with
+    /// `flags` (a FUSE create), counting one kernel lookup.
+    pub fn create(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        (mode, flags): (u32, i32),
+        who: Caller,
+    ) -> Result<Created> {
+        let how = Make::File { mode, flags };
+        let (node, attr, fd) = self.make_node(parent, name, how, who)?;
+        let Some(fd) = fd else {
+            self.forget(node.ino, 1);
+            return Err(Errno::EIO);
+        };
+        let entry = self.entry_of(&node, attr, true);
+        let opened = self.opened(node, File::host_shared(fd), true);
+        Ok(Created { entry, opened })
+    }
+
+    /// [`Union::make`], giving the node and, for a file, its open fd.
+    fn make_node(
         &self,
         parent: Ino,
         name: &[u8],
         how: Make,
         who: Caller,
-    ) -> Result<(Ino, Attr, Option<Arc<OwnedFd>>)> {
+    ) -> Result<(Arc<Node>, Attr, Option<Arc<OwnedFd>>)> {
         self.check_name(name)?;
         let p = self.node(parent)?;
         let pl = self.dir_layers_fresh(&p)?;
@@ -226,7 +240,7 @@ impl Union {
         };
         let fd = fd.map(Arc::new);
         let (node, attr) = self.hand_out(p, &pl, name, found, fd.as_ref());
-        Ok((node.ino, attr, fd))
+        Ok((node, attr, fd))
     }
 
     /// Checks that `name` is free in the directory whose layers are `pl`;
@@ -411,105 +425,9 @@ impl Union {
         remove_tree(work.fd(), &tmp)
     }
 
-    /// Changes attributes, copying the entry up first.
-    pub fn setattr(&self, ino: Ino, set: SetAttr, fh: Option<BorrowedFd<'_>>) -> Result<Attr> {
-        if self.is_read_only() {
-            return Err(Errno::EROFS);
-        }
-        let node = self.node(ino)?;
-        let squash = self.opts.squash;
-        let chown = (set.uid.is_some() && squash.uid.is_none())
-            || (set.gid.is_some() && squash.gid.is_none());
-        let changes = chown
-            || set.mode.is_some()
-            || set.size.is_some()
-            || set.atime.is_some()
-            || set.mtime.is_some();
-        if changes {
-            let place = self.writable_place(&node, set.size == Some(0))?;
-            self.apply_setattr(&place, set, chown, fh)?;
-        }
-        self.getattr(ino)
-    }
-
-    fn apply_setattr(
-        &self,
-        place: &Place,
-        set: SetAttr,
-        chown: bool,
-        fh: Option<BorrowedFd<'_>>,
-    ) -> Result<()> {
-        let (dir, name) = (place.upper_fd()?, place.name.as_c_str());
-        if chown {
-            let uid = set.uid.filter(|_| self.opts.squash.uid.is_none());
-            let gid = set.gid.filter(|_| self.opts.squash.gid.is_none());
-            sys::fchownat(dir, name, uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX))?;
-        }
-        if let Some(mode) = set.mode {
-            sys::fchmodat(dir, name, mode & 0o7777)?;
-        }
-        if let Some(size) = set.size {
-            match fh {
-                Some(fd) => sys::ftruncate(fd, size)?,
-                None => {
-                    let fd = sys::openat(dir, name, libc::O_WRONLY, 0)?;
-                    sys::ftruncate(fd.as_fd(), size)?;
-                }
-            }
-        }
-        if set.atime.is_some() || set.mtime.is_some() {
-            let omit = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: libc::UTIME_OMIT,
-            };
-            let ts = |t: Option<(i64, i64)>| {
-                t.map_or(omit, |(s, n)| libc::timespec {
-                    tv_sec: s,
-                    tv_nsec: n,
-                })
-            };
-            sys::utimensat(dir, name, &[ts(set.atime), ts(set.mtime)])?;
-        }
-        Ok(())
-    }
-
-    pub fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
-        // `.ciopfs` is no layer's file: it cannot take one, as an immutable
-        // file cannot.
-        if marker::is_private_xattr(name) || self.is_ciopfs(ino) {
-            return Err(Errno::EPERM);
-        }
-        if self.is_read_only() {
-            return Err(Errno::EROFS);
-        }
-        let node = self.node(ino)?;
-        let place = self.writable_place(&node, false)?;
-        sys::lsetxattr_at(
-            place.upper_fd()?,
-            &place.name,
-            &sys::cstr(name)?,
-            value,
-            flags,
-        )
-    }
-
-    pub fn removexattr(&self, ino: Ino, name: &[u8]) -> Result<()> {
-        if marker::is_private_xattr(name) {
-            return Err(Errno::EPERM);
-        }
-        if self.is_read_only() {
-            return Err(Errno::EROFS);
-        }
-        let node = self.node(ino)?;
-        // Nothing to copy up for an attribute that is not there.
-        self.getxattr(ino, name)?;
-        let place = self.writable_place(&node, false)?;
-        sys::lremovexattr_at(place.upper_fd()?, &place.name, &sys::cstr(name)?)
-    }
-
     /// `link(ino, newparent/newname)`: copies the source up, links it in the
     /// upper, and answers with the new name's number and attributes.
-    pub fn link(&self, ino: Ino, newparent: Ino, newname: &[u8]) -> Result<(Ino, Attr)> {
+    pub fn link(&self, ino: Ino, newparent: Ino, newname: &[u8]) -> Result<Entry> {
         self.check_name(newname)?;
         let node = self.node(ino)?;
         let np = self.node(newparent)?;
@@ -550,7 +468,7 @@ impl Union {
         let npl = self.dir_layers(&np)?;
         let found = self.resolve_in(&npl, newname)?;
         let (node, attr) = self.hand_out(np, &npl, newname, found, None);
-        Ok((node.ino, attr))
+        Ok(self.entry_of(&node, attr, true))
     }
 }
 

@@ -24,7 +24,6 @@ use fimfs::sys::Errno;
 use fimfs::union::{Ino, Kind, Options, ROOT_INO, Union};
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 // ---------------------------------------------------------------------------------
@@ -133,7 +132,7 @@ impl<'a> Lookups<'a> {
     pub fn ino(&mut self, path: &str) -> Result<Ino, Errno> {
         let mut cur = ROOT_INO;
         for comp in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
-            let (node, _) = self.u.lookup(cur, comp.as_bytes())?;
+            let node = self.u.lookup(cur, comp.as_bytes())?.ino;
             self.held.push(node);
             cur = node;
         }
@@ -175,13 +174,13 @@ fn kind_letter(k: Kind) -> &'static str {
     }
 }
 
-/// Reads the whole file `ino` through `open` + `pread`.
+/// Reads the whole file `ino` through `open` + `File::read_at`.
 pub fn read_through(u: &Union, ino: Ino) -> Result<Vec<u8>, Errno> {
-    let (fd, _) = u.open(ino, libc::O_RDONLY)?;
+    let file = u.open(ino, libc::O_RDONLY)?.file;
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        let n = nix::sys::uio::pread(fd.as_fd(), &mut buf, out.len() as i64)?;
+        let n = file.read_at(out.len() as u64, &mut buf)?;
         if n == 0 {
             return Ok(out);
         }
@@ -285,7 +284,7 @@ fn walk(u: &Union, ino: Ino, prefix: &str, view: &mut View, problems: &mut Vec<S
             continue;
         }
         let (node, attr) = match u.lookup(ino, &e.name) {
-            Ok(x) => x,
+            Ok(x) => (x.ino, x.attr),
             Err(Errno::ENOENT) => {
                 view.insert(
                     path,

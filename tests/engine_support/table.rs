@@ -17,7 +17,6 @@ use crate::common::*;
 use fimfs::sys::Errno;
 use fimfs::union::{Caller, Ino, Make, Options, ROOT_INO, SetAttr, Union};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::os::fd::AsFd;
 use std::path::Path;
 
 pub const ROOT: Caller = Caller { uid: 0, gid: 0 };
@@ -137,20 +136,16 @@ pub fn engine_apply(u: &Union, op: &Op, forget: bool) -> Result<(), Errno> {
         Op::Mkdir(p) => {
             touch(&mut l, p);
             let (d, n) = l.parent(p)?;
-            let (node, _, _) = u.make(d, n.as_bytes(), Make::Dir { mode: 0o755 }, ROOT)?;
-            l.hold(node);
+            let made = u.make(d, n.as_bytes(), Make::Dir { mode: 0o755 }, ROOT)?;
+            l.hold(made.ino);
         }
         Op::Create(p, content) => {
             touch(&mut l, p);
             let (d, n) = l.parent(p)?;
-            let how = Make::File {
-                mode: 0o644,
-                flags: libc::O_WRONLY,
-            };
-            let (node, _, fd) = u.make(d, n.as_bytes(), how, ROOT)?;
-            l.hold(node);
-            let fd = fd.ok_or(Errno::EIO)?;
-            pwrite_all(fd.as_fd(), content.as_bytes(), 0)?;
+            let made = u.create(d, n.as_bytes(), (0o644, libc::O_WRONLY), ROOT)?;
+            l.hold(made.entry.ino);
+            let fd = made.opened.file.fd().ok_or(Errno::EIO)?;
+            pwrite_all(fd, content.as_bytes(), 0)?;
         }
         Op::Symlink(p, target) => {
             touch(&mut l, p);
@@ -158,8 +153,8 @@ pub fn engine_apply(u: &Union, op: &Op, forget: bool) -> Result<(), Errno> {
             let how = Make::Symlink {
                 target: target.as_bytes().to_vec(),
             };
-            let (node, _, _) = u.make(d, n.as_bytes(), how, ROOT)?;
-            l.hold(node);
+            let made = u.make(d, n.as_bytes(), how, ROOT)?;
+            l.hold(made.ino);
         }
         Op::Mkfifo(p) => {
             touch(&mut l, p);
@@ -168,8 +163,8 @@ pub fn engine_apply(u: &Union, op: &Op, forget: bool) -> Result<(), Errno> {
                 mode: libc::S_IFIFO | 0o644,
                 rdev: 0,
             };
-            let (node, _, _) = u.make(d, n.as_bytes(), how, ROOT)?;
-            l.hold(node);
+            let made = u.make(d, n.as_bytes(), how, ROOT)?;
+            l.hold(made.ino);
         }
         Op::Mkchr(p, major, minor) => {
             touch(&mut l, p);
@@ -178,8 +173,8 @@ pub fn engine_apply(u: &Union, op: &Op, forget: bool) -> Result<(), Errno> {
                 mode: libc::S_IFCHR | 0o644,
                 rdev: nix::sys::stat::makedev(*major, *minor),
             };
-            let (node, _, _) = u.make(d, n.as_bytes(), how, ROOT)?;
-            l.hold(node);
+            let made = u.make(d, n.as_bytes(), how, ROOT)?;
+            l.hold(made.ino);
         }
         Op::Unlink(p) | Op::Rmdir(p) => {
             touch(&mut l, p);
@@ -197,24 +192,27 @@ pub fn engine_apply(u: &Union, op: &Op, forget: bool) -> Result<(), Errno> {
             let ino = l.ino(a)?;
             touch(&mut l, b);
             let (d, n) = l.parent(b)?;
-            let (node, _) = u.link(ino, d, n.as_bytes())?;
-            l.hold(node);
+            let made = u.link(ino, d, n.as_bytes())?;
+            l.hold(made.ino);
         }
         Op::Write(p, c) => {
             let ino = l.ino(p)?;
-            let (fd, _) = u.open(ino, libc::O_WRONLY | libc::O_TRUNC)?;
-            pwrite_all(fd.as_fd(), c.as_bytes(), 0)?;
+            let opened = u.open(ino, libc::O_WRONLY | libc::O_TRUNC)?;
+            let fd = opened.file.fd().ok_or(Errno::EBADF)?;
+            pwrite_all(fd, c.as_bytes(), 0)?;
         }
         Op::Append(p, c) => {
             let ino = l.ino(p)?;
-            let (fd, _) = u.open(ino, libc::O_WRONLY)?;
+            let opened = u.open(ino, libc::O_WRONLY)?;
+            let fd = opened.file.fd().ok_or(Errno::EBADF)?;
             let size = u.getattr(ino)?.size;
-            pwrite_all(fd.as_fd(), c.as_bytes(), size)?;
+            pwrite_all(fd, c.as_bytes(), size)?;
         }
         Op::Pwrite(p, off, c) => {
             let ino = l.ino(p)?;
-            let (fd, _) = u.open(ino, libc::O_RDWR)?;
-            pwrite_all(fd.as_fd(), c.as_bytes(), *off)?;
+            let opened = u.open(ino, libc::O_RDWR)?;
+            let fd = opened.file.fd().ok_or(Errno::EBADF)?;
+            pwrite_all(fd, c.as_bytes(), *off)?;
         }
         Op::Open(p, flags) => {
             let ino = l.ino(p)?;

@@ -1,0 +1,122 @@
+//! Changing an entry in place: setattr (mode, owner, size, times) and
+//! xattrs, each on the upper copy, copied up first.
+//!
+//! Invariants: nothing is copied up for a change that changes nothing (a
+//! chown squashed away, the removal of an xattr that is not there); an
+//! overlay-private xattr can be neither set nor removed.
+use super::attr::{Attr, Ino};
+use super::engine::Union;
+use super::marker;
+use super::place::Place;
+use crate::sys::{self, Errno, Result};
+use std::os::fd::{AsFd, BorrowedFd};
+
+/// The changes of one setattr request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    /// `(seconds, nanoseconds)`, or `UTIME_NOW` in the nanoseconds.
+    pub atime: Option<(i64, i64)>,
+    pub mtime: Option<(i64, i64)>,
+}
+
+impl Union {
+    /// Changes attributes, copying the entry up first.
+    pub fn setattr(&self, ino: Ino, set: SetAttr, fh: Option<BorrowedFd<'_>>) -> Result<Attr> {
+        if self.is_read_only() {
+            return Err(Errno::EROFS);
+        }
+        let node = self.node(ino)?;
+        let squash = self.opts.squash;
+        let chown = (set.uid.is_some() && squash.uid.is_none())
+            || (set.gid.is_some() && squash.gid.is_none());
+        let changes = chown
+            || set.mode.is_some()
+            || set.size.is_some()
+            || set.atime.is_some()
+            || set.mtime.is_some();
+        if changes {
+            let place = self.writable_place(&node, set.size == Some(0))?;
+            self.apply_setattr(&place, set, chown, fh)?;
+        }
+        self.getattr(ino)
+    }
+
+    fn apply_setattr(
+        &self,
+        place: &Place,
+        set: SetAttr,
+        chown: bool,
+        fh: Option<BorrowedFd<'_>>,
+    ) -> Result<()> {
+        let (dir, name) = (place.upper_fd()?, place.name.as_c_str());
+        if chown {
+            let uid = set.uid.filter(|_| self.opts.squash.uid.is_none());
+            let gid = set.gid.filter(|_| self.opts.squash.gid.is_none());
+            sys::fchownat(dir, name, uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX))?;
+        }
+        if let Some(mode) = set.mode {
+            sys::fchmodat(dir, name, mode & 0o7777)?;
+        }
+        if let Some(size) = set.size {
+            match fh {
+                Some(fd) => sys::ftruncate(fd, size)?,
+                None => {
+                    let fd = sys::openat(dir, name, libc::O_WRONLY, 0)?;
+                    sys::ftruncate(fd.as_fd(), size)?;
+                }
+            }
+        }
+        if set.atime.is_some() || set.mtime.is_some() {
+            let omit = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_OMIT,
+            };
+            let ts = |t: Option<(i64, i64)>| {
+                t.map_or(omit, |(s, n)| libc::timespec {
+                    tv_sec: s,
+                    tv_nsec: n,
+                })
+            };
+            sys::utimensat(dir, name, &[ts(set.atime), ts(set.mtime)])?;
+        }
+        Ok(())
+    }
+
+    pub fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
+        // `.ciopfs` is no layer's file: it cannot take one, as an immutable
+        // file cannot.
+        if marker::is_private_xattr(name) || self.is_ciopfs(ino) {
+            return Err(Errno::EPERM);
+        }
+        if self.is_read_only() {
+            return Err(Errno::EROFS);
+        }
+        let node = self.node(ino)?;
+        let place = self.writable_place(&node, false)?;
+        sys::lsetxattr_at(
+            place.upper_fd()?,
+            &place.name,
+            &sys::cstr(name)?,
+            value,
+            flags,
+        )
+    }
+
+    pub fn removexattr(&self, ino: Ino, name: &[u8]) -> Result<()> {
+        if marker::is_private_xattr(name) {
+            return Err(Errno::EPERM);
+        }
+        if self.is_read_only() {
+            return Err(Errno::EROFS);
+        }
+        let node = self.node(ino)?;
+        // Nothing to copy up for an attribute that is not there.
+        self.getxattr(ino, name)?;
+        let place = self.writable_place(&node, false)?;
+        sys::lremovexattr_at(place.upper_fd()?, &place.name, &sys::cstr(name)?)
+    }
+}
