@@ -18,11 +18,14 @@
 //! - [`stack`]: [`Stack`], lowers + upper + mount point for the mount tests.
 //! - [`generate`]: [`generate_tree`], deterministic many-file, many-lower trees.
 //! - [`image`]: FlatImage binaries built for real.
+//! - [`dwarfs`]: DwarFS images built by the tests (dwarfs-enc and hand-made
+//!   metadata), opened from memory, walked whole.
 //!
 //! [`require_root_and_fuse`]: mount tests never skip. Without root or FUSE they
 //! fail with a message that says what is missing.
 #![allow(dead_code, unused_imports)]
 
+pub mod dwarfs;
 pub mod generate;
 pub mod image;
 pub mod mount;
