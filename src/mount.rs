@@ -13,7 +13,9 @@ use crate::fuse::session::{MountConfig, SessionError, serve};
 use crate::host::mountpoint::{detach_if_dead, is_mountpoint, unmount_lazy};
 use crate::host::paths::absolute;
 use crate::host::process::fuse_daemons;
-use crate::layer::{Layer, Stack, Workdir};
+use crate::image::source::{self, ImageAt, Source};
+use crate::image::{BlockCache, DEFAULT_CACHE_BYTES, Image};
+use crate::layer::{ImageLayer, Layer, Lower, Stack, Workdir};
 use crate::opts::MountRequest;
 use crate::union::{Options, Squash, Union};
 use std::ffi::OsString;
@@ -36,14 +38,21 @@ const SOURCE_MAX: usize = 1024;
 /// bottom and counted, `…:L7=RO:...+13`. Paths appear byte for byte (the
 /// kernel escapes space, tab, newline and backslash in mountinfo).
 pub fn mount_source(upper: Option<&Path>, lowers: &[PathBuf]) -> OsString {
+    source_of(upper, lowers.iter().map(|l| l.as_os_str().to_owned()))
+}
+
+/// [`mount_source`] of resolved lowers: an image is named as
+/// `FILE@OFFSET+SIZE` when it does not start its file.
+fn source_of(upper: Option<&Path>, lowers: impl ExactSizeIterator<Item = OsString>) -> OsString {
     use std::os::unix::ffi::OsStrExt;
     let mut out = Vec::new();
     if let Some(u) = upper {
         out.extend_from_slice(u.as_os_str().as_bytes());
         out.extend_from_slice(b"=RW");
     }
-    for (i, l) in lowers.iter().enumerate() {
-        let left = lowers.len() - i;
+    let count = lowers.len();
+    for (i, l) in lowers.enumerate() {
+        let left = count - i;
         // Room for the count of what may still be left out.
         let tail = if left > 1 { 16 } else { 0 };
         let item = l.as_os_str().as_bytes();
@@ -64,7 +73,8 @@ pub fn mount_source(upper: Option<&Path>, lowers: &[PathBuf]) -> OsString {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub req: MountRequest,
-    lowers: Vec<PathBuf>,
+    /// Topmost first; a FlatImage binary already expanded to its layers.
+    lowers: Vec<Source>,
     upper: Option<PathBuf>,
     /// None: the default `<parent of UPPER>/work/<PID>`, fixed in the daemon.
     workdir: Option<PathBuf>,
@@ -108,6 +118,48 @@ fn nearest_dev(p: &Path) -> Option<u64> {
 
 fn inside(a: &Path, b: &Path) -> bool {
     a.starts_with(b)
+}
+
+/// The lowers, topmost first: each entry resolved (a FlatImage binary to
+/// its layers). With `offset=`/`imagesize=` (dwarfs' options) the one
+/// entry is the file that holds the image, taken whole, binary or not.
+fn resolve_lowers(req: &MountRequest) -> Result<Vec<Source>, MountError> {
+    let o = &req.opts;
+    if o.image_offset.is_some() || o.image_size.is_some() {
+        let [file] = req.lowers.as_slice() else {
+            return Err(MountError::ImagePlacement);
+        };
+        let file = absolute(file)?;
+        if !std::fs::metadata(&file).is_ok_and(|m| m.is_file()) {
+            return Err(MountError::ImagePlacement);
+        }
+        return Ok(vec![Source::Image(ImageAt {
+            file,
+            offset: o.image_offset.unwrap_or(0),
+            size: o.image_size,
+        })]);
+    }
+    let mut lowers = Vec::new();
+    for l in &req.lowers {
+        lowers.extend(source::resolve(&absolute(l)?).map_err(MountError::Lower)?);
+    }
+    Ok(lowers)
+}
+
+/// Opens one image lower and registers its blocks in the mount's cache.
+fn open_image(at: &ImageAt, cache: &BlockCache) -> Result<ImageLayer, MountError> {
+    let file = std::fs::File::open(&at.file).map_err(|source| MountError::Io {
+        what: "lower image",
+        path: at.file.clone(),
+        source,
+    })?;
+    let image =
+        Image::open(Arc::new(file), at.offset, at.size, &at.file).map_err(MountError::Image)?;
+    ImageLayer::new(image, cache).map_err(|e| MountError::Io {
+        what: "lower image",
+        path: at.file.clone(),
+        source: std::io::Error::from_raw_os_error(e as i32),
+    })
 }
 
 /// The rules every upper and workdir obey (absolute paths): neither
@@ -156,11 +208,7 @@ pub(crate) fn default_work_base(upper: &Path) -> PathBuf {
 impl Plan {
     /// Checks every path of `req`; creates nothing.
     pub fn check(req: MountRequest) -> Result<Plan, MountError> {
-        let mut lowers = Vec::new();
-        for l in &req.lowers {
-            is_dir_named("lower directory", l)?;
-            lowers.push(absolute(l)?);
-        }
+        let lowers = resolve_lowers(&req)?;
         detach_if_dead(&req.mountpoint);
         is_dir_named("mountpoint", &req.mountpoint)?;
         let mountpoint = absolute(&req.mountpoint)?;
@@ -218,7 +266,8 @@ impl Plan {
                 return Err(overlap(what, p, "the mountpoint", &self.mountpoint));
             }
         }
-        check_layout(&self.lowers, upper, &work)
+        let paths: Vec<PathBuf> = self.lowers.iter().map(|l| l.path().to_path_buf()).collect();
+        check_layout(&paths, upper, &work)
     }
 
     /// The work base whose stale per-PID directories this mount sweeps:
@@ -239,6 +288,13 @@ impl Plan {
             .flatten()
     }
 
+    /// Bytes of decoded image blocks the mount keeps (`cache_size=`).
+    fn cache_bytes(&self) -> usize {
+        self.req.opts.cache_size.map_or(DEFAULT_CACHE_BYTES, |n| {
+            usize::try_from(n).unwrap_or(usize::MAX)
+        })
+    }
+
     fn workdir_path(&self) -> Option<PathBuf> {
         let upper = self.upper.as_ref()?;
         Some(
@@ -251,9 +307,13 @@ impl Plan {
     /// Creates the upper and the workdir, opens every layer.
     pub(crate) fn build(&self) -> Result<Union, MountError> {
         let layer = |what| move |source| MountError::Layer { what, source };
-        let mut lowers = Vec::new();
+        let cache = BlockCache::new(self.cache_bytes());
+        let mut lowers: Vec<Box<dyn Lower>> = Vec::new();
         for l in &self.lowers {
-            lowers.push(Layer::open(l).map_err(layer("lower directory"))?);
+            lowers.push(match l {
+                Source::Dir(p) => Box::new(Layer::open(p).map_err(layer("lower directory"))?),
+                Source::Image(at) => Box::new(open_image(at, &cache)?),
+            });
         }
         let (upper, work) = match (&self.upper, self.workdir_path()) {
             (Some(u), Some(w)) => {
@@ -284,7 +344,7 @@ impl Plan {
             casefold: self.req.opts.casefold,
             dir_fd_budget: None,
         };
-        Ok(Union::new(Stack::new(upper, lowers), work, opts))
+        Ok(Union::new(Stack::with_lowers(upper, lowers), work, opts))
     }
 
     pub(crate) fn mount_config(&self) -> MountConfig {
@@ -323,7 +383,13 @@ impl Plan {
             read_only: o.ro || self.upper.is_none(),
             passthrough: !o.no_passthrough,
             ttl,
-            source: mount_source(self.upper.as_deref(), &self.lowers),
+            source: source_of(
+                self.upper.as_deref(),
+                self.lowers.iter().map(|l| match l {
+                    Source::Dir(p) => p.as_os_str().to_owned(),
+                    Source::Image(at) => at.name().into(),
+                }),
+            ),
         }
     }
 

@@ -21,6 +21,16 @@ pub enum Source {
     Image(ImageAt),
 }
 
+impl Source {
+    /// The host path it comes from: the directory, or the image's file.
+    pub fn path(&self) -> &Path {
+        match self {
+            Source::Dir(p) => p,
+            Source::Image(at) => &at.file,
+        }
+    }
+}
+
 /// An image inside a file: from `offset`, `size` bytes (to the end of the
 /// file when `None`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,7 +17,6 @@ use std::path::Path;
 fn fd(dir: &Dir) -> Result<BorrowedFd<'_>> {
     match &dir.0 {
         DirRepr::Host(fd) => Ok(fd.as_fd()),
-        #[allow(unreachable_patterns)]
         _ => Err(foreign()),
     }
 }

@@ -34,6 +34,11 @@ pub struct Dir(pub(super) DirRepr);
 pub(super) enum DirRepr {
     /// An `O_PATH` fd of a host directory.
     Host(Arc<OwnedFd>),
+    /// A directory inode of the image whose device number is `dev`.
+    Image {
+        dev: u64,
+        ino: crate::image::tree::InodeId,
+    },
 }
 
 impl Dir {
@@ -53,6 +58,7 @@ impl Dir {
     pub fn fd(&self) -> Option<&Arc<OwnedFd>> {
         match &self.0 {
             DirRepr::Host(fd) => Some(fd),
+            DirRepr::Image { .. } => None,
         }
     }
 }
@@ -60,12 +66,14 @@ impl Dir {
 /// A file of one layer, open for reading (a file of the upper: for
 /// reading and writing).
 #[derive(Debug)]
-pub struct File(FileRepr);
+pub struct File(pub(super) FileRepr);
 
 #[derive(Debug)]
-enum FileRepr {
+pub(super) enum FileRepr {
     /// Shared: an upper file's fd also pins its inode (`union::hand_out`).
     Host(Arc<OwnedFd>),
+    /// A regular file of an image, read through the block cache.
+    Image(super::image::ImageFile),
 }
 
 impl File {
@@ -88,6 +96,7 @@ impl File {
     pub fn shared_fd(&self) -> Option<&Arc<OwnedFd>> {
         match &self.0 {
             FileRepr::Host(fd) => Some(fd),
+            FileRepr::Image(_) => None,
         }
     }
 
@@ -95,6 +104,7 @@ impl File {
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
         match &self.0 {
             FileRepr::Host(fd) => crate::sys::pread(fd.as_fd(), buf, offset),
+            FileRepr::Image(f) => f.read_at(offset, buf),
         }
     }
 }

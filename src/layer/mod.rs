@@ -8,10 +8,12 @@
 //! `UPPER` (0) is the upper, `1..=N` are the lowers from top to bottom, so a
 //! smaller id always means a higher priority.
 mod host;
+mod image;
 mod lower;
 pub mod marker;
 mod workdir;
 
+pub use image::ImageLayer;
 pub use lower::{Dir, File, Lower};
 pub use workdir::{Stale, Workdir, WorkdirError, remove_tree, stale_dirs};
 

@@ -6,6 +6,8 @@
 //! launcher, which checks its paths with the same rules).
 use crate::fuse::session::SessionError;
 use crate::host::paths::AbsoluteError;
+use crate::image::ImageError;
+use crate::image::source::SourceError;
 use crate::layer::{LayerError, WorkdirError};
 use nix::errno::Errno;
 use std::fmt;
@@ -79,6 +81,12 @@ pub enum MountError {
     DaemonGone,
     /// The daemon's own error, as it reported it through the pipe.
     Daemon(String),
+    /// A `LOWERS` entry that is neither a directory nor an image.
+    Lower(SourceError),
+    /// An image lower that could not be read.
+    Image(ImageError),
+    /// `offset=`/`imagesize=` given, but the lowers are not one image.
+    ImagePlacement,
 }
 
 impl fmt::Display for MountError {
@@ -138,6 +146,11 @@ impl fmt::Display for MountError {
             E::Fork(e) => write!(f, "fork: {}", e.desc()),
             E::DaemonGone => f.write_str("the daemon exited before the mount was ready"),
             E::Daemon(msg) => f.write_str(msg),
+            E::Lower(e) => write!(f, "lower {e}"),
+            E::Image(e) => write!(f, "lower image {e}"),
+            E::ImagePlacement => f.write_str(
+                "offset= and imagesize= place one image: give exactly one lower, an image file",
+            ),
         }
     }
 }

@@ -45,7 +45,7 @@ pub use names::{
 };
 pub use open::{
     fstat, fstatat, fstatfs, open_beneath, open_layer_root, openat, proc_fd_path, readlinkat,
-    reopen, zeroed_stat,
+    reopen, zeroed_stat, zeroed_statfs,
 };
 pub use process::{
     child_nofile_limit, close_other_fds, fork, getegid, geteuid, ignore_sigpipe, inherit_on_exec,

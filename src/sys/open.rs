@@ -101,9 +101,16 @@ pub fn fstat(fd: BorrowedFd<'_>) -> Result<libc::stat> {
     fstatat(fd, c"")
 }
 
-/// An all-zero `struct stat`, for building test values.
+/// An all-zero `struct stat`, for building test values and stats
+/// described by hand (an image).
 pub fn zeroed_stat() -> libc::stat {
     // SAFETY: `struct stat` is plain old data; all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+/// An all-zero `statfs`, for filesystems described by hand (an image).
+pub fn zeroed_statfs() -> libc::statfs {
+    // SAFETY: `libc::statfs` is plain integers; all zeroes is a valid value.
     unsafe { std::mem::zeroed() }
 }
 

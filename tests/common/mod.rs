@@ -18,6 +18,7 @@
 //! - [`stack`]: [`Stack`], lowers + upper + mount point for the mount tests.
 //! - [`generate`]: [`generate_tree`], deterministic many-file, many-lower trees.
 //! - [`image`]: FlatImage binaries built for real.
+//! - [`pack`]: [`pack_dir`], a host directory packed into a DwarFS image.
 //! - [`dwarfs`]: DwarFS images built by the tests (dwarfs-enc and hand-made
 //!   metadata), opened from memory, walked whole.
 //!
@@ -29,6 +30,7 @@ pub mod dwarfs;
 pub mod generate;
 pub mod image;
 pub mod mount;
+pub mod pack;
 pub mod rng;
 pub mod scratch;
 pub mod spec;

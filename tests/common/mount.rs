@@ -141,7 +141,13 @@ impl MountGuard {
     /// `statfs(mnt)` reports FUSE. Fails the test with the daemon's stderr if it exits
     /// first or if [`DAEMON_DEADLINE`] passes.
     pub fn spawn(args: &[OsString], mnt: &Path) -> Self {
-        Self::spawn_limited(args, mnt, None)
+        Self::spawn_limited(Path::new(FIMFS), args, mnt, None)
+    }
+
+    /// [`MountGuard::spawn`] of the fimfs binary under another name
+    /// (`program`, a symlink to it: `dwarfs`, `fuse-overlayfs`, …).
+    pub fn spawn_program(program: &Path, args: &[OsString], mnt: &Path) -> Self {
+        Self::spawn_limited(program, args, mnt, None)
     }
 
     /// [`MountGuard::new`] with the daemon's `RLIMIT_NOFILE` (soft and hard) set to
@@ -154,19 +160,20 @@ impl MountGuard {
         nofile: u64,
     ) -> Self {
         Self::spawn_limited(
+            Path::new(FIMFS),
             &foreground_args(lowers, upper, mnt, opts),
             mnt,
             Some(nofile),
         )
     }
 
-    fn spawn_limited(args: &[OsString], mnt: &Path, nofile: Option<u64>) -> Self {
+    fn spawn_limited(program: &Path, args: &[OsString], mnt: &Path, nofile: Option<u64>) -> Self {
         let mnt = mnt.to_path_buf();
         let mut log_name = mnt.file_name().unwrap_or(OsStr::new("mnt")).to_os_string();
         log_name.push(".fimfs-stderr");
         let log = mnt.with_file_name(log_name);
         let log_file = File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
-        let mut cmd = Command::new(FIMFS);
+        let mut cmd = Command::new(program);
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("dup log fd"))
@@ -187,7 +194,9 @@ impl MountGuard {
                 });
             }
         }
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {FIMFS}: {e}"));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
 
         // statfs() blocks if the daemon mounted but does not answer. The watchdog kills
         // the daemon at the deadline, which aborts the connection and unblocks it.
