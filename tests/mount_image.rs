@@ -327,3 +327,59 @@ fn a_corrupt_image_is_refused_and_a_corrupt_block_costs_only_its_file() {
     assert_eq!(fs::read(m.join("second")).unwrap(), vec![b'2'; 100_000]);
     unmount_clean(m);
 }
+
+/// `fimfs diff --lowers` reads images as it reads directories; `fimfs
+/// which` names the image (and where in its file it starts); casefold
+/// folds names across images.
+#[test]
+fn diff_which_and_casefold_read_images() {
+    require_root_and_fuse();
+    let tmp = TempDir::new("mi-inspect");
+    let layers = fixture_layers(&tmp);
+    let images = pack_all(&tmp, &layers.lowers, 4096);
+    let upper = tmp.join("upper");
+    let mnt = tmp.join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let m = MountGuard::new(&images, Some(&upper), &mnt, &[]);
+    fs::write(m.join("merged/common"), b"changed\n").unwrap();
+    fs::write(m.join("brand-new"), b"new\n").unwrap();
+    fs::remove_file(m.join("merged/from3")).unwrap();
+    let out = run_fimfs(
+        &["which".into(), m.join("merged/from2").into(), m.join("brand-new").into()],
+        &tmp.join("logs"),
+    );
+    assert!(out.success(), "{out}");
+    let want = format!("lower 2 {}", images[1].display());
+    assert!(out.stdout.contains(&want), "which names the image: {out}");
+    assert!(out.stdout.contains("upper"), "{out}");
+    unmount_clean(m);
+    let diff = |lowers: &[PathBuf]| {
+        let out = run_fimfs(
+            &[
+                "diff".into(),
+                "--lowers".into(),
+                lowers_arg(lowers),
+                upper.clone().into(),
+            ],
+            &tmp.join("logs"),
+        );
+        assert!(out.success(), "{out}");
+        out.stdout
+    };
+    let from_images = diff(&images);
+    assert_eq!(from_images, diff(&layers.lowers));
+    for line in ["M merged/common", "A brand-new", "D merged/from3"] {
+        assert!(from_images.lines().any(|l| l == line), "{line}: {from_images}");
+    }
+    // Case-folded lookups across images.
+    let m = MountGuard::new(&images, None, &mnt, &["casefold"]);
+    assert_eq!(
+        fs::read_to_string(m.join("MERGED/FROM1")).unwrap(),
+        "only in lower1\n"
+    );
+    assert_eq!(
+        fs::read_to_string(m.join("names/readme.txt")).unwrap(),
+        "mixed-case name\n"
+    );
+    unmount_clean(m);
+}
