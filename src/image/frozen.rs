@@ -215,6 +215,21 @@ impl<'a> Frozen<'a> {
     }
 }
 
+/// `options.subsecond_resolution_nsec_multiplier` (field 6 of the options,
+/// added by dwarfs 0.14), which the crate's `Metadata` does not read: an
+/// image that has it stores sub-second times this reader drops.
+pub fn subsecond_multiplier(schema: &Schema, bytes: &[u8]) -> Option<u64> {
+    let f = Frozen { schema, bytes };
+    let root = At {
+        layout: f.layout(schema.root_layout),
+        bit: 0,
+        storage: 0,
+    };
+    let options = f.present(f.field(root, 18)).ok()??;
+    let multiplier = f.present(f.field(options, 6)).ok()??;
+    f.uint(multiplier).ok().filter(|&m| m != 0)
+}
+
 /// Running totals of the census.
 #[derive(Default)]
 struct Tally {
