@@ -38,12 +38,9 @@ pub struct Strings {
 }
 
 impl Strings {
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {
         self.ends.len().saturating_sub(1)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     pub fn get(&self, i: u32) -> Option<&[u8]> {
