@@ -195,6 +195,18 @@ impl Tree {
             .map(|e| (self.name(e), InodeId(e.inode)))
     }
 
+    /// How many entries `dir` has (0 for a non-directory).
+    pub fn entry_count(&self, dir: InodeId) -> usize {
+        self.dir_range(dir).len()
+    }
+
+    /// The entry at `index` of `dir` in stored order: readdir resumes at
+    /// an offset without walking the entries before it.
+    pub fn entry_at(&self, dir: InodeId, index: usize) -> Option<(&[u8], InodeId)> {
+        let e = self.dir_range(dir).get(index)?;
+        Some((self.name(e), InodeId(e.inode)))
+    }
+
     /// The parent of directory `dir` (the root is its own parent); `None`
     /// for a non-directory or a directory not reachable from the root.
     pub fn parent(&self, dir: InodeId) -> Option<InodeId> {
