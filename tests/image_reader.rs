@@ -370,6 +370,18 @@ fn versions_index_and_history() {
         assert_eq!(img.version(), version);
         assert_eq!(walk_all(&img), 11);
     }
+    // A damaged or lying section index is not trusted: the headers are walked.
+    let good = assemble(&meta, &blocks, Layout::default());
+    let spans = section_spans(&good);
+    let (at, len) = *spans.last().unwrap();
+    let mut bad = good.clone();
+    bad[at + 64] ^= 1;
+    assert_eq!(walk_all(&open_ok(&bad)), 11, "index checksum broken");
+    let mut lying = good.clone();
+    lying[at + 64 + 8] ^= 0x10;
+    let payload = lying[at + 64..at + 64 + len].to_vec();
+    reseal(&mut lying[at..at + 64], &payload);
+    assert_eq!(walk_all(&open_ok(&lying)), 11, "index offsets wrong");
     for version in [(2, 2), (2, 6), (3, 0)] {
         let l = Layout {
             version,

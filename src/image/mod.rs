@@ -95,7 +95,7 @@ impl Image {
         } else {
             PathBuf::from(format!("{}@{offset}", path.display()))
         };
-        let map = sections::open(&file, offset, size).map_err(|e| e.at(label.clone()))?;
+        let map = sections::open(&file, offset, size, &label).map_err(|e| e.at(label.clone()))?;
         let tables = meta::load(&file, &map, &label).map_err(|e| e.at(label.clone()))?;
         let block_size = tables.block_size;
         let tree = build::build(tables, map.blocks.len(), map.metadata.id, &label)
