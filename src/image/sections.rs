@@ -474,6 +474,42 @@ mod tests {
         assert!(read_payload(&f, &map.metadata, 3).is_err(), "bounded");
     }
 
+    /// `image()` with a section index, behind `header` bytes.
+    fn indexed_image(header: usize) -> Vec<u8> {
+        let body = image();
+        let mut entries = Vec::new();
+        let mut at = 0usize;
+        while at < body.len() {
+            let kind = u16::from_le_bytes([body[at + 52], body[at + 53]]);
+            entries.push((u64::from(kind) << 48) | at as u64);
+            let size = u64::from_le_bytes(body[at + 56..at + 64].try_into().unwrap());
+            at += 64 + size as usize;
+        }
+        entries.push((u64::from(SECTION_INDEX) << 48) | body.len() as u64);
+        let payload: Vec<u8> = entries.iter().flat_map(|e| e.to_le_bytes()).collect();
+        let mut out = vec![b'#'; header];
+        out.extend(body);
+        out.extend(section(3, SECTION_INDEX, &payload));
+        out
+    }
+
+    #[test]
+    fn the_section_index_is_used_when_it_agrees() {
+        for header in [0, 100] {
+            let f = file_with(&indexed_image(header));
+            let map = open(&f, 0, None, Path::new("t")).unwrap();
+            assert!(map.indexed, "header {header}");
+            assert_eq!(map.start, header as u64);
+            assert_eq!(map.metadata.loc.header, header as u64 + 64 + 4 + 64 + 6);
+        }
+        let mut bad = indexed_image(0);
+        let n = bad.len();
+        bad[n - 16] ^= 1; // the METADATA_V2 entry's offset
+        let map = open(&file_with(&bad), 0, None, Path::new("t")).unwrap();
+        assert!(!map.indexed, "a broken index is not used");
+        assert_eq!(map.blocks.len(), 1);
+    }
+
     #[test]
     fn the_scan_is_bounded_and_skips_false_magic() {
         let mut bytes = b"DWARFS\x02 is text, not a header".repeat(10);
