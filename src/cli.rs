@@ -129,10 +129,7 @@ enum Command {
     /// Internal (`-o auto_unmount`): waits for end of file on stdin, then
     /// detaches MOUNTPOINT if it still is the FUSE mount MOUNT_ID.
     #[command(hide = true)]
-    AutoUnmountWatch {
-        mountpoint: PathBuf,
-        mount_id: u32,
-    },
+    AutoUnmountWatch { mountpoint: PathBuf, mount_id: u32 },
 }
 
 #[derive(Debug, Subcommand)]

@@ -237,7 +237,18 @@ fn a_flatimage_binary_expands_to_its_layers_and_dwarfs_argv_serves_one() {
     assert_eq!((md.uid(), md.gid()), (1234, 4321));
     let err = fs::write(m.join("new"), b"x").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS));
-    unmount_clean(m);
+    // auto_unmount: a killed daemon does not leave its mount behind.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(m.pid() as i32),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        !fimfs::mountinfo::read().iter().any(|e| e.point == mnt)
+    });
+    assert!(gone, "the mount outlived its killed daemon");
+    drop(m);
 }
 
 #[test]
@@ -345,7 +356,11 @@ fn diff_which_and_casefold_read_images() {
     fs::write(m.join("brand-new"), b"new\n").unwrap();
     fs::remove_file(m.join("merged/from3")).unwrap();
     let out = run_fimfs(
-        &["which".into(), m.join("merged/from2").into(), m.join("brand-new").into()],
+        &[
+            "which".into(),
+            m.join("merged/from2").into(),
+            m.join("brand-new").into(),
+        ],
         &tmp.join("logs"),
     );
     assert!(out.success(), "{out}");
@@ -369,7 +384,10 @@ fn diff_which_and_casefold_read_images() {
     let from_images = diff(&images);
     assert_eq!(from_images, diff(&layers.lowers));
     for line in ["M merged/common", "A brand-new", "D merged/from3"] {
-        assert!(from_images.lines().any(|l| l == line), "{line}: {from_images}");
+        assert!(
+            from_images.lines().any(|l| l == line),
+            "{line}: {from_images}"
+        );
     }
     // Case-folded lookups across images.
     let m = MountGuard::new(&images, None, &mnt, &["casefold"]);

@@ -79,7 +79,11 @@ enum Lower {
 }
 
 /// Resolves `name` in the lowers' directories `dirs`.
-fn find_below(lowers: &[Box<dyn LowerLayer>], dirs: &[(usize, Dir)], name: &[u8]) -> sys::Result<Lower> {
+fn find_below(
+    lowers: &[Box<dyn LowerLayer>],
+    dirs: &[(usize, Dir)],
+    name: &[u8],
+) -> sys::Result<Lower> {
     let mut found: Option<libc::stat> = None;
     let mut sub = Vec::new();
     for (i, d) in dirs {
