@@ -17,7 +17,7 @@ use super::Environment;
 use super::RunRequest;
 use super::error::RunError;
 use crate::host::paths::absolute;
-use crate::image::source::{self, Source};
+use crate::image::source::{self, Source, SourceError};
 use crate::mount::{MountError, check_layout, default_work_base, is_dir_named};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -53,7 +53,7 @@ fn lowers_of(req: &RunRequest, env: &Environment) -> Result<(Vec<Source>, Origin
         (Some(given), _) if !given.is_empty() => {
             let mut lowers = Vec::new();
             for l in given {
-                lowers.extend(source::resolve(&absolute(l)?).map_err(MountError::Lower)?);
+                lowers.extend(resolve(l)?);
             }
             return Ok((lowers, Origin::Lowers));
         }
@@ -72,6 +72,21 @@ fn lowers_of(req: &RunRequest, env: &Environment) -> Result<(Vec<Source>, Origin
         skipped: own.skipped,
     };
     Ok((own.lowers, origin))
+}
+
+/// One `LOWERS` entry resolved; a missing one is named as such.
+fn resolve(l: &Path) -> Result<Vec<Source>, RunError> {
+    let path = absolute(l)?;
+    source::resolve(&path).map_err(|e| match e {
+        SourceError::Missing { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            MountError::Missing {
+                what: "lower",
+                path,
+            }
+            .into()
+        }
+        e => MountError::Lower(e).into(),
+    })
 }
 
 /// Resolves the lowers and checks every path of `req`.
