@@ -20,6 +20,7 @@ use common::pack::pack_dir;
 use common::{TempDir, is_whiteout, lowers_arg, mounts, put, require_root_and_fuse};
 use std::ffi::OsString;
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
@@ -555,4 +556,66 @@ fn sigkill_on_bwrap_with_image_layers_leaves_no_mount_and_no_process() {
     assert!(d.status.success(), "{d}");
     assert_eq!(d.stdout, "top\n");
     s.assert_clean();
+}
+
+#[test]
+fn an_unprivileged_user_runs_over_images_on_each_backend() {
+    // FlatImage runs as the desktop user; its images hold files of another
+    // owner (its base layers are built as 1000:1000, here root's).
+    const NOBODY: u32 = 65534;
+    let s = Scene::new("ri-user");
+    let dirs = two_layers(&s.t);
+    let images: Vec<PathBuf> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| pack(d, &s.t.join(format!("l{i}.dwarfs"))))
+        .collect();
+    let data = s.t.join("data");
+    fs::create_dir_all(&s.upper).unwrap();
+    let host = s.t.mkdir("host");
+    for d in [&data, &s.upper, &host] {
+        std::os::unix::fs::chown(d, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    for backend in BACKENDS {
+        let out = host.join(format!("seen-{backend}"));
+        // On BWRAP the layer mounts show the user as owner (dwarfs'
+        // uid=/gid=), so the kernel overlay copies a lower directory up; the
+        // daemon copies up as the user whatever the owner shown.
+        let copy_up = format!("&& echo up > {v}/etc/new-{backend}", v = s.view.display());
+        let script = format!(
+            "id -u > {o} && cat {v}/etc/app.conf {v}/opt/keep >> {o} && echo mine > {v}/{backend} {copy_up}",
+            o = out.display(),
+            v = s.view.display(),
+        );
+        let l = Command::new("setpriv")
+            .arg(format!("--reuid={NOBODY}"))
+            .arg(format!("--regid={NOBODY}"))
+            .arg("--clear-groups")
+            .arg(FIMFS)
+            .args(["run", "--target"])
+            .arg(&s.view)
+            .arg(lowers_arg(&images))
+            .arg(&s.upper)
+            .args(["--", "sh", "-c", &script])
+            .env("FIM_OVERLAY", backend)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            l.status.success(),
+            "{backend}: {}\n{}",
+            l.status,
+            String::from_utf8_lossy(&l.stderr)
+        );
+        assert_eq!(
+            fs::read_to_string(&out).unwrap(),
+            format!("{NOBODY}\ntop\nkeep\n"),
+            "{backend}"
+        );
+        assert_eq!(fs::read_to_string(s.upper.join(backend)).unwrap(), "mine\n");
+        let new = s.upper.join(format!("etc/new-{backend}"));
+        assert_eq!(fs::read_to_string(&new).unwrap(), "up\n", "{backend}");
+        assert_eq!(fs::metadata(&new).unwrap().uid(), NOBODY, "{backend}");
+        s.assert_clean();
+    }
 }
