@@ -331,12 +331,14 @@ fn a_binary_serves_its_own_layers_in_flatimage_order() {
     let s = Scene::new("ri-own");
     const N: usize = 7;
     let layers: Vec<Vec<u8>> = (0..N).map(|k| ordered_layer(&s.t, k, N)).collect();
-    // (1) embedded: layers 0 and 1, in file order.
+    // (1) embedded: layers 0 and 1, in file order, with a block between
+    // them that holds no image.
     let mut spec = Spec::new();
-    spec.blocks = layers[..2]
-        .iter()
-        .map(|l| block(l.len() as u64, l))
-        .collect();
+    spec.blocks = vec![
+        block(layers[0].len() as u64, &layers[0]),
+        block(50, &[b'x'; 50]),
+        block(layers[1].len() as u64, &layers[1]),
+    ];
     let bin = s.t.join("app.flatimage");
     fs::write(&bin, build(&spec)).unwrap();
     // (2) FIM_LAYERS: a directory (b-9 = layer 2, b-10 = layer 3, and a
@@ -374,6 +376,13 @@ fn a_binary_serves_its_own_layers_in_flatimage_order() {
             "{d}"
         );
         assert!(d.stderr.contains("missing.layer"), "{d}");
+        assert!(d.stderr.contains("does not start with"), "{d}");
+        let junk_block = d
+            .stderr
+            .lines()
+            .filter(|l| l.contains("not a layer"))
+            .count();
+        assert_eq!(junk_block, 2, "the block without an image and a-junk: {d}");
         s.assert_clean();
     }
     // --dry-run says which form was used, and names the embedded images.

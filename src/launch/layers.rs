@@ -2,8 +2,10 @@
 //! `fimfs run --image FLATIMAGE UPPER -- CMD` without LOWERS (SPEC §8).
 //!
 //! Order, bottom first (a later layer is higher):
-//! 1. the images embedded in the binary, in file order. The walk stops at
-//!    the first bad block, as FlatImage's does (`binary::Image::blocks`);
+//! 1. the images embedded in the binary, in file order. A block whose image
+//!    does not start with `DWARFS` is skipped (its size field says where the
+//!    next starts); a block that cannot be framed (truncated, running past
+//!    the end) ends the walk;
 //! 2. the `FIM_LAYERS` entries (`:`-separated) in the order given: a file
 //!    is taken as it is, a directory is scanned one level deep and its
 //!    regular files taken in numeric order;
@@ -15,14 +17,13 @@
 //! Numeric order compares runs of digits by their value and everything
 //! else bytewise, so `layer-9` sorts before `layer-10`.
 //!
-//! A candidate of (2) and (3) that does not start with the 6 bytes
-//! `DWARFS` is skipped without taking a place, with a note; so is a
-//! `FIM_LAYERS` entry that does not exist. Embedded layers always start
-//! with `DWARFS` (the block walk checks it).
+//! A candidate of (1), (2) or (3) that does not start with the 6 bytes
+//! `DWARFS` is skipped without taking a place (SPEC §8), with a note; so
+//! is a `FIM_LAYERS` entry that does not exist.
 //!
 //! The environment is passed in (`fim_layers`): nothing here reads the
 //! process environment.
-use crate::image::binary::{self, DWARFS_MAGIC, ImageError};
+use crate::image::binary::{self, DWARFS_MAGIC, ErrorKind, ImageError, LayerProblem};
 use crate::image::source::{ImageAt, Source};
 use std::cmp::Ordering;
 use std::ffi::OsStr;
@@ -56,22 +57,7 @@ pub fn data_dir(binary: &Path) -> PathBuf {
 pub fn own_layers(binary: &Path, fim_layers: Option<&OsStr>) -> Result<OwnLayers, ImageError> {
     let mut found = OwnLayers::default();
     let mut bottom_first = Vec::new();
-    let bin = binary::Image::open(binary)?;
-    for block in bin.blocks() {
-        match block {
-            Ok(l) => bottom_first.push(Source::Image(ImageAt {
-                file: binary.to_path_buf(),
-                offset: l.offset,
-                size: Some(l.size),
-            })),
-            Err(e) => {
-                found
-                    .skipped
-                    .push(format!("{e}: the layers after it are not read"));
-                break;
-            }
-        }
-    }
+    embedded(binary, &mut bottom_first, &mut found.skipped)?;
     found.counts[0] = bottom_first.len();
     let mut files = Vec::new();
     for entry in fim_layers
@@ -95,6 +81,57 @@ pub fn own_layers(binary: &Path, fim_layers: Option<&OsStr>) -> Result<OwnLayers
     bottom_first.reverse();
     found.lowers = bottom_first;
     Ok(found)
+}
+
+/// Appends the images embedded in `binary`, in file order. A block whose
+/// image does not start with `DWARFS` is skipped (its size says where the
+/// next one starts); any other bad block ends the walk.
+fn embedded(
+    binary: &Path,
+    out: &mut Vec<Source>,
+    skipped: &mut Vec<String>,
+) -> Result<(), ImageError> {
+    let bin = binary::Image::open(binary)?;
+    let mut blocks = bin.blocks();
+    while let Some(block) = blocks.next() {
+        let e = match block {
+            Ok(l) => {
+                out.push(Source::Image(ImageAt {
+                    file: binary.to_path_buf(),
+                    offset: l.offset,
+                    size: Some(l.size),
+                }));
+                continue;
+            }
+            Err(e) => e,
+        };
+        let next = match e.kind() {
+            ErrorKind::BadLayer {
+                offset,
+                problem: LayerProblem::BadMagic { .. },
+            } => size_at(binary, *offset).and_then(|size| offset.checked_add(8)?.checked_add(size)),
+            _ => None,
+        };
+        match next {
+            Some(pos) => {
+                skipped.push(format!("{e}: not a layer"));
+                blocks = bin.blocks_from(pos);
+            }
+            None => {
+                skipped.push(format!("{e}: the layers after it are not read"));
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The u64 little-endian size field at `offset` of `file`.
+fn size_at(file: &Path, offset: u64) -> Option<u64> {
+    let mut b = [0u8; 8];
+    let f = std::fs::File::open(file).ok()?;
+    f.read_exact_at(&mut b, offset).ok()?;
+    Some(u64::from_le_bytes(b))
 }
 
 /// Appends the candidates that start with `DWARFS`; how many.
