@@ -195,27 +195,7 @@ impl Launch {
         let choice = choice::choose(env.fim_overlay.as_deref(), overlay_byte, casefold);
         let bwrap = bwrap::find(env.fimfs_bwrap.as_deref(), env.path.as_deref())
             .map_err(RunError::NoBwrap)?;
-        // A real run does not ask bwrap its version (a process on every
-        // start): an old bwrap refuses --overlay-src, and the fallback says
-        // why. A dry run asks, to show what would happen.
-        let opened = match choice.backend {
-            Backend::Bwrap => plan::open_images(&lowers)?,
-            _ => Vec::new(),
-        };
-        let unreadable = (choice.backend == Backend::Bwrap)
-            .then(|| plan::first_unreadable(&upper, &lowers, &opened))
-            .flatten();
-        let mode = match choice.backend {
-            Backend::Bwrap if unreadable.is_some() => Mode::Daemon {
-                why: unreadable.map(|u| u.to_string()),
-            },
-            Backend::Bwrap if req.dry_run => match too_old(&bwrap) {
-                Some(why) => Mode::Daemon { why: Some(why) },
-                None => Mode::Kernel,
-            },
-            Backend::Bwrap => Mode::Kernel,
-            _ => Mode::Daemon { why: None },
-        };
+        let (mode, opened) = mode_for(choice.backend, &req, &bwrap, &upper, &lowers)?;
         Ok(Launch {
             req,
             lowers,
@@ -458,6 +438,37 @@ impl Launch {
         let exit = exit.map_err(RunError::Wait)?;
         let status = reader.join().unwrap_or_default();
         Ok(BwrapEnd { status, exit })
+    }
+}
+
+/// Kernel overlay or daemon, and on the kernel overlay the image lowers
+/// opened (for the `.wh.` check, and for the keeper to mount).
+fn mode_for(
+    backend: Backend,
+    req: &RunRequest,
+    bwrap: &Bwrap,
+    upper: &Path,
+    lowers: &[Source],
+) -> Result<(Mode, Vec<Option<crate::image::Image>>), RunError> {
+    if backend != Backend::Bwrap {
+        return Ok((Mode::Daemon { why: None }, Vec::new()));
+    }
+    let opened = plan::open_images(lowers)?;
+    if let Some(u) = plan::first_unreadable(upper, lowers, &opened) {
+        // The daemon opens its images itself: keep no second copy.
+        return Ok((
+            Mode::Daemon {
+                why: Some(u.to_string()),
+            },
+            Vec::new(),
+        ));
+    }
+    // A real run does not ask bwrap its version (a process on every
+    // start): an old bwrap refuses --overlay-src, and the fallback says
+    // why. A dry run asks, to show what would happen.
+    match req.dry_run.then(|| too_old(bwrap)).flatten() {
+        Some(why) => Ok((Mode::Daemon { why: Some(why) }, Vec::new())),
+        None => Ok((Mode::Kernel, opened)),
     }
 }
 
