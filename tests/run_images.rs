@@ -193,6 +193,11 @@ fn two_layers(t: &TempDir) -> Vec<PathBuf> {
     put(&bottom.join("usr/share/doc/readme"), "readme\n");
     put(&top.join("etc/app.conf"), "top\n");
     put(&top.join("opt/app/bin/run"), "#!/bin/sh\necho run\n");
+    fs::set_permissions(
+        top.join("opt/app/bin/run"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let big: Vec<u8> = (0..20_000u32).map(|i| (i % 94) as u8 + b'!').collect();
     put(&top.join("opt/app/data"), &big);
     std::os::unix::fs::symlink("../etc/keep", top.join("opt/keep")).unwrap();
@@ -265,10 +270,13 @@ fn image_lowers_read_as_their_directories_on_every_backend() {
             &[],
             Some(lowers_arg(&images)),
             &env,
-            "cat \"$0\"/etc/new && test ! -e \"$0\"/etc/keep",
+            "cat \"$0\"/etc/new && test ! -e \"$0\"/etc/keep && \"$0\"/opt/app/bin/run",
         );
         assert!(again.status.success(), "{backend}, second run: {again}");
-        assert_eq!(again.stdout, "new\n");
+        assert_eq!(
+            again.stdout, "new\nrun\n",
+            "{backend}: a program in an image runs"
+        );
         s.assert_clean();
     }
 }

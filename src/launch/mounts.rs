@@ -121,3 +121,38 @@ pub fn mount_images(
     }
     Ok(mounts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::source::ImageAt;
+    use std::path::Path;
+
+    #[test]
+    fn images_are_numbered_from_the_bottom_and_directories_kept() {
+        let paths = RunPaths::new(Path::new("/w"), 7);
+        let image = |offset| {
+            Source::Image(ImageAt {
+                file: PathBuf::from("/app"),
+                offset,
+                size: Some(10),
+            })
+        };
+        let lowers = [image(30), Source::Dir(PathBuf::from("/d")), image(10)];
+        assert_eq!(
+            overlay_dirs(&lowers, &paths),
+            [
+                PathBuf::from("/w/7/layers/2"),
+                PathBuf::from("/d"),
+                PathBuf::from("/w/7/layers/0"),
+            ]
+        );
+        assert_eq!(
+            planned(&lowers, &paths),
+            [
+                ("/app@30+10".to_string(), PathBuf::from("/w/7/layers/2")),
+                ("/app@10+10".to_string(), PathBuf::from("/w/7/layers/0")),
+            ]
+        );
+    }
+}
