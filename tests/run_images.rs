@@ -4,9 +4,10 @@
 //! layer; on the daemon read in-process), writes land in the upper;
 //! `--image FLATIMAGE` without LOWERS serves the binary's own layers in
 //! SPEC §8's order (embedded, `FIM_LAYERS`, `<data>/layers`), skipping
-//! what does not start with `DWARFS`; a layer holding `.wh.` files goes to
-//! the daemon; SIGKILL of the launcher (or of its keeper) on BWRAP leaves
-//! no mount and no process.
+//! what does not start with `DWARFS`; casefold reads them on the daemon; a
+//! layer holding `.wh.` files goes to the daemon; an unprivileged user runs
+//! over them on each backend; SIGKILL of the launcher (or of its keeper) on
+//! BWRAP leaves no mount and no process.
 //!
 //! The sandbox shows the view below the host's root (`--target`), so the
 //! commands use the host's tools. Nothing is timed: waits poll a condition
@@ -635,4 +636,22 @@ fn an_unprivileged_user_runs_over_images_on_each_backend() {
         assert_eq!(fs::metadata(&new).unwrap().uid(), NOBODY, "{backend}");
         s.assert_clean();
     }
+}
+
+#[test]
+fn casefold_runs_over_images_on_the_daemon() {
+    let s = Scene::new("ri-casefold");
+    let dirs = two_layers(&s.t);
+    let images: Vec<PathBuf> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| pack(d, &s.t.join(format!("l{i}.dwarfs"))))
+        .collect();
+    let script = "cat \"$0\"/ETC/App.Conf \"$0\"/usr/SHARE/doc/ReadMe && stat -f -c 'fs=%T' \"$0\"";
+    // FIM_OVERLAY=bwrap asks for the kernel overlay; casefold never uses it.
+    let env = [("FIM_OVERLAY", "bwrap"), ("FIM_CASEFOLD", "1")];
+    let d = s.run(&[], Some(lowers_arg(&images)), &env, script);
+    assert!(d.status.success(), "{d}");
+    assert_eq!(d.stdout, "top\nreadme\nfs=fuseblk\n", "{d}");
+    s.assert_clean();
 }
