@@ -510,44 +510,12 @@ pub fn export(upper: &Path, target: &Target, warn: Warn<'_>) -> Result<(), Strin
         Target::Dir(_) => {
             sys::mkdirat(parent.as_fd(), &tmp_c, 0o700).map_err(tmp_err)?;
             let root = open_dir(parent.as_fd(), &tmp_c).map_err(tmp_err)?;
-            let mut sink = DirSink {
-                root,
-                stack: Vec::new(),
-                links: Links::default(),
-                root_user: sys::geteuid() == 0,
-                warn,
-                deletions: false,
-            };
-            scan::walk(up.root(), &mut sink).map_err(|e| e.render(upper))?;
-            if sink.deletions {
-                mark_dir(&sink.root, up.root(), (parent.as_fd(), &tmp_c))
-                    .map_err(|e| format!("{shown}: cannot write its mark: {}", e.desc()))?;
-            }
-            sys::fsync(sink.root.as_fd(), false).map_err(|e| format!("{shown}: {}", e.desc()))?;
+            write_dir(&up, upper, root, (parent.as_fd(), &tmp_c), &shown, warn)?;
         }
         Target::Tar(_) => {
             let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
             let fd = sys::openat(parent.as_fd(), &tmp_c, flags, 0o644).map_err(tmp_err)?;
-            let mut sink = TarSink {
-                w: tar::Writer::new(BufWriter::with_capacity(1 << 20, File::from(fd))),
-                links: Links::default(),
-                warn,
-                file: shown.clone(),
-                deletions: false,
-            };
-            scan::walk(up.root(), &mut sink).map_err(|e| e.render(upper))?;
-            if sink.deletions {
-                let st = sys::fstat(up.root()).map_err(|e| format!("{upper:?}: {}", e.desc()))?;
-                sink.marker(EXPORT_MARK.to_vec(), &st)
-                    .map_err(|e| e.render(upper))?;
-            }
-            let file = sink
-                .w
-                .finish()
-                .and_then(|b| b.into_inner().map_err(|e| e.into_error()))
-                .map_err(|e| format!("cannot write {shown}: {e}"))?;
-            file.sync_all()
-                .map_err(|e| format!("cannot write {shown}: {e}"))?;
+            write_tar(&up, upper, File::from(fd), &shown, warn)?;
         }
     }
     let cname = sys::cstr(&name).map_err(|e| e.desc().to_string())?;
@@ -561,4 +529,60 @@ pub fn export(upper: &Path, target: &Target, warn: Warn<'_>) -> Result<(), Strin
     temp.keep = true;
     let _ = sys::fsync(parent.as_fd(), false);
     Ok(())
+}
+
+/// Writes the export of `up` as a directory tree into `root` (the
+/// temporary `at` names), with its mark when it holds deletions.
+fn write_dir(
+    up: &Layer,
+    upper: &Path,
+    root: OwnedFd,
+    at: (BorrowedFd<'_>, &CStr),
+    shown: &str,
+    warn: Warn<'_>,
+) -> Result<(), String> {
+    let mut sink = DirSink {
+        root,
+        stack: Vec::new(),
+        links: Links::default(),
+        root_user: sys::geteuid() == 0,
+        warn,
+        deletions: false,
+    };
+    scan::walk(up.root(), &mut sink).map_err(|e| e.render(upper))?;
+    if sink.deletions {
+        mark_dir(&sink.root, up.root(), at)
+            .map_err(|e| format!("{shown}: cannot write its mark: {}", e.desc()))?;
+    }
+    sys::fsync(sink.root.as_fd(), false).map_err(|e| format!("{shown}: {}", e.desc()))
+}
+
+/// Writes the export of `up` as a tar archive into `file`.
+fn write_tar(
+    up: &Layer,
+    upper: &Path,
+    file: File,
+    shown: &str,
+    warn: Warn<'_>,
+) -> Result<(), String> {
+    let mut sink = TarSink {
+        w: tar::Writer::new(BufWriter::with_capacity(1 << 20, file)),
+        links: Links::default(),
+        warn,
+        file: shown.to_string(),
+        deletions: false,
+    };
+    scan::walk(up.root(), &mut sink).map_err(|e| e.render(upper))?;
+    if sink.deletions {
+        let st = sys::fstat(up.root()).map_err(|e| format!("{upper:?}: {}", e.desc()))?;
+        sink.marker(EXPORT_MARK.to_vec(), &st)
+            .map_err(|e| e.render(upper))?;
+    }
+    let file = sink
+        .w
+        .finish()
+        .and_then(|b| b.into_inner().map_err(|e| e.into_error()))
+        .map_err(|e| format!("cannot write {shown}: {e}"))?;
+    file.sync_all()
+        .map_err(|e| format!("cannot write {shown}: {e}"))
 }

@@ -146,14 +146,24 @@ impl fmt::Display for MountError {
             E::Fork(e) => write!(f, "fork: {}", e.desc()),
             E::DaemonGone => f.write_str("the daemon exited before the mount was ready"),
             E::Daemon(msg) => f.write_str(msg),
-            E::Lower(e) => write!(f, "lower {e}"),
+            E::Lower(_) | E::Image(_) | E::ImagePlacement => self.fmt_image(f),
+        }
+    }
+}
+
+impl MountError {
+    /// The messages about lowers that are images, or not what they seem.
+    fn fmt_image(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use MountError as E;
+        match self {
             E::Image(e) if e.reason == crate::image::Reason::NotAnImage => write!(
                 f,
                 "lower {}: is neither a directory nor a DwarFS image (no section header found)",
                 e.path.display()
             ),
             E::Image(e) => write!(f, "lower {e}"),
-            E::ImagePlacement => f.write_str(
+            E::Lower(e) => write!(f, "lower {e}"),
+            _ => f.write_str(
                 "offset= and imagesize= place one image: give exactly one lower, an image file",
             ),
         }
