@@ -1,0 +1,184 @@
+//! `fimfs run` start-up over the 20-layer Python stack: the wall time of
+//! `fimfs run LOWERS UPPER -- /usr/bin/true` (start, the command, and the
+//! teardown), a fresh empty UPPER each run, caches warm, per backend and
+//! lower kind:
+//!
+//! - daemon backend (`FIM_OVERLAY=unionfs`) over the images in-process;
+//! - kernel-overlay backend (`FIM_OVERLAY=bwrap`) over the images, where
+//!   the launcher takes image lowers there;
+//! - both backends over single-image fimfs mounts made beforehand (as
+//!   FlatImage does with `dwarfs` today); the time to mount the 20 of them
+//!   is timed too and given as its own row;
+//! - the kernel-overlay backend over the directories (reference).
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::report::{Table, fmt_dur, median};
+use crate::common::run;
+use crate::sides::Stack;
+
+struct Variant {
+    name: &'static str,
+    backend: &'static str,
+    lowers: Vec<PathBuf>,
+    singles: bool,
+}
+
+fn join(v: &[PathBuf]) -> String {
+    v.iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn once(
+    bin: &Path,
+    dir: &Path,
+    v: &Variant,
+    n: usize,
+    timeout: Duration,
+) -> Result<Duration, String> {
+    let upper = dir.join(format!("upper-{n}"));
+    let _ = fs::remove_dir_all(&upper);
+    fs::create_dir_all(&upper).map_err(|e| e.to_string())?;
+    let mut c = Command::new(bin);
+    c.env("FIM_OVERLAY", v.backend)
+        .arg("run")
+        .arg(join(&v.lowers))
+        .arg(&upper)
+        .args(["--", "/usr/bin/true"]);
+    let r = run(c, timeout, true)?;
+    let _ = fs::remove_dir_all(&upper);
+    if !r.status.success() {
+        return Err(r.describe_failure());
+    }
+    Ok(r.elapsed)
+}
+
+/// The start-up table, and the notes (failures, what is not supported).
+pub fn measure(
+    bin: &Path,
+    run_dir: &Path,
+    st: &mut Stack,
+    reps: usize,
+    timeout: Duration,
+) -> String {
+    let dir = run_dir.join("startup");
+    let _ = fs::create_dir_all(&dir);
+    let singles = st.single_mnts();
+    let variants = [
+        Variant {
+            name: "daemon backend (unionfs), images in-process",
+            backend: "unionfs",
+            lowers: st.images.clone(),
+            singles: false,
+        },
+        Variant {
+            name: "kernel-overlay backend (bwrap), image lowers",
+            backend: "bwrap",
+            lowers: st.images.clone(),
+            singles: false,
+        },
+        Variant {
+            name: "kernel-overlay backend (bwrap) over 20 single-image mounts",
+            backend: "bwrap",
+            lowers: singles.clone(),
+            singles: true,
+        },
+        Variant {
+            name: "daemon backend (unionfs) over 20 single-image mounts",
+            backend: "unionfs",
+            lowers: singles,
+            singles: true,
+        },
+        Variant {
+            name: "kernel-overlay backend (bwrap) over directories",
+            backend: "bwrap",
+            lowers: st.dirs.clone(),
+            singles: false,
+        },
+    ];
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); variants.len() + 1];
+    let mut notes = Vec::new();
+    let mut ok = vec![true; variants.len()];
+    // Warm-up (and the check that each variant works).
+    for (i, v) in variants.iter().enumerate() {
+        if v.singles
+            && let Err(e) = st.singles_up()
+        {
+            notes.push(format!("{}: {e}", v.name));
+        }
+        if let Err(e) = once(bin, &dir, v, 0, timeout) {
+            ok[i] = false;
+            notes.push(format!(
+                "{}: fails: {}",
+                v.name,
+                crate::common::report::cell_text(&e, 300)
+            ));
+        }
+    }
+    for round in 0..reps {
+        // The mount of the 20 single-image daemons, from nothing.
+        if st.down().is_ok() {
+            let t0 = Instant::now();
+            if st.singles_up().is_ok() {
+                times[variants.len()].push(t0.elapsed());
+            }
+        }
+        let mut order: Vec<usize> = (0..variants.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            if !ok[i] {
+                continue;
+            }
+            match once(bin, &dir, &variants[i], round + 1, timeout) {
+                Ok(d) => times[i].push(d),
+                Err(e) => {
+                    ok[i] = false;
+                    notes.push(format!("{}: {e}", variants[i].name));
+                }
+            }
+        }
+    }
+    let _ = st.down();
+    let base = median(&times[2]).as_secs_f64();
+    let mut t = Table::new(&[
+        "`fimfs run … -- /usr/bin/true`, 20 layers",
+        "median",
+        "ratio to kernel overlay over single mounts (+ their mount)",
+    ]);
+    let mount = median(&times[variants.len()]);
+    for (i, v) in variants.iter().enumerate() {
+        let m = median(&times[i]);
+        let cell = if times[i].is_empty() {
+            "–".to_string()
+        } else {
+            fmt_dur(m)
+        };
+        let r = if times[i].is_empty() || base <= 0.0 {
+            "–".to_string()
+        } else {
+            format!(
+                "{:.2}x ({:.2}x)",
+                m.as_secs_f64() / base,
+                m.as_secs_f64() / (base + mount.as_secs_f64())
+            )
+        };
+        t.row(&[v.name.to_string(), cell, r]);
+    }
+    t.row(&[
+        "mounting the 20 single-image daemons (one by one)".to_string(),
+        fmt_dur(mount),
+        "–".to_string(),
+    ]);
+    let mut out = t.text();
+    for n in notes {
+        out.push_str(&format!("\n- {n}"));
+    }
+    out.push('\n');
+    out
+}
