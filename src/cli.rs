@@ -126,6 +126,10 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = "/usr/local")]
         prefix: PathBuf,
     },
+    /// Internal (`-o auto_unmount`): waits for end of file on stdin, then
+    /// detaches MOUNTPOINT if it still is the FUSE mount MOUNT_ID.
+    #[command(hide = true)]
+    AutoUnmountWatch { mountpoint: PathBuf, mount_id: u32 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -373,6 +377,13 @@ fn dispatch(command: Command, cmd: &clap::Command) -> i32 {
         Command::Which { paths } => which(paths),
         Command::Install { prefix } => {
             status(install::install(cmd, &prefix).map_err(CliError::from))
+        }
+        Command::AutoUnmountWatch {
+            mountpoint,
+            mount_id,
+        } => {
+            crate::host::mountpoint::unmount_when_closed(std::io::stdin(), &mountpoint, mount_id);
+            0
         }
     }
 }

@@ -146,6 +146,24 @@ fn resolve_lowers(req: &MountRequest) -> Result<Vec<Source>, MountError> {
     Ok(lowers)
 }
 
+/// Opens resolved lowers, topmost first; images read through `cache`.
+pub fn open_lowers(
+    sources: &[Source],
+    cache: &BlockCache,
+) -> Result<Vec<Box<dyn Lower>>, MountError> {
+    let mut lowers: Vec<Box<dyn Lower>> = Vec::new();
+    for l in sources {
+        lowers.push(match l {
+            Source::Dir(p) => Box::new(Layer::open(p).map_err(|source| MountError::Layer {
+                what: "lower directory",
+                source,
+            })?),
+            Source::Image(at) => Box::new(open_image(at, cache)?),
+        });
+    }
+    Ok(lowers)
+}
+
 /// Opens one image lower and registers its blocks in the mount's cache.
 fn open_image(at: &ImageAt, cache: &BlockCache) -> Result<ImageLayer, MountError> {
     let file = std::fs::File::open(&at.file).map_err(|source| MountError::Io {
@@ -307,14 +325,7 @@ impl Plan {
     /// Creates the upper and the workdir, opens every layer.
     pub(crate) fn build(&self) -> Result<Union, MountError> {
         let layer = |what| move |source| MountError::Layer { what, source };
-        let cache = BlockCache::new(self.cache_bytes());
-        let mut lowers: Vec<Box<dyn Lower>> = Vec::new();
-        for l in &self.lowers {
-            lowers.push(match l {
-                Source::Dir(p) => Box::new(Layer::open(p).map_err(layer("lower directory"))?),
-                Source::Image(at) => Box::new(open_image(at, &cache)?),
-            });
-        }
+        let lowers = open_lowers(&self.lowers, &BlockCache::new(self.cache_bytes()))?;
         let (upper, work) = match (&self.upper, self.workdir_path()) {
             (Some(u), Some(w)) => {
                 std::os::unix::fs::DirBuilderExt::mode(
@@ -382,6 +393,7 @@ impl Plan {
             default_permissions: o.default_permissions || root,
             read_only: o.ro || self.upper.is_none(),
             passthrough: !o.no_passthrough,
+            auto_unmount: o.auto_unmount,
             ttl,
             source: source_of(
                 self.upper.as_deref(),

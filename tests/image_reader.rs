@@ -370,6 +370,18 @@ fn versions_index_and_history() {
         assert_eq!(img.version(), version);
         assert_eq!(walk_all(&img), 11);
     }
+    // A damaged or lying section index is not trusted: the headers are walked.
+    let good = assemble(&meta, &blocks, Layout::default());
+    let spans = section_spans(&good);
+    let (at, len) = *spans.last().unwrap();
+    let mut bad = good.clone();
+    bad[at + 64] ^= 1;
+    assert_eq!(walk_all(&open_ok(&bad)), 11, "index checksum broken");
+    let mut lying = good.clone();
+    lying[at + 64 + 8] ^= 0x10;
+    let payload = lying[at + 64..at + 64 + len].to_vec();
+    reseal(&mut lying[at..at + 64], &payload);
+    assert_eq!(walk_all(&open_ok(&lying)), 11, "index offsets wrong");
     for version in [(2, 2), (2, 6), (3, 0)] {
         let l = Layout {
             version,
@@ -734,6 +746,102 @@ fn corrupt_metadata(rng: &mut XorShift, schema: &[u8], meta: &[u8], blocks: &[Ve
     assemble_raw(&s, &m, blocks, l)
 }
 
+/// A value near the interesting edges of a table of `len` entries.
+fn edge(rng: &mut XorShift, len: usize) -> u32 {
+    let len = len as u32;
+    match rng.below(6) {
+        0 => 0,
+        1 => len.saturating_sub(1),
+        2 => len,
+        3 => u32::MAX,
+        4 => rng.below(20) as u32,
+        _ => rng.next_u64() as u32,
+    }
+}
+
+/// Rewrites one to three fields of the metadata itself (indexes, tables,
+/// options), then serializes it: the validation sees well-formed input
+/// that lies.
+fn corrupt_struct(rng: &mut XorShift, good: &Metadata) -> Metadata {
+    let mut m = good.clone();
+    for _ in 0..1 + rng.below(3) {
+        let r = rng.next_u64() as usize;
+        match rng.below(12) {
+            0 => {
+                let n = m.chunks.len();
+                let v = edge(rng, 1 << 16);
+                let c = &mut m.chunks[r % n];
+                *[&mut c.block, &mut c.offset, &mut c.size][r % 3] = v;
+            }
+            1 => {
+                let (n, v) = (m.chunk_table.len(), edge(rng, m.chunks.len()));
+                m.chunk_table[r % n] = v;
+            }
+            2 => {
+                let (n, v) = (m.directories.len(), edge(rng, 60));
+                m.directories[r % n].first_entry = v;
+            }
+            3 | 4 => {
+                let v = edge(rng, m.inodes.len());
+                let e = m.dir_entries.as_mut().unwrap();
+                let n = e.len();
+                if r.is_multiple_of(2) {
+                    e[r % n].inode_num = v
+                } else {
+                    e[r % n].name_index = v
+                }
+            }
+            5 => {
+                let n = m.inodes.len();
+                let v = edge(rng, 4);
+                let i = &mut m.inodes[r % n];
+                *[
+                    &mut i.mode_index,
+                    &mut i.owner_index,
+                    &mut i.group_index,
+                    &mut i.mtime_offset,
+                ][r % 4] = v;
+            }
+            6 => {
+                let n = m.modes.len();
+                m.modes[r % n] = (rng.below(16) as u32) << 12 | 0o7777 & rng.next_u64() as u32;
+            }
+            7 => {
+                let v = edge(rng, 2);
+                m.symlink_table.iter_mut().for_each(|s| *s = v);
+            }
+            8 => {
+                m.shared_files_table = Some((0..rng.below(4)).map(|_| edge(rng, 3)).collect());
+                m.options.as_mut().unwrap().packed_shared_files_table = rng.chance(50);
+            }
+            9 => {
+                let o = m.options.as_mut().unwrap();
+                o.packed_chunk_table ^= r.is_multiple_of(3);
+                o.packed_directories ^= r % 3 == 1;
+                o.mtime_only ^= r % 3 == 2;
+            }
+            10 => {
+                let names = names_of(&m);
+                let mut names = names.clone();
+                let n = names.len();
+                names[r % n] = fill(r as u64, rng.below(4))
+                    .iter()
+                    .map(|b| b % 4 + 45)
+                    .collect();
+                set_names(&mut m, &names, Form::Packed);
+            }
+            _ => {
+                if rng.chance(50) {
+                    m.inodes.truncate(m.inodes.len() - 1);
+                } else {
+                    m.devices = Some(vec![1; rng.below(4)]);
+                }
+            }
+        }
+    }
+    m
+}
+
 fn section_spans(bytes: &[u8]) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     let mut at = 0;
@@ -788,8 +896,11 @@ fn fuzz_corrupted_images_never_panic() {
     let mut reasons: HashMap<String, u64> = HashMap::new();
     for i in 0..iterations {
         let mut rng = XorShift::new(seed ^ splitmix(i));
-        let bytes = if rng.chance(50) {
+        let bytes = if rng.chance(30) {
             corrupt_metadata(&mut rng, &schema, &raw, &blocks)
+        } else if rng.chance(50) {
+            let bad = corrupt_struct(&mut rng, &m);
+            assemble(&bad, &blocks, Layout::default())
         } else {
             let good = rng.pick(&goods);
             corrupt(&mut rng, good, &section_spans(good))

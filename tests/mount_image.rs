@@ -100,13 +100,48 @@ fn images_read_as_the_directories_they_were_packed_from() {
         &without_xattrs(walk(mixed.path())),
     );
     // d_ino == st_ino for every listed entry, and numbers stay after the
-    // kernel forgot them.
+    // kernel forgot them and after a remount.
     let numbers = inode_numbers(imgs.path());
     drop_caches(3);
     assert_eq!(numbers, inode_numbers(imgs.path()));
     for m in [dirs, imgs, mixed] {
         unmount_clean(m);
     }
+    let again = MountGuard::new(&images, None, &imgs_mnt, &[]);
+    assert_eq!(numbers, inode_numbers(again.path()));
+    unmount_clean(again);
+}
+
+/// A zero-size chunk in the middle of a file (which mkdwarfs may write,
+/// and on which the `dwarfs` crate's own reader stops early) is skipped.
+#[test]
+fn a_zero_size_chunk_inside_a_file_reads_through() {
+    require_root_and_fuse();
+    let tmp = TempDir::new("mi-chunk");
+    let mut t = common::dwarfs::Tree::new(4);
+    let m = common::dwarfs::im(0o644, 0, 0, 1_700_000_000);
+    t.file("z", b"abcdefghij", &m);
+    let (mut meta, blocks) = t.finish();
+    assert_eq!(meta.chunks.len(), 3, "three chunks of at most 4 bytes");
+    let mut empty = meta.chunks[0].clone();
+    empty.size = 0;
+    meta.chunks.insert(1, empty);
+    // The file's chunk range grows by one: every later start moves.
+    for start in meta.chunk_table.iter_mut().skip(1) {
+        *start += 1;
+    }
+    let img = tmp.join("chunks.dwarfs");
+    fs::write(&img, common::dwarfs::assemble(&meta, &blocks, layout(ZSTD))).unwrap();
+    let mnt = tmp.join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let m = MountGuard::new(std::slice::from_ref(&img), None, &mnt, &[]);
+    assert_eq!(fs::read(m.join("z")).unwrap(), b"abcdefghij");
+    let f = fs::File::open(m.join("z")).unwrap();
+    let mut buf = [0u8; 6];
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, 2).unwrap();
+    assert_eq!(&buf, b"cdefgh");
+    drop(f);
+    unmount_clean(m);
 }
 
 /// Every path's inode number, checked against `d_ino` of its listing.
@@ -237,7 +272,18 @@ fn a_flatimage_binary_expands_to_its_layers_and_dwarfs_argv_serves_one() {
     assert_eq!((md.uid(), md.gid()), (1234, 4321));
     let err = fs::write(m.join("new"), b"x").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS));
-    unmount_clean(m);
+    // auto_unmount: a killed daemon does not leave its mount behind.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(m.pid() as i32),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        !fimfs::mountinfo::read().iter().any(|e| e.point == mnt)
+    });
+    assert!(gone, "the mount outlived its killed daemon");
+    drop(m);
 }
 
 #[test]
@@ -325,5 +371,68 @@ fn a_corrupt_image_is_refused_and_a_corrupt_block_costs_only_its_file() {
     let e = fs::read(m.join("first")).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EIO));
     assert_eq!(fs::read(m.join("second")).unwrap(), vec![b'2'; 100_000]);
+    unmount_clean(m);
+}
+
+/// `fimfs diff --lowers` reads images as it reads directories; `fimfs
+/// which` names the image (and where in its file it starts); casefold
+/// folds names across images.
+#[test]
+fn diff_which_and_casefold_read_images() {
+    require_root_and_fuse();
+    let tmp = TempDir::new("mi-inspect");
+    let layers = fixture_layers(&tmp);
+    let images = pack_all(&tmp, &layers.lowers, 4096);
+    let upper = tmp.join("upper");
+    let mnt = tmp.join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let m = MountGuard::new(&images, Some(&upper), &mnt, &[]);
+    fs::write(m.join("merged/common"), b"changed\n").unwrap();
+    fs::write(m.join("brand-new"), b"new\n").unwrap();
+    fs::remove_file(m.join("merged/from3")).unwrap();
+    let out = run_fimfs(
+        &[
+            "which".into(),
+            m.join("merged/from2").into(),
+            m.join("brand-new").into(),
+        ],
+        &tmp.join("logs"),
+    );
+    assert!(out.success(), "{out}");
+    let want = format!("lower 2 {}", images[1].display());
+    assert!(out.stdout.contains(&want), "which names the image: {out}");
+    assert!(out.stdout.contains("upper"), "{out}");
+    unmount_clean(m);
+    let diff = |lowers: &[PathBuf]| {
+        let out = run_fimfs(
+            &[
+                "diff".into(),
+                "--lowers".into(),
+                lowers_arg(lowers),
+                upper.clone().into(),
+            ],
+            &tmp.join("logs"),
+        );
+        assert!(out.success(), "{out}");
+        out.stdout
+    };
+    let from_images = diff(&images);
+    assert_eq!(from_images, diff(&layers.lowers));
+    for line in ["M merged/common", "A brand-new", "D merged/from3"] {
+        assert!(
+            from_images.lines().any(|l| l == line),
+            "{line}: {from_images}"
+        );
+    }
+    // Case-folded lookups across images.
+    let m = MountGuard::new(&images, None, &mnt, &["casefold"]);
+    assert_eq!(
+        fs::read_to_string(m.join("MERGED/FROM1")).unwrap(),
+        "only in lower1\n"
+    );
+    assert_eq!(
+        fs::read_to_string(m.join("names/readme.txt")).unwrap(),
+        "mixed-case name\n"
+    );
     unmount_clean(m);
 }

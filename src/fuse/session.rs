@@ -33,6 +33,8 @@ pub struct MountConfig {
     /// Open upper files in FUSE passthrough mode where the kernel and
     /// the daemon's privileges allow it.
     pub passthrough: bool,
+    /// Detach the mount when the daemon ends, also on SIGKILL.
+    pub auto_unmount: bool,
 }
 
 /// The mount table shows the type `fuse.fimfs`, which `findmnt -t
@@ -177,6 +179,30 @@ impl Shutdown {
     }
 }
 
+/// `auto_unmount`: starts `fimfs auto-unmount-watch MNT ID` as a process
+/// of its own, its stdin the read end of a pipe whose write end only this
+/// process holds (close-on-exec, so no child inherits it). When this
+/// process ends, killed or not, the watcher reads end of file and detaches
+/// the mount. Returns the write end, to hold while serving.
+fn spawn_unmount_watcher(mountpoint: &Path, id: u32) -> Option<std::io::PipeWriter> {
+    use std::os::unix::process::CommandExt;
+    let spawn = || -> std::io::Result<std::io::PipeWriter> {
+        let (rd, wr) = std::io::pipe()?;
+        std::process::Command::new("/proc/self/exe")
+            .arg("auto-unmount-watch")
+            .arg(mountpoint)
+            .arg(id.to_string())
+            .stdin(rd)
+            .stdout(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()?;
+        Ok(wr)
+    };
+    spawn()
+        .inspect_err(|e| tracing::warn!("auto_unmount: cannot start the watcher: {e}"))
+        .ok()
+}
+
 /// The mount id of the newest FUSE mount on `path`: the one just made.
 fn mount_id(path: &Path) -> Option<u32> {
     mountinfo::read()
@@ -241,8 +267,12 @@ pub fn serve(
             std::process::exit(0);
         }
     });
+    let mut _watcher = None;
     match mount_id(&cfg.mountpoint) {
         Some(id) => {
+            if cfg.auto_unmount {
+                _watcher = spawn_unmount_watcher(&cfg.mountpoint, id);
+            }
             let s = stop.clone();
             std::thread::spawn(move || watch_detach(id, s));
         }

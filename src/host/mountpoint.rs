@@ -49,3 +49,20 @@ pub fn detach_if_dead(mountpoint: &Path) {
         unmount_lazy(mountpoint);
     }
 }
+
+/// The watcher side of `auto_unmount`: waits until `alive` reads end of
+/// file (every copy of its write end closed: the daemon is gone, however
+/// it ended), then detaches the mount at `path` if it is still the one
+/// with mount id `id` (the same FUSE mount, not a newer one made there
+/// since). Runs in a process of its own, so a SIGKILL of the daemon does
+/// not take it along.
+pub fn unmount_when_closed(mut alive: impl std::io::Read, path: &Path, id: u32) {
+    let mut buf = [0u8; 64];
+    while !matches!(alive.read(&mut buf), Ok(0) | Err(_)) {}
+    let still = super::mountinfo::read()
+        .into_iter()
+        .any(|m| m.id == id && m.point == path && m.is_fuse());
+    if still {
+        unmount_lazy(path);
+    }
+}

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use super::error::{Located, SectionId, invalid};
 use super::meta::Tables;
-use super::tree::{Chunk, Classes, Entry, InodeId, Kind, Totals, Tree};
+use super::tree::{Chunk, Classes, Entry, Inode, InodeId, Kind, Totals, Tree};
 
 /// Spoiled entries logged one by one per image.
 pub const LOGGED_DROPS: u64 = 20;
@@ -32,14 +32,14 @@ pub fn build(t: Tables, blocks: usize, id: SectionId, path: &Path) -> R<Tree> {
         ));
     }
     let classes = classes(&t, id)?;
-    check_inodes(&t, &classes, id)?;
+    let inodes = check_inodes(&t, &classes, id)?;
     check_symlinks(&t, id)?;
-    let (chunks, sizes) = check_chunks(&t, blocks, id)?;
-    let bytes = sizes.iter().fold(0u64, |a, &s| a.saturating_add(s));
+    let (chunks, bytes) = check_chunks(&t, blocks, id)?;
+    drop((t.inodes, t.chunks));
     let mut tree = Tree {
         names: t.names,
         links: t.links,
-        inodes: t.inodes,
+        inodes,
         modes: t.modes,
         uids: t.uids,
         gids: t.gids,
@@ -48,7 +48,6 @@ pub fn build(t: Tables, blocks: usize, id: SectionId, path: &Path) -> R<Tree> {
         shared: t.shared,
         chunk_table: t.chunk_table,
         chunks,
-        sizes,
         devices: t.devices,
         times: t.times,
         totals: Totals {
@@ -129,7 +128,8 @@ fn expected(c: &Classes, ino: u32, kind: Kind) -> bool {
     }
 }
 
-fn check_inodes(t: &Tables, c: &Classes, id: SectionId) -> R<()> {
+/// Checks every inode; returns them in our compact form.
+fn check_inodes(t: &Tables, c: &Classes, id: SectionId) -> R<Vec<Inode>> {
     let times = t.times;
     let time_ok = |off: u32| {
         u64::from(off)
@@ -137,6 +137,7 @@ fn check_inodes(t: &Tables, c: &Classes, id: SectionId) -> R<()> {
             .and_then(|s| s.checked_add(times.base))
             .is_some_and(|s| i64::try_from(s).is_ok())
     };
+    let mut out = Vec::with_capacity(t.inodes.len());
     for (n, i) in t.inodes.iter().enumerate() {
         let bad = |what: &str| invalid(id, format!("inode {n}: {what}"));
         let mode = *t
@@ -154,8 +155,16 @@ fn check_inodes(t: &Tables, c: &Classes, id: SectionId) -> R<()> {
         if !time_ok(i.mtime_offset) || !all {
             return Err(bad("time beyond range"));
         }
+        out.push(Inode {
+            mode_index: i.mode_index,
+            owner_index: i.owner_index,
+            group_index: i.group_index,
+            atime_offset: i.atime_offset,
+            mtime_offset: i.mtime_offset,
+            ctime_offset: i.ctime_offset,
+        });
     }
-    Ok(())
+    Ok(out)
 }
 
 fn check_symlinks(t: &Tables, id: SectionId) -> R<()> {
@@ -170,8 +179,8 @@ fn check_symlinks(t: &Tables, id: SectionId) -> R<()> {
 }
 
 /// Checks every chunk and the chunk table; returns the chunks in our form
-/// and each file store's size.
-fn check_chunks(t: &Tables, blocks: usize, id: SectionId) -> R<(Vec<Chunk>, Vec<u64>)> {
+/// and the bytes of all file stores.
+fn check_chunks(t: &Tables, blocks: usize, id: SectionId) -> R<(Vec<Chunk>, u64)> {
     let bs = u64::from(t.block_size);
     let mut out = Vec::with_capacity(t.chunks.len());
     for (n, c) in t.chunks.iter().enumerate() {
@@ -189,13 +198,14 @@ fn check_chunks(t: &Tables, blocks: usize, id: SectionId) -> R<(Vec<Chunk>, Vec<
             size: c.size,
         });
     }
-    let mut sizes = Vec::with_capacity(t.chunk_table.len().saturating_sub(1));
+    let mut bytes = 0u64;
     for (s, w) in t.chunk_table.windows(2).enumerate() {
         let range = out.get(w[0] as usize..w[1] as usize);
         let range = range.ok_or_else(|| invalid(id, format!("file store {s}: chunk range")))?;
-        sizes.push(range.iter().map(|c| u64::from(c.size)).sum());
+        let size: u64 = range.iter().map(|c| u64::from(c.size)).sum();
+        bytes = bytes.saturating_add(size);
     }
-    Ok((out, sizes))
+    Ok((out, bytes))
 }
 
 /// Why a name cannot be an entry, if it cannot.

@@ -146,7 +146,7 @@ impl<'a> Frozen<'a> {
                 let bits = if o >= 0 { o * 8 } else { -o };
                 At {
                     layout: self.layout(f.layout_id),
-                    bit: at.bit + bits as u64,
+                    bit: at.bit.saturating_add(bits as u64),
                     storage: at.storage,
                 }
             }
@@ -156,11 +156,11 @@ impl<'a> Frozen<'a> {
 
     /// The absolute bit position, refused where the crate's u32 would wrap.
     fn position(&self, at: At<'a>) -> Result<u64, String> {
-        let pos = at.storage * 8 + at.bit;
-        if pos > u64::from(u32::MAX) {
-            return Err("frozen position beyond 2^32 bits".into());
-        }
-        Ok(pos)
+        at.storage
+            .checked_mul(8)
+            .and_then(|s| s.checked_add(at.bit))
+            .filter(|&p| p <= u64::from(u32::MAX))
+            .ok_or_else(|| "frozen position beyond 2^32 bits".into())
     }
 
     fn uint(&self, at: At<'a>) -> Result<u64, String> {
@@ -174,7 +174,7 @@ impl<'a> Frozen<'a> {
         let pos = self.position(at)?;
         let mut v = 0u64;
         for k in 0..bits {
-            let p = pos + k;
+            let p = pos.saturating_add(k);
             let byte = self
                 .bytes
                 .get((p / 8) as usize)
@@ -201,10 +201,11 @@ impl<'a> Frozen<'a> {
     fn list(&self, at: At<'a>) -> Result<(u64, At<'a>), String> {
         let distance = self.uint(self.field(at, 1))?;
         let count = self.uint(self.field(at, 2))?;
-        let storage = at.storage + distance;
-        if storage > u64::from(u32::MAX) {
-            return Err("frozen list storage beyond 2^32".into());
-        }
+        let storage = at
+            .storage
+            .checked_add(distance)
+            .filter(|&s| s <= u64::from(u32::MAX))
+            .ok_or("frozen list storage beyond 2^32")?;
         let elem = self.field(at, 3);
         let elem = At {
             layout: elem.layout,
@@ -213,6 +214,21 @@ impl<'a> Frozen<'a> {
         };
         Ok((count, elem))
     }
+}
+
+/// `options.subsecond_resolution_nsec_multiplier` (field 6 of the options,
+/// added by dwarfs 0.14), which the crate's `Metadata` does not read: an
+/// image that has it stores sub-second times this reader drops.
+pub fn subsecond_multiplier(schema: &Schema, bytes: &[u8]) -> Option<u64> {
+    let f = Frozen { schema, bytes };
+    let root = At {
+        layout: f.layout(schema.root_layout),
+        bit: 0,
+        storage: 0,
+    };
+    let options = f.present(f.field(root, 18)).ok()??;
+    let multiplier = f.present(f.field(options, 6)).ok()??;
+    f.uint(multiplier).ok().filter(|&m| m != 0)
 }
 
 /// Running totals of the census.
@@ -329,7 +345,7 @@ fn strings(f: &Frozen<'_>, at: At<'_>, t: &mut Tally, len: usize) -> Result<(), 
         .map_or(0, |l| u64::try_from(l.bits).unwrap_or(0));
     for k in 0..count {
         let elem = At {
-            bit: k * stride,
+            bit: k.saturating_mul(stride),
             ..first
         };
         let n = f.uint(f.field(elem, 2))?;

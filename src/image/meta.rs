@@ -8,10 +8,12 @@
 //! files table, packed and FSST string tables) are undone here with checked
 //! arithmetic; nothing here trusts an index yet: `tree` validates.
 //!
-//! The crate's `Metadata` has no field for sub-second times (format 2.5 of
-//! dwarfs ≥ 0.13 may store them): such times are read to the second.
+//! The crate's `Metadata` has no field for sub-second times (which images
+//! of mkdwarfs ≥ 0.14 may store; 0.5–0.13 store whole seconds): such times
+//! are read to the second, with one log line.
 use std::fs::File;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
 
 use dwarfs::metadata::{DirEntry, InodeData, Metadata, Schema, StringTable};
 
@@ -36,12 +38,9 @@ pub struct Strings {
 }
 
 impl Strings {
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {
         self.ends.len().saturating_sub(1)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     pub fn get(&self, i: u32) -> Option<&[u8]> {
@@ -104,7 +103,8 @@ fn decoded(file: &File, section: &Section, max: usize) -> Result<Vec<u8>, Locate
 }
 
 /// Reads, checks, decodes, parses and unpacks the metadata of `map`.
-pub fn load(file: &File, map: &SectionMap) -> Result<Tables, Located> {
+/// `label` names the image in log lines.
+pub fn load(file: &File, map: &SectionMap, label: &Path) -> Result<Tables, Located> {
     let (sid, mid) = (map.schema.id, map.metadata.id);
     let schema_bytes = decoded(file, &map.schema, SCHEMA_MAX)?;
     frozen::check_schema(&schema_bytes).map_err(|m| Located::new(Some(sid), Reason::Parse(m)))?;
@@ -113,6 +113,12 @@ pub fn load(file: &File, map: &SectionMap) -> Result<Tables, Located> {
     drop(schema_bytes);
     let bytes = decoded(file, &map.metadata, METADATA_MAX)?;
     frozen::census(&schema, &bytes).map_err(|m| invalid(mid, m))?;
+    if let Some(m) = frozen::subsecond_multiplier(&schema, &bytes) {
+        tracing::warn!(
+            "DwarFS image {}: sub-second times (x{m} ns) are read to the second",
+            label.display()
+        );
+    }
     let meta = guarded(mid, || Metadata::parse(&schema, &bytes))?
         .map_err(|e| Located::new(Some(mid), Reason::Parse(e.to_string())))?;
     drop(bytes);
@@ -319,6 +325,14 @@ mod tests {
         assert!(compact_strings(ID, "names", t.clone()).is_err(), "unsorted");
         t.index = vec![0, 7];
         assert!(compact_strings(ID, "names", t).is_err(), "past the buffer");
+    }
+
+    #[test]
+    fn a_panic_in_the_crate_becomes_an_error_for_the_section() {
+        let e = guarded(ID, || -> u32 { panic!("index out of bounds") }).unwrap_err();
+        assert_eq!(e.section, Some(ID));
+        assert_eq!(e.reason, Reason::Panic("index out of bounds".into()));
+        assert_eq!(guarded(ID, || 7).unwrap(), 7);
     }
 
     #[test]

@@ -33,6 +33,14 @@
 //! What is taken from the `dwarfs` crate (MIT/Apache): the frozen-thrift
 //! metadata decoder and FSST string tables. Sections, blocks, validation
 //! and the cache are ours (see the README for why).
+//!
+//! What the opener does not read (each refused with a clear [`ImageError`],
+//! never a panic): formats other than 2.3–2.5 (mkdwarfs before 0.5); images
+//! whose metadata sets a `features` flag; metadata compressed with a codec
+//! `codec` does not decode, or larger than 512 MiB decoded (`meta`); lists
+//! of zero-bit elements longer than the metadata has bits (`frozen`; no
+//! writer is known to produce them). Sub-second times (mkdwarfs ≥ 0.14)
+//! are read to the second. SHA-512/256 checksums are not checked (XXH3 is).
 pub mod binary;
 mod block;
 mod build;
@@ -40,7 +48,7 @@ pub mod cache;
 pub mod codec;
 pub mod error;
 mod frozen;
-pub mod meta;
+mod meta;
 mod readahead;
 pub mod sections;
 pub mod source;
@@ -104,8 +112,8 @@ impl Image {
         } else {
             PathBuf::from(format!("{}@{offset}", path.display()))
         };
-        let map = sections::open(&file, offset, size).map_err(|e| e.at(label.clone()))?;
-        let tables = meta::load(&file, &map).map_err(|e| e.at(label.clone()))?;
+        let map = sections::open(&file, offset, size, &label).map_err(|e| e.at(label.clone()))?;
+        let tables = meta::load(&file, &map, &label).map_err(|e| e.at(label.clone()))?;
         let block_size = tables.block_size;
         let tree = build::build(tables, map.blocks.len(), map.metadata.id, &label)
             .map_err(|e| e.at(label.clone()))?;

@@ -16,6 +16,7 @@
 //! ([`read_payload`]); data blocks are checked by the cache at load.
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 
 use xxhash_rust::xxh3::Xxh3Default;
 
@@ -127,8 +128,14 @@ fn read_header(file: &File, at: u64) -> Result<Option<Header>, std::io::Error> {
 }
 
 /// Finds and maps the sections of the image at `offset` in `file`, `size`
-/// bytes long (to the end of the file when `None`).
-pub fn open(file: &File, offset: u64, size: Option<u64>) -> Result<SectionMap, Located> {
+/// bytes long (to the end of the file when `None`); `label` names it in
+/// log lines.
+pub fn open(
+    file: &File,
+    offset: u64,
+    size: Option<u64>,
+    label: &Path,
+) -> Result<SectionMap, Located> {
     let file_len = file.metadata().map_err(|e| io_err(None, &e))?.len();
     let end = match size {
         Some(s) => offset.checked_add(s).filter(|&e| e <= file_len),
@@ -150,7 +157,7 @@ pub fn open(file: &File, offset: u64, size: Option<u64>) -> Result<SectionMap, L
         };
         return Err(Located::new(Some(id), Reason::Version { major, minor }));
     }
-    let (headers, indexed) = match from_index(file, start, end, &first) {
+    let (headers, indexed) = match from_index(file, start, end, &first, label) {
         Some(h) => (h, true),
         None => (walk(file, start, end)?, false),
     };
@@ -216,7 +223,13 @@ fn find_start(file: &File, offset: u64, end: u64) -> Result<u64, Located> {
 
 /// The headers as the section index lists them, if the image has an index
 /// and every header agrees with it; `None` sends the caller to [`walk`].
-fn from_index(file: &File, start: u64, end: u64, first: &Header) -> Option<Vec<(u64, Header)>> {
+fn from_index(
+    file: &File,
+    start: u64,
+    end: u64,
+    first: &Header,
+    label: &Path,
+) -> Option<Vec<(u64, Header)>> {
     if (first.major, first.minor) < (2, 4) || end - start < HEADER_SIZE + 8 {
         return None;
     }
@@ -237,7 +250,10 @@ fn from_index(file: &File, start: u64, end: u64, first: &Header) -> Option<Vec<(
     file.read_exact_at(&mut payload, index_at + HEADER_SIZE)
         .ok()?;
     if !h.checksum_ok(&payload) {
-        tracing::warn!("DwarFS section index: checksum mismatch; walking the sections");
+        tracing::warn!(
+            "DwarFS image {}: section index checksum mismatch; walking the sections",
+            label.display()
+        );
         return None;
     }
     let entries: Vec<u64> = payload
@@ -246,7 +262,10 @@ fn from_index(file: &File, start: u64, end: u64, first: &Header) -> Option<Vec<(
         .collect();
     let headers = check_index(file, start, end, &entries);
     if headers.is_none() {
-        tracing::warn!("DwarFS section index disagrees with the sections; walking them");
+        tracing::warn!(
+            "DwarFS image {}: section index disagrees with the sections; walking them",
+            label.display()
+        );
     }
     headers
 }
@@ -445,7 +464,7 @@ mod tests {
     #[test]
     fn headers_are_walked_and_classified() {
         let f = file_with(&image());
-        let map = open(&f, 0, None).unwrap();
+        let map = open(&f, 0, None, Path::new("t")).unwrap();
         assert!(!map.indexed);
         assert_eq!(map.blocks.len(), 1);
         assert_eq!(map.blocks[0].payload, 64);
@@ -455,12 +474,48 @@ mod tests {
         assert!(read_payload(&f, &map.metadata, 3).is_err(), "bounded");
     }
 
+    /// `image()` with a section index, behind `header` bytes.
+    fn indexed_image(header: usize) -> Vec<u8> {
+        let body = image();
+        let mut entries = Vec::new();
+        let mut at = 0usize;
+        while at < body.len() {
+            let kind = u16::from_le_bytes([body[at + 52], body[at + 53]]);
+            entries.push((u64::from(kind) << 48) | at as u64);
+            let size = u64::from_le_bytes(body[at + 56..at + 64].try_into().unwrap());
+            at += 64 + size as usize;
+        }
+        entries.push((u64::from(SECTION_INDEX) << 48) | body.len() as u64);
+        let payload: Vec<u8> = entries.iter().flat_map(|e| e.to_le_bytes()).collect();
+        let mut out = vec![b'#'; header];
+        out.extend(body);
+        out.extend(section(3, SECTION_INDEX, &payload));
+        out
+    }
+
+    #[test]
+    fn the_section_index_is_used_when_it_agrees() {
+        for header in [0, 100] {
+            let f = file_with(&indexed_image(header));
+            let map = open(&f, 0, None, Path::new("t")).unwrap();
+            assert!(map.indexed, "header {header}");
+            assert_eq!(map.start, header as u64);
+            assert_eq!(map.metadata.loc.header, header as u64 + 64 + 4 + 64 + 6);
+        }
+        let mut bad = indexed_image(0);
+        let n = bad.len();
+        bad[n - 16] ^= 1; // the METADATA_V2 entry's offset
+        let map = open(&file_with(&bad), 0, None, Path::new("t")).unwrap();
+        assert!(!map.indexed, "a broken index is not used");
+        assert_eq!(map.blocks.len(), 1);
+    }
+
     #[test]
     fn the_scan_is_bounded_and_skips_false_magic() {
         let mut bytes = b"DWARFS\x02 is text, not a header".repeat(10);
         bytes.extend(image());
         let f = file_with(&bytes);
-        let map = open(&f, 0, None).unwrap_err();
+        let map = open(&f, 0, None, Path::new("t")).unwrap_err();
         // A header-like text at offset 0 is taken as the header and refused.
         assert!(matches!(
             map.reason,
@@ -469,27 +524,32 @@ mod tests {
         let mut bytes = vec![b'x'; 1000];
         bytes.extend(image());
         let f = file_with(&bytes);
-        assert_eq!(open(&f, 0, None).unwrap().start, 1000);
+        assert_eq!(open(&f, 0, None, Path::new("t")).unwrap().start, 1000);
         assert_eq!(
-            open(&f, 10, Some(bytes.len() as u64 - 10)).unwrap().start,
+            open(&f, 10, Some(bytes.len() as u64 - 10), Path::new("t"))
+                .unwrap()
+                .start,
             1000
         );
         let f = file_with(&vec![0u8; 4096]);
-        assert_eq!(open(&f, 0, None).unwrap_err().reason, Reason::NotAnImage);
+        assert_eq!(
+            open(&f, 0, None, Path::new("t")).unwrap_err().reason,
+            Reason::NotAnImage
+        );
     }
 
     #[test]
     fn duplicates_missing_and_bad_numbers_are_refused() {
         let mut v = image();
         v.extend(section(3, METADATA_V2, b"again"));
-        let e = open(&file_with(&v), 0, None).unwrap_err();
+        let e = open(&file_with(&v), 0, None, Path::new("t")).unwrap_err();
         assert_eq!(e.reason, Reason::Duplicate(METADATA_V2));
         let v = section(0, BLOCK, b"only");
-        let e = open(&file_with(&v), 0, None).unwrap_err();
+        let e = open(&file_with(&v), 0, None, Path::new("t")).unwrap_err();
         assert_eq!(e.reason, Reason::Missing(METADATA_V2_SCHEMA));
         let mut v = section(0, BLOCK, b"x");
         v.extend(section(5, METADATA_V2_SCHEMA, b"s"));
-        let e = open(&file_with(&v), 0, None).unwrap_err();
+        let e = open(&file_with(&v), 0, None, Path::new("t")).unwrap_err();
         assert!(matches!(e.reason, Reason::BadHeader(_)), "{e:?}");
         assert_eq!(e.section.unwrap().number, 1);
     }

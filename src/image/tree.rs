@@ -13,8 +13,6 @@
 //!
 //! Memory: a few flat vectors of u32 (entries, ranges, inodes, chunks) and
 //! two byte arenas (names, symlink targets); no allocation per entry.
-use dwarfs::metadata::InodeData;
-
 use super::meta::{Strings, Times};
 
 /// An inode of the image: its number in the image's inode table. The root
@@ -85,6 +83,18 @@ pub struct Chunk {
     pub size: u32,
 }
 
+/// One inode's record: indexes into the mode, uid and gid tables, and
+/// time offsets (24 bytes; the crate's record carries two dead fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) struct Inode {
+    pub mode_index: u32,
+    pub owner_index: u32,
+    pub group_index: u32,
+    pub atime_offset: u32,
+    pub mtime_offset: u32,
+    pub ctime_offset: u32,
+}
+
 /// One directory entry: a name (index into the name table) and an inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Entry {
@@ -127,7 +137,7 @@ pub struct Tree {
     pub(super) first: Vec<u32>,
     /// Per directory, its parent directory (the root's is itself).
     pub(super) parent: Vec<u32>,
-    pub(super) inodes: Vec<InodeData>,
+    pub(super) inodes: Vec<Inode>,
     pub(super) nlink: Vec<u32>,
     pub(super) modes: Vec<u32>,
     pub(super) uids: Vec<u32>,
@@ -137,8 +147,6 @@ pub struct Tree {
     pub(super) shared: Vec<u32>,
     pub(super) chunk_table: Vec<u32>,
     pub(super) chunks: Vec<Chunk>,
-    /// Per file store, the sum of its chunks.
-    pub(super) sizes: Vec<u64>,
     pub(super) devices: Vec<u64>,
     pub(super) times: Times,
     pub(super) totals: Totals,
@@ -187,6 +195,18 @@ impl Tree {
             .map(|e| (self.name(e), InodeId(e.inode)))
     }
 
+    /// How many entries `dir` has (0 for a non-directory).
+    pub fn entry_count(&self, dir: InodeId) -> usize {
+        self.dir_range(dir).len()
+    }
+
+    /// The entry at `index` of `dir` in stored order: readdir resumes at
+    /// an offset without walking the entries before it.
+    pub fn entry_at(&self, dir: InodeId, index: usize) -> Option<(&[u8], InodeId)> {
+        let e = self.dir_range(dir).get(index)?;
+        Some((self.name(e), InodeId(e.inode)))
+    }
+
     /// The parent of directory `dir` (the root is its own parent); `None`
     /// for a non-directory or a directory not reachable from the root.
     pub fn parent(&self, dir: InodeId) -> Option<InodeId> {
@@ -222,7 +242,7 @@ impl Tree {
         let mode = *self.modes.get(i.mode_index as usize)?;
         let kind = Kind::from_mode(mode)?;
         let size = match kind {
-            Kind::File => *self.sizes.get(self.store(ino.0)?)?,
+            Kind::File => self.chunks(ino).iter().map(|c| u64::from(c.size)).sum(),
             Kind::Symlink => self.readlink(ino).map_or(0, |l| l.len() as u64),
             _ => 0,
         };
@@ -298,8 +318,8 @@ impl Tree {
         self.names.heap_bytes()
             + self.links.heap_bytes()
             + 4 * v4
-            + 8 * (self.entries.capacity() + self.sizes.capacity() + self.devices.capacity())
+            + 8 * (self.entries.capacity() + self.devices.capacity())
             + 12 * self.chunks.capacity()
-            + size_of::<InodeData>() * self.inodes.capacity()
+            + size_of::<Inode>() * self.inodes.capacity()
     }
 }

@@ -16,11 +16,16 @@
 //!   new or a copy of a lower one, and only the lowers can tell which.
 use super::scan::{self, Change, Item, Visitor};
 use super::{Error, json_str, quote, type_name};
-use crate::layer::Layer;
+use crate::host::paths::absolute;
+use crate::image::BlockCache;
+use crate::image::source;
+use crate::layer::marker::Probe;
+use crate::layer::{Dir, Layer, Lower as LowerLayer};
+use crate::mount::open_lowers;
 use crate::sys::{self, Errno};
-use crate::union::marker::{self, Probe};
+use crate::union::marker;
 use std::fmt::Write as _;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,9 +62,9 @@ pub struct Line {
 enum Below {
     /// No lowers given.
     Unknown,
-    /// The lowers' directories that merge here, top-most first (empty:
-    /// nothing below shows here).
-    Dirs(Vec<OwnedFd>),
+    /// The lowers' directories that merge here, top-most first, each with
+    /// the index of its lower (empty: nothing below shows here).
+    Dirs(Vec<(usize, Dir)>),
 }
 
 /// What the lowers hold at one name.
@@ -70,15 +75,20 @@ enum Lower {
     Absent,
     /// The winning entry, and for a directory the lower directories that
     /// merge into it, top-most first.
-    Found(libc::stat, Vec<OwnedFd>),
+    Found(libc::stat, Vec<(usize, Dir)>),
 }
 
 /// Resolves `name` in the lowers' directories `dirs`.
-fn find_below(dirs: &[OwnedFd], name: &[u8]) -> sys::Result<Lower> {
+fn find_below(
+    lowers: &[Box<dyn LowerLayer>],
+    dirs: &[(usize, Dir)],
+    name: &[u8],
+) -> sys::Result<Lower> {
     let mut found: Option<libc::stat> = None;
     let mut sub = Vec::new();
-    for d in dirs {
-        let st = match marker::probe(d.as_fd(), name)? {
+    for (i, d) in dirs {
+        let layer = lowers.get(*i).ok_or(Errno::EIO)?;
+        let st = match layer.probe(d, name, true)? {
             Probe::Absent => continue,
             Probe::Whiteout => break,
             Probe::Entry(st) => st,
@@ -88,14 +98,9 @@ fn find_below(dirs: &[OwnedFd], name: &[u8]) -> sys::Result<Lower> {
             // A non-directory wins, or ends the merge below a directory.
             break;
         }
-        let fd = sys::openat(
-            d.as_fd(),
-            &sys::cstr(name)?,
-            libc::O_PATH | libc::O_DIRECTORY,
-            0,
-        )?;
-        let opaque = marker::dir_marks(fd.as_fd()).opaque;
-        sub.push(fd);
+        let dir = layer.open_dir(d, name)?;
+        let opaque = layer.marks(&dir).opaque;
+        sub.push((*i, dir));
         if opaque {
             break;
         }
@@ -111,6 +116,7 @@ fn is_dir(st: &libc::stat) -> bool {
 }
 
 struct Differ {
+    lowers: Vec<Box<dyn LowerLayer>>,
     below: Vec<Below>,
     root_below: Option<Below>,
     lines: Vec<Line>,
@@ -120,7 +126,7 @@ impl Differ {
     fn lookup(&self, item: &Item<'_>) -> Result<Lower, Error> {
         match self.below.last() {
             Some(Below::Dirs(ds)) => {
-                find_below(ds, item.name()).map_err(|e| lower_error(item.path, e))
+                find_below(&self.lowers, ds, item.name()).map_err(|e| lower_error(item.path, e))
             }
             _ => Ok(Lower::Unknown),
         }
@@ -207,25 +213,33 @@ impl Visitor for Differ {
     }
 }
 
-/// The changes `upper` makes, optionally over `lowers` (top-most first).
+/// The changes `upper` makes, optionally over `lowers` (top-most first;
+/// directories, images, FlatImage binaries, as `fimfs mount` takes them).
 pub fn diff(upper: &Path, lowers: Option<&[PathBuf]>) -> Result<Vec<Line>, String> {
     let up = Layer::open(upper).map_err(|e| format!("upper directory {e}"))?;
+    let mut opened = Vec::new();
     let root_below = match lowers {
         None => Below::Unknown,
         Some(ls) => {
-            let mut dirs = Vec::new();
+            let mut sources = Vec::new();
             for l in ls {
-                let layer = Layer::open(l).map_err(|e| format!("lower directory {e}"))?;
-                let fd = layer
+                let abs = absolute(l).map_err(|e| e.to_string())?;
+                sources.extend(source::resolve(&abs).map_err(|e| format!("lower {e}"))?);
+            }
+            // Only the metadata is read: a small cache is plenty.
+            opened = open_lowers(&sources, &BlockCache::new(1 << 20)).map_err(|e| e.to_string())?;
+            let mut dirs = Vec::new();
+            for (i, l) in opened.iter().enumerate() {
+                let root = l
                     .root()
-                    .try_clone_to_owned()
-                    .map_err(|e| format!("lower directory {}: {e}", l.display()))?;
-                dirs.push(fd);
+                    .map_err(|e| format!("lower {}: {}", l.path().display(), e.desc()))?;
+                dirs.push((i, root));
             }
             Below::Dirs(dirs)
         }
     };
     let mut d = Differ {
+        lowers: opened,
         below: Vec::new(),
         root_below: Some(root_below),
         lines: Vec::new(),

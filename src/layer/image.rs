@@ -15,7 +15,7 @@
 //!   image's (or a host directory's) handle is refused with `EXDEV`;
 //! - nothing here reads outside the image: the index is bounds-checked and
 //!   the cache checks every block against the image's section table.
-use super::lower::{Dir, DirRepr, File, FileRepr, Lower, foreign};
+use super::lower::{Dir, DirRepr, File, FileRepr, Lower, ReadAt, foreign};
 use super::marker::{self, DirMarks, Probe};
 use crate::image::tree::{Attr, InodeId, Kind};
 use crate::image::{BlockCache, Image, ImageBlocks};
@@ -48,7 +48,7 @@ impl std::fmt::Debug for Shared {
 
 /// An open regular file of an image: its chunks, and where each starts.
 #[derive(Debug)]
-pub(super) struct ImageFile {
+struct ImageFile {
     shared: Arc<Shared>,
     ino: InodeId,
     /// File offset at which each chunk starts, plus the size at the end.
@@ -271,11 +271,11 @@ impl Lower for ImageLayer {
             at = at.checked_add(c.size.into()).ok_or(Errno::EIO)?;
         }
         starts.push(at);
-        Ok(File(FileRepr::Image(ImageFile {
+        Ok(File(FileRepr::Indexed(Box::new(ImageFile {
             shared: self.inner.clone(),
             ino,
             starts,
-        })))
+        }))))
     }
 
     fn statfs(&self) -> Result<libc::statfs> {
@@ -294,10 +294,10 @@ impl Lower for ImageLayer {
 /// What `statfs` reports as the filesystem type: the bytes `DWFS`.
 const DWARFS_SUPER_MAGIC: libc::__fsword_t = 0x4457_4653;
 
-impl ImageFile {
+impl ReadAt for ImageFile {
     /// Reads up to `buf.len()` bytes at `offset`, across chunks; 0 at the
     /// end of the file.
-    pub(super) fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
         let chunks = self.shared.image.tree().chunks(self.ino);
         let mut done = 0;
         // The chunk holding `offset`: the last one starting at or before it.

@@ -72,8 +72,15 @@ pub struct File(pub(super) FileRepr);
 pub(super) enum FileRepr {
     /// Shared: an upper file's fd also pins its inode (`union::hand_out`).
     Host(Arc<OwnedFd>),
-    /// A regular file of an image, read through the block cache.
-    Image(super::image::ImageFile),
+    /// A file of a lower without fds (an image's, read through its block
+    /// cache): only its layer knows how to read it.
+    Indexed(Box<dyn ReadAt>),
+}
+
+/// How a file of a lower without fds is read.
+pub(super) trait ReadAt: Send + Sync + std::fmt::Debug {
+    /// Reads up to `buf.len()` bytes at `offset`; 0 at the end.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize>;
 }
 
 impl File {
@@ -96,7 +103,7 @@ impl File {
     pub fn shared_fd(&self) -> Option<&Arc<OwnedFd>> {
         match &self.0 {
             FileRepr::Host(fd) => Some(fd),
-            FileRepr::Image(_) => None,
+            FileRepr::Indexed(_) => None,
         }
     }
 
@@ -104,7 +111,7 @@ impl File {
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
         match &self.0 {
             FileRepr::Host(fd) => crate::sys::pread(fd.as_fd(), buf, offset),
-            FileRepr::Image(f) => f.read_at(offset, buf),
+            FileRepr::Indexed(f) => f.read_at(offset, buf),
         }
     }
 }

@@ -147,7 +147,12 @@ impl fmt::Display for MountError {
             E::DaemonGone => f.write_str("the daemon exited before the mount was ready"),
             E::Daemon(msg) => f.write_str(msg),
             E::Lower(e) => write!(f, "lower {e}"),
-            E::Image(e) => write!(f, "lower image {e}"),
+            E::Image(e) if e.reason == crate::image::Reason::NotAnImage => write!(
+                f,
+                "lower {}: is neither a directory nor a DwarFS image (no section header found)",
+                e.path.display()
+            ),
+            E::Image(e) => write!(f, "lower {e}"),
             E::ImagePlacement => f.write_str(
                 "offset= and imagesize= place one image: give exactly one lower, an image file",
             ),

@@ -10,18 +10,17 @@
 //! Invariants:
 //! - what the upper holds may change behind the mount: `Short`;
 //! - what only the lowers hold cannot, while no other daemon shares the
-//!   upper ([`Alone`]): `Long`; once one does, `Short`;
+//!   upper ([`Alone`](super::Alone)): `Long`; once one does, `Short`;
 //! - an entry reached by a spelling other than its own (casefold) is never
 //!   kept: when the entry is renamed or removed, the kernel drops only the
 //!   spelling the call used;
 //! - the pages of a lower file stay valid across opens (`keep_cache`); an
 //!   upper file's may have changed behind the mount.
 use super::attr::{Attr, Ino};
-use super::engine::Union;
+use super::engine::{Alone, Union};
 use super::node::Node;
 use crate::layer::File;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// How long the kernel may keep something the engine handed out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,26 +38,6 @@ pub enum Lifetime {
 pub struct Cache {
     pub attr: Lifetime,
     pub entry: Lifetime,
-}
-
-/// Whether this daemon is alone on its upper (true without an upper). The
-/// adapter's watcher sets it; the engine reads it for every [`Cache`].
-#[derive(Debug, Clone)]
-pub struct Alone(Arc<AtomicBool>);
-
-impl Alone {
-    pub fn new(alone: bool) -> Alone {
-        Alone(Arc::new(AtomicBool::new(alone)))
-    }
-
-    pub fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    /// Sets the flag; returns what it was.
-    pub fn set(&self, alone: bool) -> bool {
-        self.0.swap(alone, Ordering::Relaxed)
-    }
 }
 
 /// An entry the engine hands out: its number, its attributes, and what the

@@ -7,7 +7,6 @@
 //! only grows (cached layer directories of an older one are resolved
 //! again); `ns_generation` grows after every change to the upper's names.
 use super::attr::{CIOPFS_INO, Ino, InoMap, Kind, ROOT_INO, Squash};
-use super::cache::Alone;
 use super::data::Reflinks;
 use super::fold::{self, FoldCache};
 use super::node::{self, Loc, Node, NodeTable, State};
@@ -15,7 +14,7 @@ use crate::layer::{LayerId, Lower, Stack, Workdir};
 use crate::sys::{self, Errno, Result};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// A name the kernel holds for a lower-only entry: parent, name, number.
 pub type LowerOnlyName = (Ino, Vec<u8>, Ino);
@@ -221,5 +220,25 @@ impl Union {
                 sys::trim_heap();
             }
         }
+    }
+}
+
+/// Whether this daemon is alone on its upper (true without an upper). The
+/// adapter's watcher sets it; the engine reads it for every [`Cache`].
+#[derive(Debug, Clone)]
+pub struct Alone(Arc<AtomicBool>);
+
+impl Alone {
+    pub fn new(alone: bool) -> Alone {
+        Alone(Arc::new(AtomicBool::new(alone)))
+    }
+
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Sets the flag; returns what it was.
+    pub fn set(&self, alone: bool) -> bool {
+        self.0.swap(alone, Ordering::Relaxed)
     }
 }

@@ -63,8 +63,8 @@ mod setattr;
 mod write;
 
 pub use attr::{Attr, CIOPFS_INO, CIOPFS_NAME, Ino, Kind, ROOT_INO, Squash};
-pub use cache::{Alone, Cache, Created, Entry, Lifetime, Opened, OpenedDir, UpperWatch};
-pub use engine::{LowerOnlyName, Options, Union};
+pub use cache::{Cache, Created, Entry, Lifetime, Opened, OpenedDir, UpperWatch};
+pub use engine::{Alone, LowerOnlyName, Options, Union};
 pub use flags::InodeFlags;
 pub use lookup::ListedDir;
 pub use readdir::DirEntry;

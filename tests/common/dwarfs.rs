@@ -356,8 +356,9 @@ pub fn walk_all(img: &Image) -> usize {
     let mut seen = 0;
     let mut stack = vec![t.root()];
     while let Some(dir) = stack.pop() {
-        for (name, ino) in t.entries(dir) {
+        for (i, (name, ino)) in t.entries(dir).enumerate() {
             seen += 1;
+            assert_eq!(t.entry_at(dir, i), Some((name, ino)));
             assert_eq!(t.lookup(dir, name), Some(ino), "lookup of an entry listed");
             let attr = t.attr(ino).expect("attributes of a listed inode");
             let _ = t.readlink(ino);
@@ -376,6 +377,7 @@ pub fn walk_all(img: &Image) -> usize {
         assert!(seen <= 10_000_000, "walk does not end");
     }
     let _ = t.lookup(t.root(), b"no such name");
+    assert_eq!(t.entry_at(t.root(), t.entry_count(t.root())), None);
     let _ = t.attr(InodeId(u32::MAX));
     seen
 }
