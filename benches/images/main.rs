@@ -190,6 +190,68 @@ fn describe(c: &Config, bin: &Path, args: &Args) -> String {
     )
 }
 
+/// Each stack's listing compared across the sides: what differs.
+fn listings(c: &Config, stacks: &mut [Stack]) -> Vec<String> {
+    let check = Runner {
+        reps: 0,
+        cold_reps: 0,
+        timeout: c.runner.timeout,
+    };
+    let mut out = Vec::new();
+    for (i, name) in ["main5", "many20", "py20"].iter().enumerate() {
+        let w = Workload {
+            name: format!("listing of {name}"),
+            stack: i,
+            cold: false,
+            cmd: LISTING.to_string(),
+            tight: false,
+        };
+        let notes = check.measure(stacks, &w).notes;
+        out.extend(notes.into_iter().filter(|n| !n.starts_with("disturbed")));
+        let _ = stacks[i].down();
+    }
+    out
+}
+
+/// The listing check, the workloads `filter` selects, their table, notes
+/// and missed targets.
+fn workload_part(
+    c: &Config,
+    stacks: &mut [Stack],
+    many: &trees::Many,
+    filter: Option<&str>,
+) -> String {
+    let checks = listings(c, stacks);
+    let mut rows = Vec::new();
+    for w in catalogue(many)
+        .iter()
+        .filter(|w| filter.is_none_or(|f| w.name.contains(f)))
+    {
+        rows.push(c.runner.measure(stacks, w));
+        let _ = stacks[w.stack].down();
+    }
+    let (table, missed) = workloads::table(&rows);
+    let mut report = format!("\n## Workloads\n\n{table}");
+    for r in &rows {
+        for n in &r.notes {
+            report += &format!("\n- {}: {}", r.name, common::report::cell_text(n, 400));
+        }
+    }
+    let or = |v: Vec<String>, none: &str| {
+        if v.is_empty() {
+            none.to_string()
+        } else {
+            v.join("; ")
+        }
+    };
+    report += &format!(
+        "\n\nListings (`{LISTING}`) on every side equal the directories': {}\n",
+        or(checks, "yes")
+    );
+    report += &format!("\nMissed targets: {}\n", or(missed, "none"));
+    report
+}
+
 fn bench(args: &Args) -> Result<String, String> {
     let c = config(args);
     let bin = common::find_fimfs(TAG)?;
@@ -210,55 +272,7 @@ fn bench(args: &Args) -> Result<String, String> {
     if part != Some("memory") {
         let (mut stacks, many) = stacks(&c, &bin, &run)?;
         if part != Some("startup") {
-            let mut rows = Vec::new();
-            let check = Runner {
-                reps: 0,
-                cold_reps: 0,
-                timeout: c.runner.timeout,
-            };
-            let mut checks = Vec::new();
-            for (i, name) in ["main5", "many20", "py20"].iter().enumerate() {
-                let w = Workload {
-                    name: format!("listing of {name}"),
-                    stack: i,
-                    cold: false,
-                    cmd: LISTING.to_string(),
-                    tight: false,
-                };
-                let notes = check.measure(&mut stacks, &w).notes;
-                checks.extend(notes.into_iter().filter(|n| !n.starts_with("disturbed")));
-                let _ = stacks[i].down();
-            }
-            for w in catalogue(&many)
-                .iter()
-                .filter(|w| part.is_none_or(|f| w.name.contains(f)))
-            {
-                rows.push(c.runner.measure(&mut stacks, w));
-                let _ = stacks[w.stack].down();
-            }
-            let (table, missed) = workloads::table(&rows);
-            report += "\n## Workloads\n\n";
-            report += &table;
-            for r in &rows {
-                for n in &r.notes {
-                    report += &format!("\n- {}: {}", r.name, common::report::cell_text(n, 400));
-                }
-            }
-            report += &format!(
-                "\n\nListings (`{LISTING}`) on every side equal the directories': {}\n",
-                if checks.is_empty() {
-                    "yes".to_string()
-                } else {
-                    checks.join("; ")
-                }
-            );
-            report += "\nMissed targets: ";
-            report += &if missed.is_empty() {
-                "none".to_string()
-            } else {
-                missed.join("; ")
-            };
-            report += "\n";
+            report += &workload_part(&c, &mut stacks, &many, part);
         }
         if part.is_none() || part == Some("startup") {
             report += "\n## `fimfs run` start-up, 20 layers\n\n";

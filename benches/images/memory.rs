@@ -119,6 +119,42 @@ pub fn measure(
     drop_caches(3)?;
     d.mount(None)?;
     let pid = d.pid();
+    let table = steps(&mnt, pid, nonempty, bytes, timeout)?;
+    let [_, hwm, _] = status(pid);
+    d.unmount()?;
+    let bound = CACHE + heap;
+    Ok(format!(
+        "Image: {} files ({} non-empty, {} MiB of data), {} MiB on disk; \
+         metadata section {} KiB stored; the reader's index `Tree::heap_bytes()` = {:.1} MiB; \
+         cache_size = {} MiB.\n\n{}\nPeak VmHWM {} vs. cache_size + heap_bytes = {}: {}.\n",
+        thousands(DIRS * PER_DIR),
+        thousands(nonempty),
+        bytes >> 20,
+        fs::metadata(&img).map(|m| m.len() >> 20).unwrap_or(0),
+        meta_stored >> 10,
+        heap as f64 / (1 << 20) as f64,
+        CACHE >> 20,
+        table,
+        mib(hwm),
+        mib(bound >> 10),
+        if hwm * 1024 <= bound {
+            "under"
+        } else {
+            "**over**"
+        }
+    ))
+}
+
+/// Runs the steps on the mount at `mnt` (daemon `pid`): the table of the
+/// daemon's memory after each. A command whose output is not the expected
+/// count is an error.
+fn steps(
+    mnt: &Path,
+    pid: u32,
+    nonempty: u64,
+    bytes: u64,
+    timeout: Duration,
+) -> Result<String, String> {
     let m = mnt.display();
     let steps = [
         ("after mount", String::new(), String::new()),
@@ -160,27 +196,5 @@ pub fn measure(
         let [rss, hwm, anon] = status(pid);
         t.row(&[name.to_string(), mib(rss), mib(hwm), mib(anon)]);
     }
-    let [_, hwm, _] = status(pid);
-    d.unmount()?;
-    let bound = CACHE + heap;
-    Ok(format!(
-        "Image: {} files ({} non-empty, {} MiB of data), {} MiB on disk; \
-         metadata section {} KiB stored; the reader's index `Tree::heap_bytes()` = {:.1} MiB; \
-         cache_size = {} MiB.\n\n{}\nPeak VmHWM {} vs. cache_size + heap_bytes = {}: {}.\n",
-        thousands(DIRS * PER_DIR),
-        thousands(nonempty),
-        bytes >> 20,
-        fs::metadata(&img).map(|m| m.len() >> 20).unwrap_or(0),
-        meta_stored >> 10,
-        heap as f64 / (1 << 20) as f64,
-        CACHE >> 20,
-        t.text(),
-        mib(hwm),
-        mib(bound >> 10),
-        if hwm * 1024 <= bound {
-            "under"
-        } else {
-            "**over**"
-        }
-    ))
+    Ok(t.text())
 }

@@ -57,6 +57,86 @@ fn once(
     Ok(r.elapsed)
 }
 
+fn variant(
+    name: &'static str,
+    backend: &'static str,
+    lowers: Vec<PathBuf>,
+    singles: bool,
+) -> Variant {
+    Variant {
+        name,
+        backend,
+        lowers,
+        singles,
+    }
+}
+
+/// The variants; the one the ratios are taken against comes third.
+fn variants(st: &Stack) -> Vec<Variant> {
+    let singles = st.single_mnts();
+    vec![
+        variant(
+            "daemon backend (unionfs), images in-process",
+            "unionfs",
+            st.images.clone(),
+            false,
+        ),
+        variant(
+            "kernel-overlay backend (bwrap), image lowers",
+            "bwrap",
+            st.images.clone(),
+            false,
+        ),
+        variant(
+            "kernel-overlay backend (bwrap) over 20 single-image mounts",
+            "bwrap",
+            singles.clone(),
+            true,
+        ),
+        variant(
+            "daemon backend (unionfs) over 20 single-image mounts",
+            "unionfs",
+            singles,
+            true,
+        ),
+        variant(
+            "kernel-overlay backend (bwrap) over directories",
+            "bwrap",
+            st.dirs.clone(),
+            false,
+        ),
+    ]
+}
+
+/// One warm-up run of each variant (mounting the single-image daemons
+/// first where it needs them); which ones work, and why not.
+fn warm_up(
+    bin: &Path,
+    dir: &Path,
+    st: &mut Stack,
+    vs: &[Variant],
+    timeout: Duration,
+    notes: &mut Vec<String>,
+) -> Vec<bool> {
+    let mut ok = vec![true; vs.len()];
+    for (i, v) in vs.iter().enumerate() {
+        if v.singles
+            && let Err(e) = st.singles_up()
+        {
+            notes.push(format!("{}: {e}", v.name));
+        }
+        if let Err(e) = once(bin, dir, v, 0, timeout) {
+            ok[i] = false;
+            notes.push(format!(
+                "{}: fails: {}",
+                v.name,
+                crate::common::report::cell_text(&e, 300)
+            ));
+        }
+    }
+    ok
+}
+
 /// The start-up table, and the notes (failures, what is not supported).
 pub fn measure(
     bin: &Path,
@@ -67,58 +147,10 @@ pub fn measure(
 ) -> String {
     let dir = run_dir.join("startup");
     let _ = fs::create_dir_all(&dir);
-    let singles = st.single_mnts();
-    let variants = [
-        Variant {
-            name: "daemon backend (unionfs), images in-process",
-            backend: "unionfs",
-            lowers: st.images.clone(),
-            singles: false,
-        },
-        Variant {
-            name: "kernel-overlay backend (bwrap), image lowers",
-            backend: "bwrap",
-            lowers: st.images.clone(),
-            singles: false,
-        },
-        Variant {
-            name: "kernel-overlay backend (bwrap) over 20 single-image mounts",
-            backend: "bwrap",
-            lowers: singles.clone(),
-            singles: true,
-        },
-        Variant {
-            name: "daemon backend (unionfs) over 20 single-image mounts",
-            backend: "unionfs",
-            lowers: singles,
-            singles: true,
-        },
-        Variant {
-            name: "kernel-overlay backend (bwrap) over directories",
-            backend: "bwrap",
-            lowers: st.dirs.clone(),
-            singles: false,
-        },
-    ];
+    let variants = variants(st);
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); variants.len() + 1];
     let mut notes = Vec::new();
-    let mut ok = vec![true; variants.len()];
-    // Warm-up (and the check that each variant works).
-    for (i, v) in variants.iter().enumerate() {
-        if v.singles
-            && let Err(e) = st.singles_up()
-        {
-            notes.push(format!("{}: {e}", v.name));
-        }
-        if let Err(e) = once(bin, &dir, v, 0, timeout) {
-            ok[i] = false;
-            notes.push(format!(
-                "{}: fails: {}",
-                v.name,
-                crate::common::report::cell_text(&e, 300)
-            ));
-        }
-    }
+    let mut ok = warm_up(bin, &dir, st, &variants, timeout, &mut notes);
     for round in 0..reps {
         // The mount of the 20 single-image daemons, from nothing.
         if st.down().is_ok() {
@@ -145,6 +177,12 @@ pub fn measure(
         }
     }
     let _ = st.down();
+    render(&variants, &times, &notes)
+}
+
+/// The table: each variant's median, its ratio to the kernel overlay over
+/// the single-image mounts (and to that plus their mount); the notes.
+fn render(variants: &[Variant], times: &[Vec<Duration>], notes: &[String]) -> String {
     let base = median(&times[2]).as_secs_f64();
     let mut t = Table::new(&[
         "`fimfs run … -- /usr/bin/true`, 20 layers",

@@ -77,52 +77,23 @@ impl Runner {
         };
         eprintln!("fimfs-images: {} …", w.name);
         let foreign = ForeignDrops::start();
-        let reference = match self.once(st, Side::KernelDir, w) {
-            Ok(r) => r.stdout,
-            Err(e) => {
-                row.notes.push(format!("reference failed: {e}"));
-                return row;
-            }
-        };
-        let mut ok = [true; 4];
-        for side in SIDES {
-            match self.once(st, side, w) {
-                Ok(r) if r.stdout == reference => {}
-                Ok(r) => {
-                    ok[side.index()] = false;
-                    row.notes.push(format!(
-                        "{}: output differs from the directories': {:?} vs {:?}",
-                        side.label(),
-                        crate::common::tail(r.stdout.trim(), 120),
-                        crate::common::tail(reference.trim(), 120)
-                    ));
+        if let Some((reference, mut ok)) = self.preflight(st, w, &mut row.notes) {
+            let reps = if w.cold { self.cold_reps } else { self.reps };
+            for round in 0..reps {
+                let mut order = SIDES;
+                if round % 2 == 1 {
+                    order.reverse();
                 }
-                Err(e) => {
-                    ok[side.index()] = false;
-                    row.notes.push(e);
-                }
-            }
-        }
-        let reps = if w.cold { self.cold_reps } else { self.reps };
-        for round in 0..reps {
-            let mut order = SIDES;
-            if round % 2 == 1 {
-                order.reverse();
-            }
-            for side in order {
-                if !ok[side.index()] {
-                    continue;
-                }
-                match self.once(st, side, w) {
-                    Ok(r) if r.stdout == reference => row.times[side.index()].push(r.elapsed),
-                    Ok(_) => {
-                        ok[side.index()] = false;
-                        row.notes.push(format!("{}: output changed", side.label()));
+                for side in order.into_iter().filter(|s| ok[s.index()]) {
+                    match self.once(st, side, w) {
+                        Ok(r) if r.stdout == reference => row.times[side.index()].push(r.elapsed),
+                        Ok(_) => row.notes.push(format!("{}: output changed", side.label())),
+                        Err(e) => row.notes.push(e),
                     }
-                    Err(e) => {
-                        ok[side.index()] = false;
-                        row.notes.push(e);
-                    }
+                }
+                // A side that failed once is not run again.
+                for (i, t) in row.times.iter().enumerate() {
+                    ok[i] &= t.len() > round;
                 }
             }
         }
@@ -136,6 +107,44 @@ impl Runner {
             ));
         }
         row
+    }
+
+    /// Runs `w` once on side 4 (the reference output) and on every side;
+    /// returns the reference and which sides matched it, or `None` when the
+    /// reference itself failed. What went wrong goes to `notes`.
+    fn preflight(
+        &self,
+        st: &mut Stack,
+        w: &Workload,
+        notes: &mut Vec<String>,
+    ) -> Option<(String, [bool; 4])> {
+        let reference = match self.once(st, Side::KernelDir, w) {
+            Ok(r) => r.stdout,
+            Err(e) => {
+                notes.push(format!("reference failed: {e}"));
+                return None;
+            }
+        };
+        let mut ok = [true; 4];
+        for side in SIDES {
+            match self.once(st, side, w) {
+                Ok(r) if r.stdout == reference => {}
+                Ok(r) => {
+                    ok[side.index()] = false;
+                    notes.push(format!(
+                        "{}: output differs from the directories': {:?} vs {:?}",
+                        side.label(),
+                        crate::common::tail(r.stdout.trim(), 120),
+                        crate::common::tail(reference.trim(), 120)
+                    ));
+                }
+                Err(e) => {
+                    ok[side.index()] = false;
+                    notes.push(e);
+                }
+            }
+        }
+        Some((reference, ok))
     }
 }
 
