@@ -47,10 +47,14 @@ enum Command {
     /// Run COMMAND on the merged view of LOWERS and UPPER: on the kernel
     /// overlay through bwrap, or on the fimfs daemon in this process
     /// (FIM_OVERLAY, then the image's overlay byte, then BWRAP; casefold
-    /// never uses BWRAP). Exits with the command's status, 128+N when
-    /// signal N killed it, 125 on the launcher's own errors.
+    /// never uses BWRAP). LOWERS may name directories and DwarFS images.
+    /// `fimfs run --image FLATIMAGE UPPER -- COMMAND` (no LOWERS) runs on
+    /// the binary's own layers: embedded, then FIM_LAYERS, then
+    /// `.NAME.data/layers/` next to it. Exits with the command's status,
+    /// 128+N when signal N killed it, 125 on the launcher's own errors.
     Run {
-        /// The FlatImage binary whose reserved bytes choose the backend.
+        /// The FlatImage binary whose reserved bytes choose the backend;
+        /// without LOWERS, also the layers.
         #[arg(long, value_name = "FILE")]
         image: Option<PathBuf>,
         /// Where each run's `<PID>/` scratch directory goes (on the upper's
@@ -70,11 +74,11 @@ enum Command {
         /// One more bwrap argument (repeatable), after the standard mounts.
         #[arg(long = "bwrap-arg", value_name = "ARG", allow_hyphen_values = true)]
         bwrap_args: Vec<OsString>,
-        /// `:`-separated, top-most first.
-        #[arg(value_name = "LOWERS")]
-        lowers: OsString,
-        #[arg(value_name = "UPPER")]
-        upper: PathBuf,
+        /// [LOWERS] UPPER: LOWERS `:`-separated, top-most first
+        /// (directories, images, FILE@OFFSET[+SIZE]); omitted only with
+        /// --image.
+        #[arg(value_name = "ARGS", num_args = 1..=2, required = true)]
+        args: Vec<OsString>,
         #[arg(value_name = "COMMAND", last = true, required = true)]
         command: Vec<OsString>,
     },
@@ -346,13 +350,17 @@ fn dispatch(command: Command, cmd: &clap::Command) -> i32 {
             casefold,
             dry_run,
             bwrap_args,
-            lowers,
-            upper,
+            args,
             command,
         } => {
             // The launcher speaks in `fimfs:` lines; the daemon inside it
             // only logs what goes wrong.
             logging::init(false, "warn,fuser=error");
+            let (lowers, upper) = match args.as_slice() {
+                [lowers, upper] => (Some(split_lowers(lowers)), PathBuf::from(upper)),
+                [upper] => (None, PathBuf::from(upper)),
+                _ => (None, PathBuf::new()),
+            };
             let req = RunRequest {
                 image,
                 workdir,
@@ -360,7 +368,7 @@ fn dispatch(command: Command, cmd: &clap::Command) -> i32 {
                 casefold,
                 dry_run,
                 bwrap_args,
-                lowers: split_lowers(&lowers),
+                lowers,
                 upper,
                 command,
             };

@@ -227,6 +227,12 @@ impl Plan {
     /// Checks every path of `req`; creates nothing.
     pub fn check(req: MountRequest) -> Result<Plan, MountError> {
         let lowers = resolve_lowers(&req)?;
+        Plan::check_resolved(req, lowers)
+    }
+
+    /// As [`Plan::check`], with the lowers already resolved (topmost
+    /// first); `req.lowers` is not read.
+    pub fn check_resolved(req: MountRequest, lowers: Vec<Source>) -> Result<Plan, MountError> {
         detach_if_dead(&req.mountpoint);
         is_dir_named("mountpoint", &req.mountpoint)?;
         let mountpoint = absolute(&req.mountpoint)?;
@@ -346,7 +352,15 @@ impl Plan {
             }
             _ => (None, None),
         };
-        let opts = Options {
+        Ok(Union::new(
+            Stack::with_lowers(upper, lowers),
+            work,
+            self.options(),
+        ))
+    }
+
+    fn options(&self) -> Options {
+        Options {
             squash: Squash {
                 uid: self.req.opts.squash_uid,
                 gid: self.req.opts.squash_gid,
@@ -354,8 +368,7 @@ impl Plan {
             privileged: crate::sys::geteuid() == 0,
             casefold: self.req.opts.casefold,
             dir_fd_budget: None,
-        };
-        Ok(Union::new(Stack::with_lowers(upper, lowers), work, opts))
+        }
     }
 
     pub(crate) fn mount_config(&self) -> MountConfig {
@@ -426,6 +439,34 @@ impl Plan {
     }
 }
 
+/// One image, already opened, served read-only at `mountpoint` as
+/// `dwarfs IMAGE MNT -o offset=,imagesize=` serves it (`opts` gives
+/// `uid=`/`gid=` and the threads): the union and how to mount it. The
+/// mountpoint is the caller's (an empty directory it made).
+pub(crate) fn image_mount(
+    layer: ImageLayer,
+    at: &ImageAt,
+    mountpoint: &Path,
+    opts: crate::opts::MountOpts,
+) -> (Union, MountConfig) {
+    let plan = Plan {
+        req: MountRequest {
+            lowers: Vec::new(),
+            upper: None,
+            mountpoint: mountpoint.to_path_buf(),
+            opts,
+            foreground: true,
+        },
+        lowers: vec![Source::Image(at.clone())],
+        upper: None,
+        workdir: None,
+        mountpoint: mountpoint.to_path_buf(),
+    };
+    let lowers: Vec<Box<dyn Lower>> = vec![Box::new(layer)];
+    let union = Union::new(Stack::with_lowers(None, lowers), None, plan.options());
+    (union, plan.mount_config())
+}
+
 /// Removes the per-PID directories of `base` whose owner is gone (a daemon
 /// or a `fimfs run`, killed): a run's dead mount in `<PID>/mount` is
 /// detached first. A live owner's directory is never touched.
@@ -440,11 +481,18 @@ pub(crate) fn sweep(base: &Path) {
     }
 }
 
-/// Detaches a leftover mount in `dir/mount` and removes `dir`.
+/// Detaches the leftover mounts of a run in `dir` (`mount`, and the
+/// per-layer image mounts `layers/<N>` of a BWRAP run) and removes `dir`.
 pub(crate) fn clean_stale(dir: &Path) {
-    let mnt = dir.join("mount");
-    if is_mountpoint(&mnt) {
-        unmount_lazy(&mnt);
+    let layers = std::fs::read_dir(dir.join("layers"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path());
+    for mnt in std::iter::once(dir.join("mount")).chain(layers) {
+        if is_mountpoint(&mnt) {
+            unmount_lazy(&mnt);
+        }
     }
     remove_dir(dir);
 }

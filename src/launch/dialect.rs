@@ -15,8 +15,13 @@
 //!   layers cost a launch 50%: 16 per layer took 9 ms more, measured); the
 //!   README says so, and how to mark such a layer.
 //!
+//! A DwarFS image lower is checked the same way, through the root listing of
+//! its index (already in memory): a committed FlatImage layer carries its
+//! deletions as `.wh.` files.
+//!
 //! A root that cannot be read is let through (the kernel overlay will say
 //! what it thinks of it).
+use crate::image::Tree;
 use crate::sys;
 use std::ffi::OsStr;
 use std::os::fd::AsFd;
@@ -51,20 +56,47 @@ impl std::fmt::Display for Unreadable {
     }
 }
 
+/// A lower as the check sees it.
+#[derive(Debug, Clone, Copy)]
+pub enum Root<'a> {
+    Dir(&'a Path),
+    /// An opened image: its name (`FILE@OFFSET+SIZE`) and its index.
+    Image {
+        name: &'a str,
+        tree: &'a Tree,
+    },
+}
+
+impl Root<'_> {
+    fn name(&self) -> String {
+        match self {
+            Root::Dir(p) => p.display().to_string(),
+            Root::Image { name, .. } => name.to_string(),
+        }
+    }
+
+    fn scan(&self) -> Option<PathBuf> {
+        match self {
+            Root::Dir(p) => scan(p),
+            Root::Image { tree, .. } => first_wh(tree.entries(tree.root()).map(|(n, _)| n)),
+        }
+    }
+}
+
 /// The first layer (upper first, then lowers top-most first) whose deletions
 /// the kernel overlay cannot read, if any. A missing upper is skipped (it is
 /// created empty).
-pub fn first_unreadable(upper: &Path, lowers: &[PathBuf]) -> Option<Unreadable> {
+pub fn first_unreadable(upper: &Path, lowers: &[Root<'_>]) -> Option<Unreadable> {
     let upper_hit = upper
         .is_dir()
         .then(|| scan(upper))
         .flatten()
         .map(|e| (format!("upper {}", upper.display()), e));
     let hit = upper_hit.or_else(|| {
-        lowers
-            .iter()
-            .enumerate()
-            .find_map(|(i, l)| scan(l).map(|e| (format!("lower {} {}", i + 1, l.display()), e)))
+        lowers.iter().enumerate().find_map(|(i, l)| {
+            l.scan()
+                .map(|e| (format!("lower {} {}", i + 1, l.name()), e))
+        })
     })?;
     let (layer, entry) = hit;
     Some(Unreadable {
@@ -79,13 +111,21 @@ pub fn first_unreadable(upper: &Path, lowers: &[PathBuf]) -> Option<Unreadable> 
 fn scan(layer: &Path) -> Option<PathBuf> {
     let root = std::fs::File::open(layer).ok()?;
     let entries = sys::read_dir_entries(root.as_fd()).ok()?;
-    if entries.iter().any(|e| e.name == EXPORT_MARK) {
-        return Some(PathBuf::from(OsStr::from_bytes(EXPORT_MARK)));
+    first_wh(entries.iter().map(|e| e.name.as_slice()))
+}
+
+/// The export mark if `names` holds it, else the first `.wh.` name.
+fn first_wh<'n>(names: impl Iterator<Item = &'n [u8]>) -> Option<PathBuf> {
+    let mut first = None;
+    for name in names {
+        if name == EXPORT_MARK {
+            return Some(PathBuf::from(OsStr::from_bytes(EXPORT_MARK)));
+        }
+        if first.is_none() && name.starts_with(crate::union::marker::WH_PREFIX) {
+            first = Some(name);
+        }
     }
-    entries
-        .iter()
-        .find(|e| e.name.starts_with(crate::union::marker::WH_PREFIX))
-        .map(|e| PathBuf::from(OsStr::from_bytes(&e.name)))
+    first.map(|n| PathBuf::from(OsStr::from_bytes(n)))
 }
 
 #[cfg(test)]
@@ -114,12 +154,15 @@ mod tests {
         std::fs::write(deep.join("d/.wh.gone"), b"").unwrap();
         let up = layer("noupper").join("missing");
 
-        assert_eq!(first_unreadable(&up, &[clean.clone(), deep.clone()]), None);
-        let hit = first_unreadable(&up, &[clean.clone(), opq.clone()]).unwrap();
+        assert_eq!(
+            first_unreadable(&up, &[Root::Dir(&clean), Root::Dir(&deep)]),
+            None
+        );
+        let hit = first_unreadable(&up, &[Root::Dir(&clean), Root::Dir(&opq)]).unwrap();
         assert_eq!(hit.layer, format!("lower 2 {}", opq.display()));
         assert_eq!(hit.entry, Path::new(".wh..wh..opq"));
         assert!(!hit.marked);
-        let hit = first_unreadable(&marked, std::slice::from_ref(&clean)).unwrap();
+        let hit = first_unreadable(&marked, &[Root::Dir(&clean)]).unwrap();
         assert_eq!(hit.layer, format!("upper {}", marked.display()));
         assert!(hit.marked, "the mark wins over other names");
         let noupper = up.parent().map(Path::to_path_buf).unwrap_or_default();

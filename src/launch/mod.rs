@@ -14,6 +14,10 @@
 //! - [`run`]: `fimfs run`, which runs one command on the chosen backend,
 //!   falls back to the daemon when the kernel refuses the overlay, and
 //!   forwards signals;
+//! - [`layers`]: the layers a FlatImage binary serves by itself (embedded,
+//!   `FIM_LAYERS`, `<data>/layers`), for `fimfs run --image` without LOWERS;
+//! - `mounts`: on BWRAP, each image lower mounted read-only by the keeper
+//!   (one FUSE session per layer, one process) for bwrap to stack;
 //! - [`rundir`]: the per-run directory and the upper's lock;
 //! - `tree`: the run's processes (keeper, subreaper), all ended with it;
 //! - `execfail`: 127 or 126 for a command bwrap could not execute;
@@ -23,7 +27,7 @@
 //!
 //! Invariants:
 //! - Nothing in this module reads the process environment: callers pass
-//!   `FIM_OVERLAY`/`FIM_CASEFOLD` values in ([`run::Environment`]), so every
+//!   `FIM_OVERLAY`/`FIM_CASEFOLD`/`FIM_LAYERS` values in ([`run::Environment`]), so every
 //!   decision is testable as a table.
 //! - Reading an image never panics on a hostile file: every offset is
 //!   bounds-checked against the file's length with checked arithmetic.
@@ -37,6 +41,8 @@ pub mod choice;
 pub mod dialect;
 mod execfail;
 pub mod image;
+pub mod layers;
+mod mounts;
 pub mod run;
 pub mod rundir;
 mod tree;

@@ -18,20 +18,30 @@
 //!
 //! The run's processes, and who cleans up when the launcher is killed,
 //! are `tree`'s.
+//!
+//! Lowers may be directories or DwarFS images (as for `fimfs mount`); with
+//! `--image` and no LOWERS the run stacks the binary's own layers
+//! (`layers`). The daemon reads images in-process; on BWRAP the keeper
+//! mounts each image and bwrap stacks those mounts (`mounts`). What is
+//! checked before a run, and what `--dry-run` prints, is `plan`'s.
+mod describe;
 mod error;
+mod plan;
 
 pub use error::RunError;
+pub use plan::Origin;
 
 use super::bwrap::{self, Bwrap, Sandbox, Status, View};
 use super::choice::{self, Backend, Choice};
 use super::execfail;
+use super::mounts::{LayerMounts, mount_images, overlay_dirs};
 use super::rundir::{LockError, RunDir, RunPaths, lock_upper};
 use super::tree::{self, TARGET, forward_signals, signalled, stop_signal_within};
 use crate::fuse::session;
-use crate::host::paths::absolute;
 use crate::host::signals::run_stop_set;
 use crate::image::binary::Image;
-use crate::mount::{MountError, Plan, check_layout, default_work_base, is_dir_named};
+use crate::image::source::Source;
+use crate::mount::{MountError, Plan};
 use crate::opts::{MountOpts, MountRequest};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -61,8 +71,10 @@ pub struct RunRequest {
     pub casefold: bool,
     pub dry_run: bool,
     pub bwrap_args: Vec<OsString>,
-    /// Top-most first.
-    pub lowers: Vec<PathBuf>,
+    /// `LOWERS`, top-most first: directories, images, FlatImage binaries,
+    /// `FILE@OFFSET[+SIZE]`. None (omitted) with `image` set: the image's
+    /// own layers.
+    pub lowers: Option<Vec<PathBuf>>,
     pub upper: PathBuf,
     pub command: Vec<OsString>,
 }
@@ -72,6 +84,8 @@ pub struct RunRequest {
 pub struct Environment {
     pub fim_overlay: Option<OsString>,
     pub fim_casefold: Option<OsString>,
+    /// `FIM_LAYERS`: more layers for a run on a binary's own layers.
+    pub fim_layers: Option<OsString>,
     pub fimfs_bwrap: Option<OsString>,
     pub path: Option<OsString>,
     /// How long a BWRAP run waits for an upper in use (`FIMFS_BUSY_TIMEOUT`,
@@ -88,6 +102,7 @@ impl Environment {
         Environment {
             fim_overlay: std::env::var_os("FIM_OVERLAY"),
             fim_casefold: std::env::var_os("FIM_CASEFOLD"),
+            fim_layers: std::env::var_os("FIM_LAYERS"),
             fimfs_bwrap: std::env::var_os("FIMFS_BWRAP"),
             path: std::env::var_os("PATH"),
             busy_timeout: Duration::from_secs(secs),
@@ -108,7 +123,13 @@ enum Mode {
 #[derive(Debug)]
 pub struct Launch {
     req: RunRequest,
-    lowers: Vec<PathBuf>,
+    /// Top-most first.
+    lowers: Vec<Source>,
+    /// Where the lowers came from.
+    origin: Origin,
+    /// On BWRAP, lower i's image opened (its index checked for `.wh.`
+    /// files); the keeper mounts it.
+    opened: Vec<Option<crate::image::Image>>,
     upper: PathBuf,
     base: PathBuf,
     casefold: bool,
@@ -139,30 +160,12 @@ pub fn run(req: RunRequest, env: &Environment) -> i32 {
         print!("{}", launch.describe());
         return 0;
     }
+    if let Origin::Own { skipped, .. } = &launch.origin {
+        for s in skipped {
+            eprintln!("fimfs: skipped {s}");
+        }
+    }
     launch.execute()
-}
-
-/// The lowers, the upper and BASE, absolute, checked by `fimfs mount`'s
-/// rules.
-fn checked_paths(req: &RunRequest) -> Result<(Vec<PathBuf>, PathBuf, PathBuf), RunError> {
-    let mut lowers = Vec::new();
-    for l in &req.lowers {
-        is_dir_named("lower directory", l)?;
-        lowers.push(absolute(l)?);
-    }
-    if lowers.is_empty() {
-        return Err(RunError::NoLower);
-    }
-    if req.upper.exists() {
-        is_dir_named("upper directory", &req.upper)?;
-    }
-    let upper = absolute(&req.upper)?;
-    let base = match &req.workdir {
-        Some(w) => absolute(w)?,
-        None => default_work_base(&upper),
-    };
-    check_layout(&lowers, &upper, &base)?;
-    Ok((lowers, upper, base))
 }
 
 impl Launch {
@@ -174,7 +177,12 @@ impl Launch {
         if !req.target.is_absolute() {
             return Err(RunError::TargetNotAbsolute(req.target.clone()));
         }
-        let (lowers, upper, base) = checked_paths(&req)?;
+        let plan::Checked {
+            lowers,
+            origin,
+            upper,
+            base,
+        } = plan::checked_paths(&req, env)?;
         let (overlay_byte, casefold_byte) = match &req.image {
             Some(path) => {
                 let img = Image::open(path)?;
@@ -187,26 +195,12 @@ impl Launch {
         let choice = choice::choose(env.fim_overlay.as_deref(), overlay_byte, casefold);
         let bwrap = bwrap::find(env.fimfs_bwrap.as_deref(), env.path.as_deref())
             .map_err(RunError::NoBwrap)?;
-        // A real run does not ask bwrap its version (a process on every
-        // start): an old bwrap refuses --overlay-src, and the fallback says
-        // why. A dry run asks, to show what would happen.
-        let unreadable = (choice.backend == Backend::Bwrap)
-            .then(|| super::dialect::first_unreadable(&upper, &lowers))
-            .flatten();
-        let mode = match choice.backend {
-            Backend::Bwrap if unreadable.is_some() => Mode::Daemon {
-                why: unreadable.map(|u| u.to_string()),
-            },
-            Backend::Bwrap if req.dry_run => match too_old(&bwrap) {
-                Some(why) => Mode::Daemon { why: Some(why) },
-                None => Mode::Kernel,
-            },
-            Backend::Bwrap => Mode::Kernel,
-            _ => Mode::Daemon { why: None },
-        };
+        let (mode, opened) = mode_for(choice.backend, &req, &bwrap, &upper, &lowers)?;
         Ok(Launch {
             req,
             lowers,
+            origin,
+            opened,
             upper,
             base,
             casefold,
@@ -232,47 +226,6 @@ impl Launch {
             block_fd: None,
             command: &self.req.command,
         }
-    }
-
-    fn command_line(&self, sandbox: &Sandbox<'_>) -> String {
-        let mut argv = vec![self.bwrap.path.clone().into_os_string()];
-        argv.extend(sandbox.args());
-        bwrap::shell_line(&argv)
-    }
-
-    /// What `--dry-run` prints: backend, why, and the bwrap command line.
-    pub fn describe(&self) -> String {
-        let paths = self.paths();
-        let (work, mnt) = (paths.work(), paths.mount());
-        let mut out = format!(
-            "backend: {}\nreason: {}\n",
-            self.choice.backend, self.choice.reason
-        );
-        let line = match &self.mode {
-            Mode::Kernel => self.command_line(&self.sandbox(
-                View::Overlay {
-                    lowers: &self.lowers,
-                    upper: &self.upper,
-                    work: &work,
-                },
-                None,
-            )),
-            Mode::Daemon { why } => {
-                if let Some(why) = why {
-                    out.push_str(&format!("note: {why}: the fimfs daemon serves the view\n"));
-                }
-                out.push_str(&format!(
-                    "daemon: fimfs mount {} {} {}{}\n",
-                    join_lowers(&self.lowers),
-                    self.upper.display(),
-                    mnt.display(),
-                    if self.casefold { " -o casefold" } else { "" }
-                ));
-                self.command_line(&self.sandbox(View::Bind(&mnt), None))
-            }
-        };
-        out.push_str(&format!("command: {line}\n"));
-        out
     }
 
     /// Runs the command; the exit status. Must be called while the process
@@ -348,55 +301,73 @@ impl Launch {
     }
 
     /// The keeper's run: signals handled on a thread, the command run.
-    fn keep(&self, launcher: i32, run_dir: &RunDir) -> i32 {
+    fn keep(mut self, launcher: i32, run_dir: &RunDir) -> i32 {
         let mut set = run_stop_set();
         set.add(tree::LAUNCHER_GONE);
         forward_signals(set, launcher);
-        self.execute_in(run_dir.paths())
+        let opened = std::mem::take(&mut self.opened);
+        self.execute_in(run_dir.paths(), opened)
             .unwrap_or_else(|e| failed(&e))
     }
 
-    fn execute_in(&self, paths: &RunPaths) -> Result<i32, RunError> {
+    fn execute_in(
+        &self,
+        paths: &RunPaths,
+        opened: Vec<Option<crate::image::Image>>,
+    ) -> Result<i32, RunError> {
         if matches!(self.mode, Mode::Kernel) {
-            let work = paths.work();
-            let view = View::Overlay {
-                lowers: &self.lowers,
-                upper: &self.upper,
-                work: &work,
-            };
-            let end = self.run_bwrap(view)?;
-            if end.status.exit_code.is_some() || signalled().is_some() {
-                return Ok(end.code());
-            }
-            match self.probe_setup(view) {
-                Setup::Works => return Ok(self.exec_failed(view).unwrap_or(end.code())),
-                Setup::Refused(_) if signalled().is_some() => return Ok(end.code()),
-                Setup::Refused(reason) => {
-                    let why = match reason
-                        .contains("Unknown option")
-                        .then(|| too_old(&self.bwrap))
-                    {
-                        Some(Some(old)) => old,
-                        _ => format!("the kernel overlay was refused ({reason})"),
-                    };
-                    eprintln!("fimfs: {why}; running the command on the fimfs daemon instead");
-                }
+            let mounts = mount_images(&self.lowers, opened, paths)?;
+            if let Some(code) = self.run_kernel(paths, &mounts)? {
+                return Ok(code);
             }
         }
         self.run_daemon(paths)
+    }
+
+    /// The command on the kernel overlay over `mounts` (the image lowers,
+    /// mounted); None when the kernel refused the overlay.
+    fn run_kernel(&self, paths: &RunPaths, mounts: &LayerMounts) -> Result<Option<i32>, RunError> {
+        let work = paths.work();
+        let lowers = overlay_dirs(&self.lowers, paths);
+        tracing::debug!("{} image layers mounted", mounts.len());
+        let view = View::Overlay {
+            lowers: &lowers,
+            upper: &self.upper,
+            work: &work,
+        };
+        let end = self.run_bwrap(view)?;
+        if end.status.exit_code.is_some() || signalled().is_some() {
+            return Ok(Some(end.code()));
+        }
+        match self.probe_setup(view) {
+            Setup::Works => Ok(Some(self.exec_failed(view).unwrap_or(end.code()))),
+            Setup::Refused(_) if signalled().is_some() => Ok(Some(end.code())),
+            Setup::Refused(reason) => {
+                let why = match reason
+                    .contains("Unknown option")
+                    .then(|| too_old(&self.bwrap))
+                {
+                    Some(Some(old)) => old,
+                    _ => format!("the kernel overlay was refused ({reason})"),
+                };
+                eprintln!("fimfs: {why}; running the command on the fimfs daemon instead");
+                Ok(None)
+            }
+        }
     }
 
     fn run_daemon(&self, paths: &RunPaths) -> Result<i32, RunError> {
         let mut opts = MountOpts::default();
         opts.workdir = Some(paths.work());
         opts.casefold = self.casefold;
-        let plan = Plan::check(MountRequest {
-            lowers: self.lowers.clone(),
+        let req = MountRequest {
+            lowers: Vec::new(),
             upper: Some(self.upper.clone()),
             mountpoint: paths.mount(),
             opts,
             foreground: true,
-        })?;
+        };
+        let plan = Plan::check_resolved(req, self.lowers.clone())?;
         let union = Arc::new(plan.build()?);
         crate::sys::raise_nofile_limit();
         let running = session::start(union, &plan.mount_config())?;
@@ -467,6 +438,37 @@ impl Launch {
         let exit = exit.map_err(RunError::Wait)?;
         let status = reader.join().unwrap_or_default();
         Ok(BwrapEnd { status, exit })
+    }
+}
+
+/// Kernel overlay or daemon, and on the kernel overlay the image lowers
+/// opened (for the `.wh.` check, and for the keeper to mount).
+fn mode_for(
+    backend: Backend,
+    req: &RunRequest,
+    bwrap: &Bwrap,
+    upper: &Path,
+    lowers: &[Source],
+) -> Result<(Mode, Vec<Option<crate::image::Image>>), RunError> {
+    if backend != Backend::Bwrap {
+        return Ok((Mode::Daemon { why: None }, Vec::new()));
+    }
+    let opened = plan::open_images(lowers)?;
+    if let Some(u) = plan::first_unreadable(upper, lowers, &opened) {
+        // The daemon opens its images itself: keep no second copy.
+        return Ok((
+            Mode::Daemon {
+                why: Some(u.to_string()),
+            },
+            Vec::new(),
+        ));
+    }
+    // A real run does not ask bwrap its version (a process on every
+    // start): an old bwrap refuses --overlay-src, and the fallback says
+    // why. A dry run asks, to show what would happen.
+    match req.dry_run.then(|| too_old(bwrap)).flatten() {
+        Some(why) => Ok((Mode::Daemon { why: Some(why) }, Vec::new())),
+        None => Ok((Mode::Kernel, opened)),
     }
 }
 
@@ -541,14 +543,6 @@ impl Launch {
     }
 }
 
-fn join_lowers(lowers: &[PathBuf]) -> String {
-    lowers
-        .iter()
-        .map(|l| l.display().to_string())
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 /// How a bwrap run ended.
 struct BwrapEnd {
     status: Status,
@@ -570,7 +564,7 @@ impl BwrapEnd {
 }
 
 /// Waits until `statfs(mnt)` reports the FUSE magic, as FlatImage does.
-fn wait_ready(mnt: &Path) -> Result<(), RunError> {
+pub(super) fn wait_ready(mnt: &Path) -> Result<(), RunError> {
     const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
     let start = Instant::now();
     loop {

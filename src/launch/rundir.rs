@@ -3,13 +3,14 @@
 //!
 //! Each run owns `BASE/<PID>/` (BASE is `--workdir`, else `work/` next to
 //! the upper, as for `fimfs mount`): `work/` is the kernel overlay's or the
-//! daemon's workdir, `mount/` the daemon's mountpoint. BASE must be on the
+//! daemon's workdir, `mount/` the daemon's mountpoint, `layers/<N>` the
+//! mount of image lower N on BWRAP (made when needed). BASE must be on the
 //! upper's filesystem: copy-up renames from the workdir into the upper.
 //!
 //! Nothing stays stale:
 //! - the run holds an exclusive `flock` on `BASE/<PID>` while any of its
 //!   processes lives (the launcher and its keeper share it, see `tree`);
-//! - whichever of the two ends last detaches the mount and removes
+//! - whichever of the two ends last detaches the mounts and removes
 //!   `BASE/<PID>`;
 //! - every run and every `fimfs mount` first sweeps `BASE/<N>` directories
 //!   whose process is gone and whose lock is free (both were killed).
@@ -54,6 +55,11 @@ impl RunPaths {
     /// The daemon's mountpoint.
     pub fn mount(&self) -> PathBuf {
         self.dir.join("mount")
+    }
+
+    /// Where a BWRAP run mounts image lower `n` (0 the bottom layer).
+    pub fn layer(&self, n: usize) -> PathBuf {
+        self.dir.join("layers").join(n.to_string())
     }
 }
 

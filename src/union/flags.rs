@@ -14,6 +14,9 @@ use crate::sys::{self, Errno, Result};
 /// to report (ENOTTY, as a filesystem without them answers).
 fn open_for_flags(layer: &dyn Lower, place: &Place, kind: Kind) -> Result<File> {
     let (name, flags) = match kind {
+        // An image's directory: no fd, so no flags (the kernel overlay
+        // asks before it copies a directory up, and takes ENOTTY as "none").
+        Kind::Dir if place.dir.fd().is_none() => return Err(Errno::ENOTTY),
         Kind::Dir => (c".", libc::O_RDONLY | libc::O_DIRECTORY),
         Kind::File => (place.name.as_c_str(), libc::O_RDONLY | libc::O_NOCTTY),
         _ => return Err(Errno::ENOTTY),

@@ -211,6 +211,15 @@ impl Image {
         }
     }
 
+    /// Walks the layer blocks from the block whose size field is at `pos`
+    /// (to go on after a block [`Image::blocks`] refused).
+    pub fn blocks_from(&self, pos: u64) -> Blocks<'_> {
+        Blocks {
+            image: self,
+            pos: Some(pos),
+        }
+    }
+
     /// All appended layers, bottom first; any bad block is an error.
     pub fn layers(&self) -> Result<Vec<Layer>, ImageError> {
         self.blocks().collect()

@@ -20,7 +20,12 @@ use std::time::Duration;
 pub enum RunError {
     NoCommand,
     TargetNotAbsolute(PathBuf),
+    /// Neither LOWERS nor `--image` given.
     NoLower,
+    /// `--image` without LOWERS, and the binary brings no layer.
+    NoOwnLayers {
+        binary: PathBuf,
+    },
     /// A path broke the rules `fimfs mount` checks, or the daemon's
     /// union could not be built.
     Mount(MountError),
@@ -56,7 +61,18 @@ impl fmt::Display for RunError {
             E::TargetNotAbsolute(t) => {
                 write!(f, "--target {}: must be an absolute path", t.display())
             }
-            E::NoLower => f.write_str("no lower directory given"),
+            E::NoLower => f.write_str(
+                "no LOWERS given (fimfs run LOWERS UPPER -- COMMAND, or \
+                 fimfs run --image FLATIMAGE UPPER -- COMMAND for the binary's own layers)",
+            ),
+            E::NoOwnLayers { binary } => write!(
+                f,
+                "{}: no layer to run on: the binary holds none, and FIM_LAYERS and {} add none",
+                binary.display(),
+                super::super::layers::data_dir(binary)
+                    .join("layers")
+                    .display()
+            ),
             E::Mount(e) => e.fmt(f),
             E::Image(e) => e.fmt(f),
             E::NoBwrap(e) => write!(f, "{e}; fimfs run needs bubblewrap to enter the view"),
@@ -91,7 +107,11 @@ impl std::error::Error for RunError {
             E::Session(e) => Some(e),
             E::Spawn { source, .. } => Some(source),
             E::Signalfd(e) | E::Fork(e) | E::Pipe(e) | E::Fcntl(e) | E::Wait(e) => Some(e),
-            E::NoCommand | E::TargetNotAbsolute(_) | E::NoLower | E::NotReady { .. } => None,
+            E::NoCommand
+            | E::TargetNotAbsolute(_)
+            | E::NoLower
+            | E::NoOwnLayers { .. }
+            | E::NotReady { .. } => None,
         }
     }
 }

@@ -1,0 +1,158 @@
+//! BWRAP over image lowers: the kernel overlay cannot read a DwarFS image,
+//! so the keeper mounts each image lower with fimfs's own reader, read-only,
+//! at `BASE/<PID>/layers/<N>` (FlatImage's `instance/<PID>/layers/<N>`), and
+//! bwrap stacks those directories.
+//!
+//! - One process, one FUSE session per image: each session is served by
+//!   threads of the keeper ([`session::start`]), all reading through one
+//!   block cache. No `dwarfs` process.
+//! - `N` counts from the bottom of the whole lower list (0 is the lowest
+//!   layer, as FlatImage numbers them); a directory lower keeps its number
+//!   but has no mount.
+//! - Entries appear owned by the user who runs (dwarfs' `uid=`/`gid=`, as
+//!   FlatImage mounts its layers): the kernel overlay copies a file up as
+//!   that user.
+//! - The mounts end with [`LayerMounts`] (dropped when the command is over,
+//!   lazily unmounted); if the keeper is killed, whoever cleans the run
+//!   directory detaches what is left in `layers/` (`mount::clean_stale`).
+use super::run::{RunError, wait_ready};
+use super::rundir::RunPaths;
+use crate::fuse::session::{self, Running};
+use crate::image::source::Source;
+use crate::image::{BlockCache, DEFAULT_CACHE_BYTES, Image};
+use crate::layer::ImageLayer;
+use crate::mount::{MountError, image_mount};
+use crate::opts::MountOpts;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// FUSE threads per layer mount. The kernel overlay asks each lower in
+/// turn, so one layer rarely sees many requests at once; two let one
+/// slow read not hold up every lookup, without 20 layers costing a
+/// thread per core each.
+const LAYER_THREADS: usize = 2;
+
+/// The live layer mounts of a run; unmounted on drop.
+pub struct LayerMounts {
+    running: Vec<Running>,
+}
+
+impl LayerMounts {
+    /// How many layers are mounted.
+    pub fn len(&self) -> usize {
+        self.running.len()
+    }
+}
+
+/// The number of the lower at `index` (topmost first) among `count`
+/// lowers: 0 for the bottom one.
+fn number(index: usize, count: usize) -> usize {
+    count.saturating_sub(index + 1)
+}
+
+/// The directories the kernel overlay stacks, topmost first: a directory
+/// lower itself, an image lower its mount.
+pub fn overlay_dirs(lowers: &[Source], paths: &RunPaths) -> Vec<PathBuf> {
+    lowers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| match l {
+            Source::Dir(p) => p.clone(),
+            Source::Image(_) => paths.layer(number(i, lowers.len())),
+        })
+        .collect()
+}
+
+/// The mounts [`mount_images`] makes, as `(image name, mountpoint)`.
+pub fn planned(lowers: &[Source], paths: &RunPaths) -> Vec<(String, PathBuf)> {
+    lowers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| match l {
+            Source::Image(at) => Some((at.name(), paths.layer(number(i, lowers.len())))),
+            Source::Dir(_) => None,
+        })
+        .collect()
+}
+
+/// Mounts every image lower; `opened[i]` is lower `i`'s image, opened when
+/// the run was prepared. Fails, unmounting what was made, if one cannot
+/// be mounted.
+pub fn mount_images(
+    lowers: &[Source],
+    opened: Vec<Option<Image>>,
+    paths: &RunPaths,
+) -> Result<LayerMounts, RunError> {
+    let mut mounts = LayerMounts {
+        running: Vec::new(),
+    };
+    if !lowers.iter().any(|l| matches!(l, Source::Image(_))) {
+        return Ok(mounts);
+    }
+    let cache = BlockCache::new(DEFAULT_CACHE_BYTES);
+    let mut opts = MountOpts::default();
+    opts.squash_uid = Some(nix::unistd::getuid().as_raw());
+    opts.squash_gid = Some(nix::unistd::getgid().as_raw());
+    opts.threads = Some(LAYER_THREADS);
+    for (i, (lower, image)) in lowers.iter().zip(opened).enumerate() {
+        let (Source::Image(at), Some(image)) = (lower, image) else {
+            continue;
+        };
+        let mnt = paths.layer(number(i, lowers.len()));
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&mnt)
+            .map_err(|source| MountError::Io {
+                what: "layer mountpoint",
+                path: mnt.clone(),
+                source,
+            })?;
+        let layer = ImageLayer::new(image, &cache).map_err(|e| MountError::Io {
+            what: "lower image",
+            path: at.file.clone(),
+            source: std::io::Error::from_raw_os_error(e as i32),
+        })?;
+        let (union, cfg) = image_mount(layer, at, &mnt, opts.clone());
+        let running = session::start(Arc::new(union), &cfg)?;
+        mounts.running.push(running);
+        wait_ready(&mnt)?;
+    }
+    Ok(mounts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::source::ImageAt;
+    use std::path::Path;
+
+    #[test]
+    fn images_are_numbered_from_the_bottom_and_directories_kept() {
+        let paths = RunPaths::new(Path::new("/w"), 7);
+        let image = |offset| {
+            Source::Image(ImageAt {
+                file: PathBuf::from("/app"),
+                offset,
+                size: Some(10),
+            })
+        };
+        let lowers = [image(30), Source::Dir(PathBuf::from("/d")), image(10)];
+        assert_eq!(
+            overlay_dirs(&lowers, &paths),
+            [
+                PathBuf::from("/w/7/layers/2"),
+                PathBuf::from("/d"),
+                PathBuf::from("/w/7/layers/0"),
+            ]
+        );
+        assert_eq!(
+            planned(&lowers, &paths),
+            [
+                ("/app@30+10".to_string(), PathBuf::from("/w/7/layers/2")),
+                ("/app@10+10".to_string(), PathBuf::from("/w/7/layers/0")),
+            ]
+        );
+    }
+}
