@@ -1,5 +1,5 @@
 //! The harness the benchmark binaries (`benches/union`, `benches/scale`,
-//! `benches/launch`) share. Here: finding the `fimfs` binary (and the
+//! `benches/launch`, `benches/images`) share. Here: finding the `fimfs` binary (and the
 //! baseline one, `FIMFS_BENCH_BASELINE`) and cargo's target directory,
 //! running a command under a watchdog, cleaning up on a signal, and leaving
 //! no mount behind (the mount table is read with `fimfs::mountinfo`).

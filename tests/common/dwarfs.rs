@@ -166,13 +166,22 @@ impl Tree {
     }
 }
 
+/// The zstd level of [`compress`] (what `Layout::default` uses).
+pub const ZSTD_LEVEL: i32 = 3;
+
 /// Compresses `data` as DwarFS stores a payload compressed with `codec`.
 pub fn compress(codec: u16, data: &[u8]) -> Vec<u8> {
+    compress_at(codec, ZSTD_LEVEL, data)
+}
+
+/// As [`compress`], zstd at `zstd_level` (1–22; mkdwarfs' default
+/// level 7, which FlatImage uses, is zstd 22).
+pub fn compress_at(codec: u16, zstd_level: i32, data: &[u8]) -> Vec<u8> {
     match codec {
         NONE => data.to_vec(),
         ZSTD => {
             let mut out = vec![0u8; zstd_safe::compress_bound(data.len())];
-            let n = zstd_safe::compress(&mut out[..], data, 3).unwrap();
+            let n = zstd_safe::compress(&mut out[..], data, zstd_level).unwrap();
             out.truncate(n);
             out
         }
@@ -223,6 +232,8 @@ pub struct Layout {
     pub meta_codec: u16,
     pub index: bool,
     pub history: bool,
+    /// The zstd level of data and metadata written with [`ZSTD`].
+    pub zstd_level: i32,
 }
 
 impl Default for Layout {
@@ -233,6 +244,7 @@ impl Default for Layout {
             meta_codec: ZSTD,
             index: true,
             history: false,
+            zstd_level: ZSTD_LEVEL,
         }
     }
 }
@@ -251,12 +263,21 @@ pub fn assemble(meta: &Metadata, blocks: &[Vec<u8>], l: Layout) -> Vec<u8> {
 
 /// As [`assemble`], from payloads already serialized.
 pub fn assemble_raw(schema: &[u8], meta: &[u8], blocks: &[Vec<u8>], l: Layout) -> Vec<u8> {
-    let mut sections: Vec<(u16, u16, Vec<u8>)> = blocks
-        .iter()
-        .map(|b| (BLOCK, l.data_codec, compress(l.data_codec, b)))
+    let mut sections: Vec<(u16, u16, Vec<u8>)> = compress_blocks(blocks, l)
+        .into_iter()
+        .map(|b| (BLOCK, l.data_codec, b))
         .collect();
-    sections.push((SCHEMA, l.meta_codec, compress(l.meta_codec, schema)));
-    sections.push((METADATA, l.meta_codec, compress(l.meta_codec, meta)));
+    let level = l.zstd_level;
+    sections.push((
+        SCHEMA,
+        l.meta_codec,
+        compress_at(l.meta_codec, level, schema),
+    ));
+    sections.push((
+        METADATA,
+        l.meta_codec,
+        compress_at(l.meta_codec, level, meta),
+    ));
     if l.history {
         sections.push((HISTORY, NONE, b"made by the fimfs tests".to_vec()));
     }
@@ -278,6 +299,26 @@ pub fn assemble_raw(schema: &[u8], meta: &[u8], blocks: &[Vec<u8>], l: Layout) -
         ));
     }
     out
+}
+
+/// The blocks compressed as `l` says, on all CPUs (high zstd levels are
+/// slow), in their order.
+fn compress_blocks(blocks: &[Vec<u8>], l: Layout) -> Vec<Vec<u8>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = blocks.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let jobs: Vec<_> = blocks
+            .chunks(per)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|b| compress_at(l.data_codec, l.zstd_level, b))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        jobs.into_iter().flat_map(|j| j.join().unwrap()).collect()
+    })
 }
 
 /// An image written entirely by `dwarfs-enc` (its section writer, its
