@@ -15,7 +15,7 @@
 //! - The mounts end with [`LayerMounts`] (dropped when the command is over,
 //!   lazily unmounted); if the keeper is killed, whoever cleans the run
 //!   directory detaches what is left in `layers/` (`mount::clean_stale`).
-use super::run::{RunError, wait_ready};
+use super::run::error::RunError;
 use super::rundir::RunPaths;
 use crate::fuse::session::{self, Running};
 use crate::image::source::Source;
@@ -24,8 +24,9 @@ use crate::layer::ImageLayer;
 use crate::mount::{MountError, image_mount};
 use crate::opts::MountOpts;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// FUSE threads per layer mount. The kernel overlay asks each lower in
 /// turn, so one layer rarely sees many requests at once; two let one
@@ -120,6 +121,29 @@ pub fn mount_images(
         wait_ready(&mnt)?;
     }
     Ok(mounts)
+}
+
+/// How long a run waits for a FUSE mount to answer `statfs`.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Waits until `statfs(mnt)` reports the FUSE magic, as FlatImage does.
+pub(super) fn wait_ready(mnt: &Path) -> Result<(), RunError> {
+    const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+    let start = Instant::now();
+    loop {
+        if let Ok(s) = nix::sys::statfs::statfs(mnt)
+            && i128::from(s.filesystem_type().0) == i128::from(FUSE_SUPER_MAGIC)
+        {
+            return Ok(());
+        }
+        if start.elapsed() > READY_TIMEOUT {
+            return Err(RunError::NotReady {
+                mountpoint: mnt.to_path_buf(),
+                waited: READY_TIMEOUT,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 #[cfg(test)]

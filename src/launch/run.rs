@@ -25,7 +25,7 @@
 //! mounts each image and bwrap stacks those mounts (`mounts`). What is
 //! checked before a run, and what `--dry-run` prints, is `plan`'s.
 mod describe;
-mod error;
+pub mod error;
 mod plan;
 
 pub use error::RunError;
@@ -34,7 +34,7 @@ pub use plan::Origin;
 use super::bwrap::{self, Bwrap, Sandbox, Status, View};
 use super::choice::{self, Backend, Choice};
 use super::execfail;
-use super::mounts::{LayerMounts, mount_images, overlay_dirs};
+use super::mounts::{LayerMounts, mount_images, overlay_dirs, wait_ready};
 use super::rundir::{LockError, RunDir, RunPaths, lock_upper};
 use super::tree::{self, TARGET, forward_signals, signalled, stop_signal_within};
 use crate::fuse::session;
@@ -53,13 +53,10 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The exit status of the launcher's own errors (as `env`, `timeout`, podman).
 pub const LAUNCHER_ERROR: i32 = 125;
-
-/// How long a run waits for the FUSE mount to answer `statfs`.
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What `fimfs run` was asked.
 #[derive(Debug, Clone, Default)]
@@ -560,25 +557,5 @@ impl BwrapEnd {
             (None, Some(s)) => 128 + s,
             (None, None) => LAUNCHER_ERROR,
         }
-    }
-}
-
-/// Waits until `statfs(mnt)` reports the FUSE magic, as FlatImage does.
-pub(super) fn wait_ready(mnt: &Path) -> Result<(), RunError> {
-    const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
-    let start = Instant::now();
-    loop {
-        if let Ok(s) = nix::sys::statfs::statfs(mnt)
-            && i128::from(s.filesystem_type().0) == i128::from(FUSE_SUPER_MAGIC)
-        {
-            return Ok(());
-        }
-        if start.elapsed() > READY_TIMEOUT {
-            return Err(RunError::NotReady {
-                mountpoint: mnt.to_path_buf(),
-                waited: READY_TIMEOUT,
-            });
-        }
-        std::thread::sleep(Duration::from_millis(1));
     }
 }

@@ -16,8 +16,8 @@
 //!   `layer::marker`'s), private and layer xattr names, origin marks.
 //! - `names`: what a lower directory lacks (hashes of its names).
 //! - `fold`: case-folding and folded indexes (`-o casefold`).
-//! - `node`: nodes, the inode table, cached layer directories and their
-//!   fd budget (`DirFds`). Private: callers hold numbers (`Ino`), never
+//! - `node`: nodes, the inode table, cached layer directories; `dirfds`:
+//!   their fd budget (`DirFds`). Private: callers hold numbers (`Ino`), never
 //!   nodes.
 //! - `data`: copying file data (reflink, `copy_file_range`, holes, or a
 //!   lower's reads).
@@ -47,6 +47,7 @@ pub mod attr;
 mod cache;
 mod copy_up;
 mod data;
+mod dirfds;
 mod engine;
 mod flags;
 pub mod fold;

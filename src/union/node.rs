@@ -17,12 +17,13 @@
 //!   resolved again through their parents when next needed;
 //! - the root is never forgotten.
 use super::attr::{Ino, Kind};
+pub use super::dirfds::DirFds;
 use crate::layer::{Dir, LayerId};
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Where a node sits in the union tree.
 #[derive(Debug, Clone)]
@@ -96,43 +97,6 @@ impl DirLayers {
     }
 }
 
-/// The budget of layer directory fds the nodes keep cached. Each cached
-/// directory holds an `O_PATH` fd per layer it exists in, so a tree merged
-/// over 100 lowers would otherwise hold 100 fds per directory the kernel
-/// knows, and run into `RLIMIT_NOFILE`.
-#[derive(Debug)]
-pub struct DirFds {
-    /// Fds held by cached layers.
-    held: AtomicUsize,
-    budget: usize,
-    /// Counts caching events; a node remembers the value at its last use.
-    clock: AtomicU64,
-    /// One eviction at a time.
-    evicting: Mutex<()>,
-}
-
-impl DirFds {
-    /// Half the open-file limit (the rest is for open files and pins).
-    pub fn for_this_process() -> DirFds {
-        let soft = usize::try_from(crate::sys::nofile_limit().0).unwrap_or(usize::MAX);
-        DirFds::with_budget((soft / 2).max(64))
-    }
-
-    pub fn with_budget(budget: usize) -> DirFds {
-        DirFds {
-            held: AtomicUsize::new(0),
-            budget,
-            clock: AtomicU64::new(0),
-            evicting: Mutex::new(()),
-        }
-    }
-
-    /// Fds the cached layers hold now.
-    pub fn held(&self) -> usize {
-        self.held.load(Ordering::Relaxed)
-    }
-}
-
 /// A node's cached layers, counted in the budget while cached.
 #[derive(Debug)]
 struct CachedDir {
@@ -158,20 +122,39 @@ pub struct Node {
     /// (hard links give a file several).
     locs: RwLock<Vec<Loc>>,
     state: RwLock<State>,
-    dir: Mutex<Option<CachedDir>>,
-    /// `DirFds::clock` when the cached layers were last used.
-    dir_used: AtomicU64,
-    /// The generation of the layers last dropped to keep within the fd
-    /// budget (not because they went stale); `NOT_SHED` otherwise.
-    shed_gen: AtomicU64,
+    /// What only a directory needs, made at its first use: most nodes
+    /// are files, and a million of them should not carry it.
+    dirs: std::sync::OnceLock<Box<DirPart>>,
     /// Serialises copy-up of this node (one copy even when threads race).
     pub copy_lock: Mutex<()>,
     lookups: AtomicU64,
     /// Keeps the upper inode the number came from allocated (see
     /// `Union::hand_out`).
     pin: Mutex<Option<Arc<OwnedFd>>>,
-    /// Directories: the attributes the last listing started from.
+}
+
+/// The part of a node only a directory uses.
+#[derive(Debug)]
+struct DirPart {
+    dir: Mutex<Option<CachedDir>>,
+    /// `DirFds::clock` when the cached layers were last used.
+    dir_used: AtomicU64,
+    /// The generation of the layers last dropped to keep within the fd
+    /// budget (not because they went stale); `NOT_SHED` otherwise.
+    shed_gen: AtomicU64,
+    /// The attributes the last listing started from.
     listed: Mutex<Option<ListStamp>>,
+}
+
+impl Default for DirPart {
+    fn default() -> DirPart {
+        DirPart {
+            dir: Mutex::new(None),
+            dir_used: AtomicU64::new(0),
+            shed_gen: AtomicU64::new(NOT_SHED),
+            listed: Mutex::new(None),
+        }
+    }
 }
 
 /// What tells a directory's listing changed behind the mount: its top
@@ -184,23 +167,29 @@ impl Node {
             ino,
             locs: RwLock::new(vec![loc]),
             state: RwLock::new(state),
-            dir: Mutex::new(None),
-            dir_used: AtomicU64::new(0),
-            shed_gen: AtomicU64::new(NOT_SHED),
+            dirs: std::sync::OnceLock::new(),
             copy_lock: Mutex::new(()),
             lookups: AtomicU64::new(0),
             pin: Mutex::new(None),
-            listed: Mutex::new(None),
         }
+    }
+
+    /// The directory part, made now if it was not.
+    fn dir_part(&self) -> &DirPart {
+        self.dirs.get_or_init(Box::default)
     }
 
     /// The stamp of the directory when its last listing was taken.
     pub fn listed(&self) -> Option<ListStamp> {
-        *self.listed.lock()
+        self.dirs.get().and_then(|d| *d.listed.lock())
     }
 
     pub fn set_listed(&self, stamp: Option<ListStamp>) {
-        *self.listed.lock() = stamp;
+        match (self.dirs.get(), stamp) {
+            (None, None) => {}
+            (Some(d), stamp) => *d.listed.lock() = stamp,
+            (None, stamp) => *self.dir_part().listed.lock() = stamp,
+        }
     }
 
     /// The node's primary name; None once its last name is gone (an
@@ -281,25 +270,31 @@ impl Node {
     /// The cached layers of a directory node, if still valid for the
     /// rename `generation`.
     pub fn cached_dir(&self, generation: u64) -> Option<DirLayers> {
-        let dir = self.dir.lock();
+        let part = self.dirs.get()?;
+        let dir = part.dir.lock();
         let c = dir.as_ref().filter(|c| c.layers.generation == generation)?;
-        self.dir_used
+        part.dir_used
             .store(c.fds.clock.load(Ordering::Relaxed), Ordering::Relaxed);
         Some(c.layers.clone())
     }
 
     /// Drops the cached layers (their fds close once no call uses them).
     pub fn clear_dir(&self) {
-        self.dir.lock().take();
-        self.shed_gen.store(NOT_SHED, Ordering::Relaxed);
+        if let Some(part) = self.dirs.get() {
+            part.dir.lock().take();
+            part.shed_gen.store(NOT_SHED, Ordering::Relaxed);
+        }
     }
 
     /// Drops the cached layers to free their fds; they were still right
     /// for the generation they were resolved at (see `shed_generation`).
     fn shed_dir(&self) {
-        let mut dir = self.dir.lock();
+        let Some(part) = self.dirs.get() else {
+            return;
+        };
+        let mut dir = part.dir.lock();
         let generation = dir.take().map_or(NOT_SHED, |c| c.layers.generation);
-        self.shed_gen.store(generation, Ordering::Relaxed);
+        part.shed_gen.store(generation, Ordering::Relaxed);
     }
 
     /// The generation at which this directory's layers were dropped only
@@ -308,8 +303,21 @@ impl Node {
     /// holds, and a caller may open one of them again by path instead of
     /// reopening them all.
     pub fn shed_generation(&self) -> Option<u64> {
-        let g = self.shed_gen.load(Ordering::Relaxed);
-        (g != NOT_SHED && self.dir.lock().is_none()).then_some(g)
+        let part = self.dirs.get()?;
+        let g = part.shed_gen.load(Ordering::Relaxed);
+        (g != NOT_SHED && part.dir.lock().is_none()).then_some(g)
+    }
+
+    /// Whether the node holds cached layers now.
+    fn has_cached_dir(&self) -> bool {
+        self.dirs.get().is_some_and(|d| d.dir.lock().is_some())
+    }
+
+    /// When its cached layers were last used (`DirFds::clock`).
+    fn dir_used(&self) -> u64 {
+        self.dirs
+            .get()
+            .map_or(0, |d| d.dir_used.load(Ordering::Relaxed))
     }
 
     /// The node's path from the root, for logs and the layer-relative
@@ -370,12 +378,13 @@ impl NodeTable {
         let n = d.fds();
         let held = self.fds.held.fetch_add(n, Ordering::Relaxed) + n;
         let tick = self.fds.clock.fetch_add(1, Ordering::Relaxed) + 1;
-        node.dir_used.store(tick, Ordering::Relaxed);
-        *node.dir.lock() = Some(CachedDir {
+        let part = node.dir_part();
+        part.dir_used.store(tick, Ordering::Relaxed);
+        *part.dir.lock() = Some(CachedDir {
             layers: d,
             fds: self.fds.clone(),
         });
-        node.shed_gen.store(NOT_SHED, Ordering::Relaxed);
+        part.shed_gen.store(NOT_SHED, Ordering::Relaxed);
         if held > self.fds.budget {
             self.shed(node.ino, self.fds.budget / 4 * 3);
         }
@@ -392,13 +401,8 @@ impl NodeTable {
             .map
             .iter()
             .filter(|e| *e.key() != super::attr::ROOT_INO && *e.key() != keep)
-            .filter(|e| e.value().dir.lock().is_some())
-            .map(|e| {
-                (
-                    e.value().dir_used.load(Ordering::Relaxed),
-                    e.value().clone(),
-                )
-            })
+            .filter(|e| e.value().has_cached_dir())
+            .map(|e| (e.value().dir_used(), e.value().clone()))
             .collect();
         cached.sort_unstable_by_key(|(used, _)| *used);
         for (_, node) in cached {
