@@ -29,10 +29,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// FUSE threads per layer mount. The kernel overlay asks each lower in
-/// turn, so one layer rarely sees many requests at once; two let one
-/// slow read not hold up every lookup, without 20 layers costing a
-/// thread per core each.
-const LAYER_THREADS: usize = 2;
+/// turn, and a read decodes at most a 256 KiB step before it answers, so
+/// one thread per layer serves it; each more thread costs a 16 MiB
+/// receive buffer that fuser zeroes (20 layers with two threads each took
+/// 269 ms to start a run, with one 202 ms: `cargo bench --bench images --
+/// startup`).
+const LAYER_THREADS: usize = 1;
 
 /// The live layer mounts of a run; unmounted on drop.
 pub struct LayerMounts {
@@ -118,7 +120,11 @@ pub fn mount_images(
         let (union, cfg) = image_mount(layer, at, &mnt, opts.clone());
         let running = session::start(Arc::new(union), &cfg)?;
         mounts.running.push(running);
-        wait_ready(&mnt)?;
+    }
+    // Each session answers INIT on its own threads: the mounts made above
+    // come up together, and are waited for once they all exist.
+    for running in &mounts.running {
+        wait_ready(running.mountpoint())?;
     }
     Ok(mounts)
 }
