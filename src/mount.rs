@@ -166,13 +166,25 @@ pub fn open_lowers(
 
 /// Opens one image lower and registers its blocks in the mount's cache.
 fn open_image(at: &ImageAt, cache: &BlockCache) -> Result<ImageLayer, MountError> {
+    image_layer(read_image(at)?, at, cache)
+}
+
+/// Opens the image `at` names and reads its metadata.
+pub(crate) fn read_image(at: &ImageAt) -> Result<Image, MountError> {
     let file = std::fs::File::open(&at.file).map_err(|source| MountError::Io {
         what: "lower image",
         path: at.file.clone(),
         source,
     })?;
-    let image =
-        Image::open(Arc::new(file), at.offset, at.size, &at.file).map_err(MountError::Image)?;
+    Image::open(Arc::new(file), at.offset, at.size, &at.file).map_err(MountError::Image)
+}
+
+/// Serves an opened image as a lower, its blocks read through `cache`.
+pub(crate) fn image_layer(
+    image: Image,
+    at: &ImageAt,
+    cache: &BlockCache,
+) -> Result<ImageLayer, MountError> {
     ImageLayer::new(image, cache).map_err(|e| MountError::Io {
         what: "lower image",
         path: at.file.clone(),

@@ -20,8 +20,7 @@ use super::rundir::RunPaths;
 use crate::fuse::session::{self, Running};
 use crate::image::source::Source;
 use crate::image::{BlockCache, DEFAULT_CACHE_BYTES, Image};
-use crate::layer::ImageLayer;
-use crate::mount::{MountError, image_mount};
+use crate::mount::{MountError, image_layer, image_mount};
 use crate::opts::MountOpts;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -112,11 +111,7 @@ pub fn mount_images(
                 path: mnt.clone(),
                 source,
             })?;
-        let layer = ImageLayer::new(image, &cache).map_err(|e| MountError::Io {
-            what: "lower image",
-            path: at.file.clone(),
-            source: std::io::Error::from_raw_os_error(e as i32),
-        })?;
+        let layer = image_layer(image, at, &cache)?;
         let (union, cfg) = image_mount(layer, at, &mnt, opts.clone());
         let running = session::start(Arc::new(union), &cfg)?;
         mounts.running.push(running);

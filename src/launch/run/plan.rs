@@ -20,7 +20,6 @@ use crate::host::paths::absolute;
 use crate::image::source::{self, Source, SourceError};
 use crate::mount::{MountError, check_layout, default_work_base, is_dir_named};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// Where a run's lowers come from.
 #[derive(Debug, Clone)]
@@ -116,19 +115,9 @@ pub(super) fn open_images(lowers: &[Source]) -> Result<Vec<Option<crate::image::
         .iter()
         .map(|l| match l {
             Source::Dir(_) => Ok(None),
-            Source::Image(at) => open(&at.file, at.offset, at.size).map(Some),
+            Source::Image(at) => Ok(Some(crate::mount::read_image(at)?)),
         })
         .collect()
-}
-
-fn open(file: &Path, offset: u64, size: Option<u64>) -> Result<crate::image::Image, RunError> {
-    let f = std::fs::File::open(file).map_err(|source| MountError::Io {
-        what: "lower image",
-        path: file.to_path_buf(),
-        source,
-    })?;
-    crate::image::Image::open(Arc::new(f), offset, size, file)
-        .map_err(|e| RunError::Mount(MountError::Image(e)))
 }
 
 /// The first layer the kernel overlay would misread (`dialect`); an image
