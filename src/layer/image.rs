@@ -104,16 +104,19 @@ impl ImageLayer {
 
 /// A device number no host filesystem carries (bit 63 set), the same for
 /// the same image on every mount: the union builds its inode numbers from
-/// it, and they must hold across remounts.
+/// it, and they must hold across remounts (and across fimfs versions, so
+/// XXH3, whose output is fixed by its spec, not std's unspecified hasher).
 fn device_of(image: &Image) -> u64 {
-    use std::hash::{Hash, Hasher};
     use std::os::unix::fs::MetadataExt;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    if let Ok(m) = image.file().metadata() {
-        (m.dev(), m.ino()).hash(&mut h);
+    let (dev, ino) = image
+        .file()
+        .metadata()
+        .map_or((0, 0), |m| (m.dev(), m.ino()));
+    let mut key = [0u8; 24];
+    for (part, v) in key.chunks_exact_mut(8).zip([dev, ino, image.span().0]) {
+        part.copy_from_slice(&v.to_le_bytes());
     }
-    image.span().0.hash(&mut h);
-    (1 << 63) | (h.finish() >> 1)
+    (1 << 63) | (xxhash_rust::xxh3::xxh3_64(&key) >> 1)
 }
 
 fn to_stat(a: &Attr, dev: u64) -> libc::stat {
