@@ -349,13 +349,7 @@ fn zstd_all(payload: &[u8], max_out: usize) -> Result<Vec<u8>, CodecError> {
     let mut out: Vec<u8> = Vec::with_capacity(payload.len().saturating_mul(4).min(max_out));
     let mut input = InBuffer::around(payload);
     loop {
-        if out.len() == out.capacity() {
-            if out.len() >= max_out {
-                return Err(CodecError::TooLarge { limit: max_out });
-            }
-            let grow = out.capacity().max(64 * 1024).min(max_out - out.len());
-            out.reserve_exact(grow);
-        }
+        grow_bounded(&mut out, max_out)?;
         let before = (input.pos(), out.len());
         let hint = {
             let mut output = OutBuffer::around_pos(&mut out, before.1);
@@ -375,19 +369,26 @@ fn zstd_all(payload: &[u8], max_out: usize) -> Result<Vec<u8>, CodecError> {
     }
 }
 
+/// Grows a full `out` (doubling, at least 64 KiB) but never past `max_out`;
+/// a full buffer already at the bound is `TooLarge`.
+fn grow_bounded(out: &mut Vec<u8>, max_out: usize) -> Result<(), CodecError> {
+    if out.len() == out.capacity() {
+        if out.len() >= max_out {
+            return Err(CodecError::TooLarge { limit: max_out });
+        }
+        let grow = out.capacity().max(64 * 1024).min(max_out - out.len());
+        out.reserve_exact(grow);
+    }
+    Ok(())
+}
+
 fn lzma_all(payload: &[u8], max_out: usize) -> Result<Vec<u8>, CodecError> {
     use liblzma::stream::{Action, Status, Stream};
     let bad = |e: liblzma::stream::Error| corrupt(Codec::Lzma, e.to_string());
-    let mut stream = Stream::new_stream_decoder(256 << 20, 0).map_err(bad)?;
+    let mut stream = Stream::new_stream_decoder(LZMA_MEMLIMIT, 0).map_err(bad)?;
     let mut out: Vec<u8> = Vec::with_capacity(payload.len().saturating_mul(4).min(max_out));
     loop {
-        if out.len() == out.capacity() {
-            if out.len() >= max_out {
-                return Err(CodecError::TooLarge { limit: max_out });
-            }
-            let grow = out.capacity().max(64 * 1024).min(max_out - out.len());
-            out.reserve_exact(grow);
-        }
+        grow_bounded(&mut out, max_out)?;
         let consumed = usize::try_from(stream.total_in()).unwrap_or(usize::MAX);
         let rest = payload.get(consumed..).unwrap_or_default();
         let before = (stream.total_in(), stream.total_out());

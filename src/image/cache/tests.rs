@@ -339,17 +339,8 @@ fn claims_beyond_the_block_size_or_the_file_are_eio() {
 #[test]
 fn sequential_reads_are_decoded_ahead() {
     let data = sample(16 * MIB, 21);
-    let blocks = [
-        (Codec::Zstd, encode(Codec::Zstd, &data, 3)),
-        (Codec::Zstd, encode(Codec::Zstd, &data, 3)),
-    ];
     let cache = BlockCache::new(256 * MIB);
-    let img = image(&cache, 0, &blocks, 16 * MIB);
-    let mut buf = vec![0u8; 128 * 1024];
-    let end = 16 * MIB - 2 * buf.len();
-    for off in [end, end + buf.len()] {
-        assert_eq!(img.read(0, off as u64, &mut buf), Ok(buf.len()));
-    }
+    let (img, mut buf) = read_to_end_of_block_0(&cache, &data);
     // The window reaches into block 1: a pool thread loads and decodes it.
     let s = wait_for(&cache, |s| {
         s.loads == 2 && s.decoded_bytes > 17 * MIB as u64
@@ -371,20 +362,28 @@ fn readahead_never_crowds_out_read_blocks() {
     // 16 MiB blocks and 40 MiB: a block read ahead would need more than
     // the read-ahead share (10 MiB), so it is dropped.
     let data = sample(16 * MIB, 31);
-    let blocks = [
-        (Codec::Zstd, encode(Codec::Zstd, &data, 3)),
-        (Codec::Zstd, encode(Codec::Zstd, &data, 3)),
-    ];
     let cache = BlockCache::new(40 * MIB);
-    let img = image(&cache, 0, &blocks, 16 * MIB);
+    let _img = read_to_end_of_block_0(&cache, &data);
+    let s = wait_for(&cache, |s| s.readahead_dropped > 0);
+    assert_eq!(s.loads, 1, "{s:?}");
+    assert!(s.held_bytes <= 40 * MIB);
+}
+
+/// Registers two 16 MiB zstd blocks of `data` and reads the last two
+/// 128 KiB of block 0 in a row (a sequential reader near the block's end);
+/// returns the image and the read buffer.
+fn read_to_end_of_block_0(cache: &BlockCache, data: &[u8]) -> (ImageBlocks, Vec<u8>) {
+    let blocks = [
+        (Codec::Zstd, encode(Codec::Zstd, data, 3)),
+        (Codec::Zstd, encode(Codec::Zstd, data, 3)),
+    ];
+    let img = image(cache, 0, &blocks, 16 * MIB);
     let mut buf = vec![0u8; 128 * 1024];
     let end = 16 * MIB - 2 * buf.len();
     for off in [end, end + buf.len()] {
         assert_eq!(img.read(0, off as u64, &mut buf), Ok(buf.len()));
     }
-    let s = wait_for(&cache, |s| s.readahead_dropped > 0);
-    assert_eq!(s.loads, 1, "{s:?}");
-    assert!(s.held_bytes <= 40 * MIB);
+    (img, buf)
 }
 
 /// Waits (a bounded while) for the pool threads to reach a state.
