@@ -18,17 +18,17 @@ mod common;
 use common::dwarfs::Layout;
 use common::image::{Spec, block, build};
 use common::pack::pack_dir;
+use common::run::{DEADLINE, Done, os, tagged, wait_for};
 use common::{TempDir, is_whiteout, lowers_arg, mounts, put, require_root_and_fuse};
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 const FIMFS: &str = env!("CARGO_BIN_EXE_fimfs");
-const DEADLINE: Duration = Duration::from_secs(60);
 const BACKENDS: [&str; 3] = ["bwrap", "overlayfs", "unionfs"];
 
 /// What the command reports about the view at `$0`: every entry with its
@@ -61,30 +61,6 @@ fn assert_same_lines(got: &str, want: &str, what: &str) {
         want.lines().count(),
         "{what}: line counts"
     );
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < DEADLINE, "gave up waiting: {what}");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-struct Done {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Done {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}\n--- stdout ---\n{}--- stderr ---\n{}",
-            self.status, self.stdout, self.stderr
-        )
-    }
 }
 
 /// A scene: a scratch directory with the view target, an upper and its
@@ -209,10 +185,6 @@ fn two_layers(t: &TempDir) -> Vec<PathBuf> {
 fn pack(dir: &Path, to: &Path) -> PathBuf {
     fs::write(to, pack_dir(dir, 4096, Layout::default())).unwrap();
     to.to_path_buf()
-}
-
-fn os(words: &[&str]) -> Vec<OsString> {
-    words.iter().map(OsString::from).collect()
 }
 
 #[test]
@@ -467,24 +439,6 @@ fn an_image_layer_with_wh_files_goes_to_the_daemon() {
     assert!(d.status.success(), "{d}");
     assert_eq!(d.stdout, "gone\nkeep\nfs=overlayfs\n", "{d}");
     s.assert_clean();
-}
-
-/// PIDs of the processes whose environment holds `FIMFS_TREE_TOKEN=token`.
-fn tagged(token: &str) -> Vec<u32> {
-    let needle = format!("FIMFS_TREE_TOKEN={token}");
-    let mut out = Vec::new();
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(env) = fs::read(e.path().join("environ")) else {
-            continue;
-        };
-        if env.split(|&b| b == 0).any(|v| v == needle.as_bytes()) {
-            out.push(pid);
-        }
-    }
-    out
 }
 
 /// The fuse mounts below `dir`, from `/proc/mounts`.
