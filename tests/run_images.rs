@@ -187,16 +187,20 @@ fn pack(dir: &Path, to: &Path) -> PathBuf {
     to.to_path_buf()
 }
 
+/// Packs each of `dirs` into `l<i>.dwarfs` in `t`, in order.
+fn pack_each(t: &TempDir, dirs: &[PathBuf]) -> Vec<PathBuf> {
+    dirs.iter()
+        .enumerate()
+        .map(|(i, d)| pack(d, &t.join(format!("l{i}.dwarfs"))))
+        .collect()
+}
+
 #[test]
 fn image_lowers_read_as_their_directories_on_every_backend() {
     for backend in BACKENDS {
         let s = Scene::new(&format!("ri-read-{backend}"));
         let dirs = two_layers(&s.t);
-        let images: Vec<PathBuf> = dirs
-            .iter()
-            .enumerate()
-            .map(|(i, d)| pack(d, &s.t.join(format!("l{i}.dwarfs"))))
-            .collect();
+        let images = pack_each(&s.t, &dirs);
         let env = [("FIM_OVERLAY", backend)];
         let look = look_and_count(&s.work);
         let over_dirs = s.run(&[], Some(lowers_arg(&dirs)), &env, &look);
@@ -468,11 +472,7 @@ fn keeper_of(launcher: u32) -> Option<i32> {
 fn sigkill_on_bwrap_with_image_layers_leaves_no_mount_and_no_process() {
     let s = Scene::new("ri-kill");
     let dirs = two_layers(&s.t);
-    let images: Vec<PathBuf> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| pack(d, &s.t.join(format!("l{i}.dwarfs"))))
-        .collect();
+    let images = pack_each(&s.t, &dirs);
     for victim in ["launcher", "keeper"] {
         let token = format!("ri-kill-{victim}-{}", std::process::id());
         let ready = s.t.join(format!("ready-{victim}"));
@@ -537,11 +537,7 @@ fn an_unprivileged_user_runs_over_images_on_each_backend() {
     const NOBODY: u32 = 65534;
     let s = Scene::new("ri-user");
     let dirs = two_layers(&s.t);
-    let images: Vec<PathBuf> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| pack(d, &s.t.join(format!("l{i}.dwarfs"))))
-        .collect();
+    let images = pack_each(&s.t, &dirs);
     let data = s.t.join("data");
     fs::create_dir_all(&s.upper).unwrap();
     let host = s.t.mkdir("host");
@@ -596,11 +592,7 @@ fn an_unprivileged_user_runs_over_images_on_each_backend() {
 fn casefold_runs_over_images_on_the_daemon() {
     let s = Scene::new("ri-casefold");
     let dirs = two_layers(&s.t);
-    let images: Vec<PathBuf> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| pack(d, &s.t.join(format!("l{i}.dwarfs"))))
-        .collect();
+    let images = pack_each(&s.t, &dirs);
     let script = "cat \"$0\"/ETC/App.Conf \"$0\"/usr/SHARE/doc/ReadMe && stat -f -c 'fs=%T' \"$0\"";
     // FIM_OVERLAY=bwrap asks for the kernel overlay; casefold never uses it.
     let env = [("FIM_OVERLAY", "bwrap"), ("FIM_CASEFOLD", "1")];
