@@ -12,20 +12,17 @@
 mod common;
 
 use common::image::{RESERVED_AT, Spec, assert_only_byte_changed, build};
+use common::run::{DEADLINE, Done, os, wait_for};
 use common::{MountGuard, TempDir, is_whiteout, mounts, require_root_and_fuse};
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 const FIMFS: &str = env!("CARGO_BIN_EXE_fimfs");
-
-/// How long a launcher may run before the test gives up on it. Only a
-/// bound against hangs: nothing is timed.
-const DEADLINE: Duration = Duration::from_secs(60);
 
 /// The three backends as `FIM_OVERLAY` spells them.
 const BACKENDS: [&str; 3] = ["bwrap", "overlayfs", "unionfs"];
@@ -35,29 +32,6 @@ struct Launch {
     child: Child,
     out: PathBuf,
     err: PathBuf,
-}
-
-/// What a launcher did.
-struct Done {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Done {
-    fn code(&self) -> Option<i32> {
-        self.status.code()
-    }
-}
-
-impl std::fmt::Display for Done {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}\n--- stdout ---\n{}--- stderr ---\n{}",
-            self.status, self.stdout, self.stderr
-        )
-    }
 }
 
 /// `fimfs ARGS` with `env` set and `FIM_OVERLAY`, `FIM_CASEFOLD` removed
@@ -115,19 +89,6 @@ impl Launch {
 
 fn fimfs(args: &[OsString], env: &[(&str, &str)], logs: &Path) -> Done {
     start(args, env, logs).wait()
-}
-
-fn os(words: &[&str]) -> Vec<OsString> {
-    words.iter().map(OsString::from).collect()
-}
-
-/// Waits until `cond` holds; fails the test with `what` at the deadline.
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < DEADLINE, "gave up waiting: {what}");
-        thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// A scene: a root-filesystem lower (the host's /usr is bound into it), an

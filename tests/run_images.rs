@@ -18,17 +18,17 @@ mod common;
 use common::dwarfs::Layout;
 use common::image::{Spec, block, build};
 use common::pack::pack_dir;
+use common::run::{DEADLINE, Done, os, tagged, wait_for};
 use common::{TempDir, is_whiteout, lowers_arg, mounts, put, require_root_and_fuse};
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 const FIMFS: &str = env!("CARGO_BIN_EXE_fimfs");
-const DEADLINE: Duration = Duration::from_secs(60);
 const BACKENDS: [&str; 3] = ["bwrap", "overlayfs", "unionfs"];
 
 /// What the command reports about the view at `$0`: every entry with its
@@ -61,30 +61,6 @@ fn assert_same_lines(got: &str, want: &str, what: &str) {
         want.lines().count(),
         "{what}: line counts"
     );
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < DEADLINE, "gave up waiting: {what}");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-struct Done {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Done {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}\n--- stdout ---\n{}--- stderr ---\n{}",
-            self.status, self.stdout, self.stderr
-        )
-    }
 }
 
 /// A scene: a scratch directory with the view target, an upper and its
@@ -211,8 +187,12 @@ fn pack(dir: &Path, to: &Path) -> PathBuf {
     to.to_path_buf()
 }
 
-fn os(words: &[&str]) -> Vec<OsString> {
-    words.iter().map(OsString::from).collect()
+/// Packs each of `dirs` into `l<i>.dwarfs` in `t`, in order.
+fn pack_each(t: &TempDir, dirs: &[PathBuf]) -> Vec<PathBuf> {
+    dirs.iter()
+        .enumerate()
+        .map(|(i, d)| pack(d, &t.join(format!("l{i}.dwarfs"))))
+        .collect()
 }
 
 #[test]
@@ -220,11 +200,7 @@ fn image_lowers_read_as_their_directories_on_every_backend() {
     for backend in BACKENDS {
         let s = Scene::new(&format!("ri-read-{backend}"));
         let dirs = two_layers(&s.t);
-        let images: Vec<PathBuf> = dirs
-            .iter()
-            .enumerate()
-            .map(|(i, d)| pack(d, &s.t.join(format!("l{i}.dwarfs"))))
-            .collect();
+        let images = pack_each(&s.t, &dirs);
         let env = [("FIM_OVERLAY", backend)];
         let look = look_and_count(&s.work);
         let over_dirs = s.run(&[], Some(lowers_arg(&dirs)), &env, &look);
@@ -469,24 +445,6 @@ fn an_image_layer_with_wh_files_goes_to_the_daemon() {
     s.assert_clean();
 }
 
-/// PIDs of the processes whose environment holds `FIMFS_TREE_TOKEN=token`.
-fn tagged(token: &str) -> Vec<u32> {
-    let needle = format!("FIMFS_TREE_TOKEN={token}");
-    let mut out = Vec::new();
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(env) = fs::read(e.path().join("environ")) else {
-            continue;
-        };
-        if env.split(|&b| b == 0).any(|v| v == needle.as_bytes()) {
-            out.push(pid);
-        }
-    }
-    out
-}
-
 /// The fuse mounts below `dir`, from `/proc/mounts`.
 fn fuse_mounts_below(dir: &Path) -> Vec<String> {
     let dir = dir.to_string_lossy().into_owned();
@@ -514,11 +472,7 @@ fn keeper_of(launcher: u32) -> Option<i32> {
 fn sigkill_on_bwrap_with_image_layers_leaves_no_mount_and_no_process() {
     let s = Scene::new("ri-kill");
     let dirs = two_layers(&s.t);
-    let images: Vec<PathBuf> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| pack(d, &s.t.join(format!("l{i}.dwarfs"))))
-        .collect();
+    let images = pack_each(&s.t, &dirs);
     for victim in ["launcher", "keeper"] {
         let token = format!("ri-kill-{victim}-{}", std::process::id());
         let ready = s.t.join(format!("ready-{victim}"));
@@ -583,11 +537,7 @@ fn an_unprivileged_user_runs_over_images_on_each_backend() {
     const NOBODY: u32 = 65534;
     let s = Scene::new("ri-user");
     let dirs = two_layers(&s.t);
-    let images: Vec<PathBuf> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| pack(d, &s.t.join(format!("l{i}.dwarfs"))))
-        .collect();
+    let images = pack_each(&s.t, &dirs);
     let data = s.t.join("data");
     fs::create_dir_all(&s.upper).unwrap();
     let host = s.t.mkdir("host");
@@ -642,11 +592,7 @@ fn an_unprivileged_user_runs_over_images_on_each_backend() {
 fn casefold_runs_over_images_on_the_daemon() {
     let s = Scene::new("ri-casefold");
     let dirs = two_layers(&s.t);
-    let images: Vec<PathBuf> = dirs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| pack(d, &s.t.join(format!("l{i}.dwarfs"))))
-        .collect();
+    let images = pack_each(&s.t, &dirs);
     let script = "cat \"$0\"/ETC/App.Conf \"$0\"/usr/SHARE/doc/ReadMe && stat -f -c 'fs=%T' \"$0\"";
     // FIM_OVERLAY=bwrap asks for the kernel overlay; casefold never uses it.
     let env = [("FIM_OVERLAY", "bwrap"), ("FIM_CASEFOLD", "1")];

@@ -11,6 +11,7 @@
 
 mod common;
 
+use common::run::{DEADLINE, tagged, wait_for};
 use common::{TempDir, lowers_arg, mounts, require_root_and_fuse};
 use std::ffi::OsString;
 use std::fs;
@@ -20,34 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 const FIMFS: &str = env!("CARGO_BIN_EXE_fimfs");
-const DEADLINE: Duration = Duration::from_secs(60);
 const BACKENDS: [&str; 3] = ["bwrap", "overlayfs", "unionfs"];
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < DEADLINE, "gave up waiting: {what}");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// PIDs of the processes whose environment holds `FIMFS_TREE_TOKEN=token`.
-fn tagged(token: &str) -> Vec<u32> {
-    let needle = format!("FIMFS_TREE_TOKEN={token}");
-    let mut out = Vec::new();
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(env) = fs::read(e.path().join("environ")) else {
-            continue;
-        };
-        if env.split(|&b| b == 0).any(|v| v == needle.as_bytes()) {
-            out.push(pid);
-        }
-    }
-    out
-}
 
 /// Command lines of `pids`, for failure messages.
 fn describe(pids: &[u32]) -> String {

@@ -21,6 +21,9 @@
 //! - [`pack`]: [`pack_dir`], a host directory packed into a DwarFS image.
 //! - [`dwarfs`]: DwarFS images built by the tests (dwarfs-enc and hand-made
 //!   metadata), opened from memory, walked whole.
+//! - [`run`]: for the tests that drive `fimfs run`: the bound against hangs,
+//!   [`run::wait_for`], [`run::Done`] (what a launcher did), [`run::tagged`]
+//!   (a run's processes, by a token in their environment).
 //!
 //! [`require_root_and_fuse`]: mount tests never skip. Without root or FUSE they
 //! fail with a message that says what is missing.
@@ -32,6 +35,7 @@ pub mod image;
 pub mod mount;
 pub mod pack;
 pub mod rng;
+pub mod run;
 pub mod scratch;
 pub mod spec;
 pub mod stack;
