@@ -183,6 +183,8 @@ impl FimFs {
             let mut done = 0;
             while done < data.len() {
                 match sys::pwrite(fd.as_fd(), &data[done..], offset + done as u64) {
+                    // No progress: a short write, not a spin.
+                    Ok(0) => break,
                     Ok(n) => done += n,
                     Err(nix::errno::Errno::EINTR) => continue,
                     Err(e) if done == 0 => return reply.error(errno(e)),
