@@ -1,8 +1,8 @@
 //! Requests on names and attributes: lookup, forget, getattr, setattr,
 //! readlink, mknod, mkdir, symlink, unlink, rmdir, rename, link, access.
-use super::{FimFs, errno, file_attr, guard};
+use super::{FimFs, caller, errno, file_attr, guard};
 use crate::sys;
-use crate::union::{Caller, Entry, Ino, Make, SetAttr};
+use crate::union::{Entry, Ino, Make, SetAttr};
 use fuser::{
     AccessFlags, BsdFileFlags, FileHandle, Generation, INodeNo, RenameFlags, ReplyAttr, ReplyData,
     ReplyEmpty, ReplyEntry, Request, TimeOrNow,
@@ -52,10 +52,7 @@ impl FimFs {
         how: Make,
         reply: ReplyEntry,
     ) {
-        let who = Caller {
-            uid: req.uid(),
-            gid: req.gid(),
-        };
+        let who = caller(req);
         let res = self
             .union
             .make(Ino::from(parent), name.as_bytes(), how, who);

@@ -2,11 +2,11 @@
 //! fsync, fallocate, lseek, copy_file_range, and the inode-flag ioctls.
 use super::entries::GEN;
 use super::handles::OpenFile;
-use super::{FimFs, errno, file_attr, guard};
+use super::{FimFs, caller, errno, file_attr, guard};
 use crate::layer::File;
 use crate::sys;
 use crate::union::InodeFlags;
-use crate::union::{Caller, Created, Ino, Opened};
+use crate::union::{Created, Ino, Opened};
 use fuser::{
     CopyFileRangeFlags, Errno, FileHandle, FopenFlags, INodeNo, IoctlFlags, LockOwner, OpenFlags,
     ReplyCreate, ReplyData, ReplyEmpty, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyWrite, Request,
@@ -61,10 +61,7 @@ impl FimFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let who = Caller {
-            uid: req.uid(),
-            gid: req.gid(),
-        };
+        let who = caller(req);
         match self
             .union
             .open_made_meanwhile(parent, name.as_bytes(), flags, who)
@@ -186,6 +183,8 @@ impl FimFs {
             let mut done = 0;
             while done < data.len() {
                 match sys::pwrite(fd.as_fd(), &data[done..], offset + done as u64) {
+                    // No progress: a short write, not a spin.
+                    Ok(0) => break,
                     Ok(n) => done += n,
                     Err(nix::errno::Errno::EINTR) => continue,
                     Err(e) if done == 0 => return reply.error(errno(e)),
@@ -344,10 +343,7 @@ impl FimFs {
         reply: ReplyCreate,
     ) {
         guard("create", || {
-            let who = Caller {
-                uid: req.uid(),
-                gid: req.gid(),
-            };
+            let who = caller(req);
             match self
                 .union
                 .create(Ino::from(parent), name.as_bytes(), (mode, flags), who)

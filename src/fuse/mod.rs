@@ -322,6 +322,14 @@ pub fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
+/// Who sent a request, as the engine takes it for what it makes.
+pub fn caller(req: &fuser::Request) -> crate::union::Caller {
+    crate::union::Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
 pub fn errno(e: nix::errno::Errno) -> fuser::Errno {
     fuser::Errno::from_i32(e as i32)
 }

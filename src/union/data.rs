@@ -37,11 +37,20 @@ fn copy_range(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, mut off: u64, end: u64) 
         }
         let mut w = 0;
         while w < n {
-            w += sys::pwrite(dst, &buf[w..n], off + w as u64)?;
+            w += write_some(dst, &buf[w..n], off + w as u64)?;
         }
         off += n as u64;
     }
     Ok(off)
+}
+
+/// One `pwrite`; a write of nothing is EIO, so that the copy fails (and
+/// its staged file is removed) rather than loops.
+fn write_some(dst: BorrowedFd<'_>, buf: &[u8], off: u64) -> Result<usize> {
+    match sys::pwrite(dst, buf, off)? {
+        0 => Err(Errno::EIO),
+        n => Ok(n),
+    }
 }
 
 /// Copies the first `size` bytes of `src`, a file without an fd (an image
@@ -56,7 +65,7 @@ pub(super) fn copy_reads(src: &File, dst: BorrowedFd<'_>, size: u64) -> Result<(
         }
         let mut w = 0;
         while w < n {
-            w += sys::pwrite(dst, &buf[w..n], off + w as u64)?;
+            w += write_some(dst, &buf[w..n], off + w as u64)?;
         }
         off += n as u64;
     }
