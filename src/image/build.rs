@@ -289,19 +289,26 @@ fn log_drop(path: &Path, dir: usize, name: &[u8], why: &str, n: u64) {
 }
 
 /// Walks the tree from the root: every directory reached at most once;
-/// fills parents and link counts.
+/// fills parents, link counts and each other inode's first entry.
 fn walk(tree: &mut Tree, id: SectionId) -> R<()> {
     let dirs = tree.classes.symlinks as usize;
     let mut parent = vec![u32::MAX; dirs];
     let mut nlink = vec![0u32; tree.classes.end as usize];
+    let mut home = vec![u32::MAX; tree.classes.end as usize];
     let mut queue = VecDeque::from([0u32]);
     if let Some(root) = parent.first_mut() {
         *root = 0;
     }
     while let Some(d) = queue.pop_front() {
         let mut subdirs = 0u32;
-        for (_, child) in tree.entries(InodeId(d)) {
+        let start = tree.first.get(d as usize).copied().unwrap_or(0);
+        for (i, (_, child)) in tree.entries(InodeId(d)).enumerate() {
             let c = child.0 as usize;
+            if let Some(h) = home.get_mut(c)
+                && *h == u32::MAX
+            {
+                *h = start.saturating_add(i as u32);
+            }
             match parent.get_mut(c) {
                 Some(p) if *p != u32::MAX => {
                     return Err(invalid(id, format!("directory {c} reached twice")));
@@ -324,6 +331,7 @@ fn walk(tree: &mut Tree, id: SectionId) -> R<()> {
     }
     tree.parent = parent;
     tree.nlink = nlink;
+    tree.home = home;
     Ok(())
 }
 

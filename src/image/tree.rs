@@ -137,6 +137,9 @@ pub struct Tree {
     pub(super) first: Vec<u32>,
     /// Per directory, its parent directory (the root's is itself).
     pub(super) parent: Vec<u32>,
+    /// Per inode, the index of its first entry in `entries` (in walk
+    /// order); `u32::MAX` for the root and for inodes no directory holds.
+    pub(super) home: Vec<u32>,
     pub(super) inodes: Vec<Inode>,
     pub(super) nlink: Vec<u32>,
     pub(super) modes: Vec<u32>,
@@ -212,6 +215,41 @@ impl Tree {
     pub fn parent(&self, dir: InodeId) -> Option<InodeId> {
         let p = *self.parent.get(dir.0 as usize)?;
         (p != u32::MAX).then_some(InodeId(p))
+    }
+
+    /// Where an inode sits: the directory holding its first entry (in
+    /// walk order; a hard link has others) and that entry's name. `None`
+    /// for the root and for an inode no directory holds.
+    pub fn home(&self, ino: InodeId) -> Option<(InodeId, &[u8])> {
+        let e = *self.home.get(ino.0 as usize)?;
+        let entry = self.entries.get(e as usize)?;
+        // Directory d holds entries[first[d]..first[d + 1]]: the last d
+        // whose range starts at or before e (empty ones share its start).
+        let dir = self.first.partition_point(|&f| f <= e).checked_sub(1)?;
+        (self.first.get(dir + 1).is_some_and(|&end| e < end) && entry.inode == ino.0)
+            .then(|| (InodeId(dir as u32), self.name(entry)))
+    }
+
+    /// The path of directory `dir` from the root, components joined by
+    /// `/` (empty for the root); `None` for a directory not reachable.
+    pub fn dir_path(&self, dir: InodeId) -> Option<Vec<u8>> {
+        let mut names = Vec::new();
+        let mut cur = dir;
+        // The walk at open proved every parent chain ends at the root; the
+        // bound only keeps a broken index from looping.
+        for _ in 0..=self.parent.len() {
+            if cur == self.root() {
+                names.reverse();
+                return Some(names.join(&b'/'));
+            }
+            let (parent, name) = self.home(cur)?;
+            if self.parent(cur) != Some(parent) {
+                return None;
+            }
+            names.push(name);
+            cur = parent;
+        }
+        None
     }
 
     fn time(&self, offset: u32) -> Timespec {
@@ -308,6 +346,7 @@ impl Tree {
     pub fn heap_bytes(&self) -> usize {
         let v4 = self.first.capacity()
             + self.parent.capacity()
+            + self.home.capacity()
             + self.nlink.capacity()
             + self.modes.capacity()
             + self.uids.capacity()

@@ -15,7 +15,7 @@
 //!   image's (or a host directory's) handle is refused with `EXDEV`;
 //! - nothing here reads outside the image: the index is bounds-checked and
 //!   the cache checks every block against the image's section table.
-use super::lower::{Dir, DirRepr, File, FileRepr, Lower, ReadAt, foreign};
+use super::lower::{Dir, DirRepr, File, FileRepr, Home, Lower, ReadAt, foreign};
 use super::marker::{self, DirMarks, Probe};
 use crate::image::tree::{Attr, InodeId, Kind};
 use crate::image::{BlockCache, Image, ImageBlocks};
@@ -236,6 +236,21 @@ impl Lower for ImageLayer {
 
     fn is_xattr_whiteout(&self, _dir: &Dir, _name: &CStr) -> bool {
         false
+    }
+
+    fn finds_by_number(&self) -> bool {
+        true
+    }
+
+    fn home(&self, ino: u64) -> Option<Home> {
+        let tree = self.inner.image.tree();
+        let ino = InodeId(u32::try_from(ino.checked_sub(1)?).ok()?);
+        let (dir, name) = tree.home(ino)?;
+        Some(Home {
+            dir: tree.dir_path(dir)?,
+            name: name.to_vec(),
+            mode: tree.attr(ino)?.mode,
+        })
     }
 
     fn xattr(&self, dir: &Dir, name: &CStr, _xname: &CStr) -> Result<Vec<u8>> {

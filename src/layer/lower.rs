@@ -116,6 +116,18 @@ impl File {
     }
 }
 
+/// Where an entry of a layer sits, found from its inode number alone (see
+/// [`Lower::home`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Home {
+    /// The path of its directory from the layer's root, components joined
+    /// by `/` (empty for the root).
+    pub dir: Vec<u8>,
+    pub name: Vec<u8>,
+    /// Its whole mode (type bits included).
+    pub mode: u32,
+}
+
 /// What the engine needs from a read-only layer. `name` is an entry of
 /// `dir`; an empty `name` means `dir` itself where a `&CStr` is taken.
 pub trait Lower: Send + Sync + std::fmt::Debug {
@@ -154,6 +166,17 @@ pub trait Lower: Send + Sync + std::fmt::Debug {
     fn open(&self, dir: &Dir, name: &CStr, flags: i32) -> Result<File>;
     /// What `statfs` reports for the layer.
     fn statfs(&self) -> Result<libc::statfs>;
+    /// Can the layer find any of its entries from the `st_ino` it reported
+    /// ([`Lower::home`]), from memory? Then the engine need not remember
+    /// where the entries it hands out from here sit.
+    fn finds_by_number(&self) -> bool {
+        false
+    }
+    /// Where the entry whose `st_ino` is `ino` sits (a hard link: one of
+    /// its names); None when the layer cannot tell or holds no such entry.
+    fn home(&self, _ino: u64) -> Option<Home> {
+        None
+    }
 }
 
 /// A handle given to a lower that did not make it.

@@ -14,7 +14,7 @@ pub mod marker;
 mod workdir;
 
 pub use image::ImageLayer;
-pub use lower::{Dir, File, Lower};
+pub use lower::{Dir, File, Home, Lower};
 pub use workdir::{Stale, Workdir, WorkdirError, remove_tree, stale_dirs};
 
 use crate::sys::{self, Errno};
