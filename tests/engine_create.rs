@@ -8,83 +8,91 @@ mod engine_support;
 
 use engine_support::*;
 
+const CREATE_RULES: &[Case] = &[
+    Case {
+        name: "names starting with .wh. cannot be created",
+        lowers: &["f a A\nd dir"],
+        upper: Upper::Spec(""),
+        ops: &[
+            "create .wh.x => EPERM",
+            "mkdir .wh.y => EPERM",
+            "symlink .wh.z t => EPERM",
+            "mkfifo .wh.p => EPERM",
+            "mkdir .wh..wh..opq => EPERM",
+            "create dir/.wh.a => EPERM",
+            "create dir/.wh..wh..opq => EPERM",
+            "rename a .wh.a => EPERM",
+            "link a .wh.l => EPERM",
+        ],
+        tree: "f a A\nd dir",
+        merged: &[""],
+        disk: "- a\n- dir",
+        ..CASE
+    },
+    Case {
+        name: "mknod of a 0/0 character device (a whiteout) is refused; other devices are made",
+        lowers: &["f w lower"],
+        upper: Upper::Spec(""),
+        ops: &[
+            "mkchr x 0 0 => EPERM",
+            "mkchr w 0 0 => EEXIST",
+            "mkchr n 1 3",
+        ],
+        tree: "f w lower\nc n 1:3",
+        absent: &["x"],
+        merged: &[""],
+        disk: "- x\n- w",
+        ..CASE
+    },
+    Case {
+        name: "errors: unlink of a dir EISDIR, rmdir of a file ENOTDIR, existing names EEXIST",
+        lowers: &["d d\nf f F"],
+        upper: Upper::Spec(""),
+        ops: &[
+            "unlink d => EISDIR",
+            "rmdir f => ENOTDIR",
+            "unlink nope => ENOENT",
+            "rmdir nope => ENOENT",
+            "rename nope x => ENOENT",
+            "mkdir d => EEXIST",
+            "mkdir f => EEXIST",
+            "create f x => EEXIST",
+            "symlink f t => EEXIST",
+            "mkfifo d => EEXIST",
+            "link f d => EEXIST",
+        ],
+        tree: "d d\nf f F",
+        merged: &[""],
+        disk: "- d\n- f",
+        ..CASE
+    },
+    // Was mount_write.rs's mknod_of_a_whiteout_device_is_refused.
+    Case {
+        name: "mknod of a 0/0 device is refused in a lower-only dir and at the root, and writes nothing",
+        lowers: &["f d/x x"],
+        upper: Upper::Spec(""),
+        ops: &[
+            "mkchr d/wh 0 0 => EPERM",
+            "mkchr d/x 0 0 => EEXIST",
+            "mkchr top 0 0 => EPERM",
+        ],
+        tree: "d d\nf d/x x",
+        absent: &["d/wh", "top"],
+        merged: &[""],
+        disk: "- d\n- top",
+        ..CASE
+    },
+];
+
 #[test]
 fn create_rules() {
-    run_table(&[
-        Case {
-            name: "names starting with .wh. cannot be created",
-            lowers: &["f a A\nd dir"],
-            upper: Upper::Spec(""),
-            ops: &[
-                "create .wh.x => EPERM",
-                "mkdir .wh.y => EPERM",
-                "symlink .wh.z t => EPERM",
-                "mkfifo .wh.p => EPERM",
-                "mkdir .wh..wh..opq => EPERM",
-                "create dir/.wh.a => EPERM",
-                "create dir/.wh..wh..opq => EPERM",
-                "rename a .wh.a => EPERM",
-                "link a .wh.l => EPERM",
-            ],
-            tree: "f a A\nd dir",
-            merged: &[""],
-            disk: "- a\n- dir",
-            ..CASE
-        },
-        Case {
-            name: "mknod of a 0/0 character device (a whiteout) is refused; other devices are made",
-            lowers: &["f w lower"],
-            upper: Upper::Spec(""),
-            ops: &[
-                "mkchr x 0 0 => EPERM",
-                "mkchr w 0 0 => EEXIST",
-                "mkchr n 1 3",
-            ],
-            tree: "f w lower\nc n 1:3",
-            absent: &["x"],
-            merged: &[""],
-            disk: "- x\n- w",
-            ..CASE
-        },
-        Case {
-            name: "errors: unlink of a dir EISDIR, rmdir of a file ENOTDIR, existing names EEXIST",
-            lowers: &["d d\nf f F"],
-            upper: Upper::Spec(""),
-            ops: &[
-                "unlink d => EISDIR",
-                "rmdir f => ENOTDIR",
-                "unlink nope => ENOENT",
-                "rmdir nope => ENOENT",
-                "rename nope x => ENOENT",
-                "mkdir d => EEXIST",
-                "mkdir f => EEXIST",
-                "create f x => EEXIST",
-                "symlink f t => EEXIST",
-                "mkfifo d => EEXIST",
-                "link f d => EEXIST",
-            ],
-            tree: "d d\nf f F",
-            merged: &[""],
-            disk: "- d\n- f",
-            ..CASE
-        },
-        // Was mount_write.rs's mknod_of_a_whiteout_device_is_refused.
-        Case {
-            name: "mknod of a 0/0 device is refused in a lower-only dir and at the root, and writes nothing",
-            lowers: &["f d/x x"],
-            upper: Upper::Spec(""),
-            ops: &[
-                "mkchr d/wh 0 0 => EPERM",
-                "mkchr d/x 0 0 => EEXIST",
-                "mkchr top 0 0 => EPERM",
-            ],
-            tree: "d d\nf d/x x",
-            absent: &["d/wh", "top"],
-            merged: &[""],
-            disk: "- d\n- top",
-            ..CASE
-        },
-    ]);
+    run_table(CREATE_RULES);
+}
+
+/// The same rules with the lowers packed into DwarFS images.
+#[test]
+fn create_rules_over_images() {
+    run_table_over_images(CREATE_RULES);
 }
 
 /// Every mutation of a union without an upper fails with EROFS (private xattr

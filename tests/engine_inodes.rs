@@ -10,71 +10,79 @@ use engine_support::*;
 use fimfs::union::{Ino, Options, Union};
 use std::collections::BTreeMap;
 
+const LINK_RULES: &[Case] = &[
+    Case {
+        name: "hard link of a lower file: one inode, one st_ino, writes seen through both",
+        lowers: &["f a A"],
+        upper: Upper::Spec(""),
+        ops: &["link a b", "pwrite b 0 Z"],
+        tree: "f a Z\nf b Z\n= a b",
+        merged: &[""],
+        disk: "f a Z\nf b Z\nh a b",
+        ..CASE
+    },
+    Case {
+        name: "a new file at a whited-out name does not take the deleted file's st_ino",
+        lowers: &["f a old\nf b old"],
+        upper: Upper::Spec(""),
+        ops: &["unlink a", "create a new", "create tmp new", "rename tmp b"],
+        tree: "f a new\nf b new",
+        merged: &[""],
+        new_ino: &["a", "b"],
+        disk: "f a new\nf b new",
+        ..CASE
+    },
+    Case {
+        name: "a new file at a whited-out name never shares st_ino with a lower hard link",
+        lowers: &["f a A\nH b a"],
+        upper: Upper::Spec(""),
+        ops: &["unlink b", "create b new"],
+        tree: "f a A\nf b new",
+        merged: &[""],
+        disk: "f b new\n- a",
+        ..CASE
+    },
+    Case {
+        name: "hard links inside a renamed merged directory stay one file",
+        lowers: &["f d/a A\nf d/x X"],
+        upper: Upper::Spec(""),
+        ops: &["link d/a d/b", "rename d e", "pwrite e/b 0 Z"],
+        tree: "d e\nf e/a Z\nf e/b Z\nf e/x X\n= e/a e/b",
+        merged: &[""],
+        disk: "w d\nf e/a Z\nf e/b Z\nh e/a e/b",
+        ..CASE
+    },
+    Case {
+        name: "a failed directory rename leaves hard links inside it alone",
+        lowers: &["f d/a A\nd d/s"],
+        upper: Upper::Spec(""),
+        ops: &["link d/a d/b", "rename d d/s/x => EINVAL", "pwrite d/b 0 Z"],
+        tree: "d d\nf d/a Z\nf d/b Z\nd d/s\n= d/a d/b",
+        merged: &["", "d"],
+        disk: "f d/a Z\nf d/b Z\nh d/a d/b",
+        ..CASE
+    },
+    Case {
+        name: "hard link onto a whiteout",
+        lowers: &["f a A\nf b B"],
+        upper: Upper::Spec(""),
+        ops: &["unlink b", "link a b"],
+        tree: "f a A\nf b A\n= a b",
+        merged: &[""],
+        disk: "f b A\nh a b",
+        ..CASE
+    },
+];
+
 #[test]
 fn link_rules() {
-    run_table(&[
-        Case {
-            name: "hard link of a lower file: one inode, one st_ino, writes seen through both",
-            lowers: &["f a A"],
-            upper: Upper::Spec(""),
-            ops: &["link a b", "pwrite b 0 Z"],
-            tree: "f a Z\nf b Z\n= a b",
-            merged: &[""],
-            disk: "f a Z\nf b Z\nh a b",
-            ..CASE
-        },
-        Case {
-            name: "a new file at a whited-out name does not take the deleted file's st_ino",
-            lowers: &["f a old\nf b old"],
-            upper: Upper::Spec(""),
-            ops: &["unlink a", "create a new", "create tmp new", "rename tmp b"],
-            tree: "f a new\nf b new",
-            merged: &[""],
-            new_ino: &["a", "b"],
-            disk: "f a new\nf b new",
-            ..CASE
-        },
-        Case {
-            name: "a new file at a whited-out name never shares st_ino with a lower hard link",
-            lowers: &["f a A\nH b a"],
-            upper: Upper::Spec(""),
-            ops: &["unlink b", "create b new"],
-            tree: "f a A\nf b new",
-            merged: &[""],
-            disk: "f b new\n- a",
-            ..CASE
-        },
-        Case {
-            name: "hard links inside a renamed merged directory stay one file",
-            lowers: &["f d/a A\nf d/x X"],
-            upper: Upper::Spec(""),
-            ops: &["link d/a d/b", "rename d e", "pwrite e/b 0 Z"],
-            tree: "d e\nf e/a Z\nf e/b Z\nf e/x X\n= e/a e/b",
-            merged: &[""],
-            disk: "w d\nf e/a Z\nf e/b Z\nh e/a e/b",
-            ..CASE
-        },
-        Case {
-            name: "a failed directory rename leaves hard links inside it alone",
-            lowers: &["f d/a A\nd d/s"],
-            upper: Upper::Spec(""),
-            ops: &["link d/a d/b", "rename d d/s/x => EINVAL", "pwrite d/b 0 Z"],
-            tree: "d d\nf d/a Z\nf d/b Z\nd d/s\n= d/a d/b",
-            merged: &["", "d"],
-            disk: "f d/a Z\nf d/b Z\nh d/a d/b",
-            ..CASE
-        },
-        Case {
-            name: "hard link onto a whiteout",
-            lowers: &["f a A\nf b B"],
-            upper: Upper::Spec(""),
-            ops: &["unlink b", "link a b"],
-            tree: "f a A\nf b A\n= a b",
-            merged: &[""],
-            disk: "f b A\nh a b",
-            ..CASE
-        },
-    ]);
+    run_table(LINK_RULES);
+}
+
+/// The same rules with the lowers packed into DwarFS images.
+#[test]
+fn link_rules_over_images() {
+    run_table_over_images(LINK_RULES);
 }
 
 /// The upper carries no mark of fimfs (the kernel overlay would list it), yet

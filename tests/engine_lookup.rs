@@ -12,217 +12,225 @@ use fimfs::union::{Ino, Options};
 use std::collections::BTreeSet;
 use std::fs;
 
-#[test]
-fn read_rules() {
-    run_table(&[
-        Case {
-            name: "one lower: files, dirs, symlinks, fifo, a real device",
-            lowers: &["f a hello\nd b\nf b/c inner\nl s a\np fifo\nc dev\nd empty"],
-            tree: "f a hello\nd b\nf b/c inner\nl s a\np fifo\nc dev 1:3\nd empty",
-            absent: &["x", "b/x", ".wh.a", "a/x ENOTDIR"],
-            ..CASE
-        },
-        Case {
-            name: "the top-most lower wins for a file",
-            lowers: &["f a top", "f a bottom\nf b only-bottom"],
-            tree: "f a top\nf b only-bottom",
-            ..CASE
-        },
-        Case {
-            name: "directories merge across lowers; contents from the top-most",
-            lowers: &[
-                "f d/a top-a\nf d/x/1 one",
-                "f d/a bottom-a\nf d/b bottom-b\nf d/x/2 two",
-                "f d/c third\nd d/y",
-            ],
-            tree: "d d\nf d/a top-a\nf d/b bottom-b\nf d/c third\nd d/x\nf d/x/1 one\nf d/x/2 two\nd d/y",
-            merged: &["d", "d/x"],
-            ..CASE
-        },
-        Case {
-            name: "a file hides a directory below it",
-            lowers: &["f x file", "f x/y deep\nf z/k k"],
-            tree: "f x file\nd z\nf z/k k",
-            absent: &["x/y ENOTDIR"],
-            ..CASE
-        },
-        Case {
-            name: "a directory hides a file below it and is not merged",
-            lowers: &["d x\nf x/in in", "f x file"],
-            tree: "d x\nf x/in in",
-            ..CASE
-        },
-        Case {
-            name: "a symlink hides a directory below and is never merged",
-            lowers: &["l d ../elsewhere", "f d/x x"],
-            tree: "l d ../elsewhere",
-            ..CASE
-        },
-        Case {
-            name: "0/0 character-device whiteouts hide files and directories below",
-            lowers: &["w a\nw d\nf keep k", "f a bottom\nf d/x x\nf keep2 k2"],
-            tree: "f keep k\nf keep2 k2",
-            absent: &["a", "d", "d/x"],
-            ..CASE
-        },
-        Case {
-            name: ".wh.NAME whiteouts hide files and directories below",
-            lowers: &["W a\nW d\nf other o", "f a bottom\nf d/x x"],
-            tree: "f other o",
-            absent: &["a", "d", ".wh.a", ".wh.d"],
-            ..CASE
-        },
-        Case {
-            name: "a whiteout hides only what is below it",
-            lowers: &[
-                "f a top\nf d/t t\nf e/1 1",
-                "w a\nw d\nw e/3",
-                "f a bottom\nf d/b b\nf e/3 3\nf e/2 2",
-            ],
-            tree: "f a top\nd d\nf d/t t\nd e\nf e/1 1\nf e/2 2",
-            absent: &["d/b", "e/3"],
-            merged: &["e"],
-            ..CASE
-        },
-        Case {
-            name: "xattr whiteouts: lookup always hides them, readdir only below overlay.opaque=x",
-            lowers: &[
-                "z plain/t trusted.overlay.whiteout\nz plain/u user.overlay.whiteout\n\
+const READ_RULES: &[Case] = &[
+    Case {
+        name: "one lower: files, dirs, symlinks, fifo, a real device",
+        lowers: &["f a hello\nd b\nf b/c inner\nl s a\np fifo\nc dev\nd empty"],
+        tree: "f a hello\nd b\nf b/c inner\nl s a\np fifo\nc dev 1:3\nd empty",
+        absent: &["x", "b/x", ".wh.a", "a/x ENOTDIR"],
+        ..CASE
+    },
+    Case {
+        name: "the top-most lower wins for a file",
+        lowers: &["f a top", "f a bottom\nf b only-bottom"],
+        tree: "f a top\nf b only-bottom",
+        ..CASE
+    },
+    Case {
+        name: "directories merge across lowers; contents from the top-most",
+        lowers: &[
+            "f d/a top-a\nf d/x/1 one",
+            "f d/a bottom-a\nf d/b bottom-b\nf d/x/2 two",
+            "f d/c third\nd d/y",
+        ],
+        tree: "d d\nf d/a top-a\nf d/b bottom-b\nf d/c third\nd d/x\nf d/x/1 one\nf d/x/2 two\nd d/y",
+        merged: &["d", "d/x"],
+        ..CASE
+    },
+    Case {
+        name: "a file hides a directory below it",
+        lowers: &["f x file", "f x/y deep\nf z/k k"],
+        tree: "f x file\nd z\nf z/k k",
+        absent: &["x/y ENOTDIR"],
+        ..CASE
+    },
+    Case {
+        name: "a directory hides a file below it and is not merged",
+        lowers: &["d x\nf x/in in", "f x file"],
+        tree: "d x\nf x/in in",
+        ..CASE
+    },
+    Case {
+        name: "a symlink hides a directory below and is never merged",
+        lowers: &["l d ../elsewhere", "f d/x x"],
+        tree: "l d ../elsewhere",
+        ..CASE
+    },
+    Case {
+        name: "0/0 character-device whiteouts hide files and directories below",
+        lowers: &["w a\nw d\nf keep k", "f a bottom\nf d/x x\nf keep2 k2"],
+        tree: "f keep k\nf keep2 k2",
+        absent: &["a", "d", "d/x"],
+        ..CASE
+    },
+    Case {
+        name: ".wh.NAME whiteouts hide files and directories below",
+        lowers: &["W a\nW d\nf other o", "f a bottom\nf d/x x"],
+        tree: "f other o",
+        absent: &["a", "d", ".wh.a", ".wh.d"],
+        ..CASE
+    },
+    Case {
+        name: "a whiteout hides only what is below it",
+        lowers: &[
+            "f a top\nf d/t t\nf e/1 1",
+            "w a\nw d\nw e/3",
+            "f a bottom\nf d/b b\nf e/3 3\nf e/2 2",
+        ],
+        tree: "f a top\nd d\nf d/t t\nd e\nf e/1 1\nf e/2 2",
+        absent: &["d/b", "e/3"],
+        merged: &["e"],
+        ..CASE
+    },
+    Case {
+        name: "xattr whiteouts: lookup always hides them, readdir only below overlay.opaque=x",
+        lowers: &[
+            "z plain/t trusted.overlay.whiteout\nz plain/u user.overlay.whiteout\n\
                  z marked/t trusted.overlay.whiteout\nz marked/u user.overlay.whiteout\n\
                  f marked/keep k\nf marked/empty\nf marked/big data\n\
                  X marked/big trusted.overlay.whiteout y\nX marked user.overlay.opaque x",
-                "f plain/t T\nf plain/u U\nf plain/keep k\nf marked/t T\nf marked/u U\nf marked/low L",
-            ],
-            tree: "d plain\n? plain/t\n? plain/u\nf plain/keep k\n\
+            "f plain/t T\nf plain/u U\nf plain/keep k\nf marked/t T\nf marked/u U\nf marked/low L",
+        ],
+        tree: "d plain\n? plain/t\n? plain/u\nf plain/keep k\n\
                    d marked\nf marked/keep k\nf marked/empty\nf marked/big data\nf marked/low L",
-            absent: &["plain/t", "plain/u", "marked/t", "marked/u"],
-            merged: &["plain", "marked"],
-            ..CASE
-        },
-        Case {
-            name: "opaque directories, every dialect: nothing below merges in",
-            lowers: &[
-                "o a\nf a/top t\nO b trusted.overlay.opaque\nf b/top t\n\
+        absent: &["plain/t", "plain/u", "marked/t", "marked/u"],
+        merged: &["plain", "marked"],
+        ..CASE
+    },
+    Case {
+        name: "opaque directories, every dialect: nothing below merges in",
+        lowers: &[
+            "o a\nf a/top t\nO b trusted.overlay.opaque\nf b/top t\n\
                  O c user.overlay.opaque\nf c/top t\nO e user.fuseoverlayfs.opaque\nf e/top t",
-                "f a/low l\nf b/low l\nf c/low l\nf e/low l\nf a/top x\nf b/top x",
-            ],
-            tree: "d a\nf a/top t\nd b\nf b/top t\nd c\nf c/top t\nd e\nf e/top t",
-            absent: &["a/low", "b/low", "c/low", "e/low", "a/.wh..wh..opq"],
-            ..CASE
-        },
-        Case {
-            name: "an opaque xattr with a value other than y is not opaque",
-            lowers: &["f a/top t\nX a user.overlay.opaque n", "f a/low l"],
-            tree: "d a\nf a/top t\nf a/low l",
-            merged: &["a"],
-            ..CASE
-        },
-        Case {
-            name: "an opaque directory in a middle layer cuts off only what is below it",
-            lowers: &[
-                "f d/a a1",
-                "O d user.overlay.opaque\nf d/b b2",
-                "f d/c c3\nf d/a a3",
-            ],
-            tree: "d d\nf d/a a1\nf d/b b2",
-            absent: &["d/c"],
-            merged: &["d"],
-            ..CASE
-        },
-        Case {
-            name: "a whiteout with nothing below it is simply not there",
-            lowers: &["w ghost\nW ghost2\nf real r"],
-            tree: "f real r",
-            absent: &["ghost", "ghost2", ".wh.ghost2"],
-            ..CASE
-        },
-        Case {
-            name: "a merged directory whose every entry is whited out lists empty",
-            lowers: &["w d/a\nw d/b", "f d/a a\nf d/b b"],
-            tree: "d d",
-            merged: &["d"],
-            ..CASE
-        },
-        Case {
-            name: "hard links inside one lower share one inode number",
-            lowers: &["f a same\nH b a\nf c other"],
-            tree: "f a same\nf b same\nf c other\n= a b",
-            ..CASE
-        },
-        Case {
-            name: "marker names are never looked up",
-            lowers: &["o d\nf d/x x\nW foo"],
-            tree: "d d\nf d/x x",
-            absent: &[".wh.foo", "d/.wh..wh..opq", ".wh..wh..opq"],
-            ..CASE
-        },
-        Case {
-            name: "overlay.opaque=x on a lower root: readdir hides xattr whiteouts at the root",
-            lowers: &[
-                "X . user.overlay.opaque x\nz t trusted.overlay.whiteout\nf k k",
-                "f t T",
-            ],
-            tree: "f k k",
-            absent: &["t"],
-            merged: &[""],
-            ..CASE
-        },
-        Case {
-            name: "user xattrs show, overlay-private ones never",
-            lowers: &[
-                "f a a\nX a user.color blue\nX a user.overlay.foo bar\nX a trusted.overlay.origin o\n\
+            "f a/low l\nf b/low l\nf c/low l\nf e/low l\nf a/top x\nf b/top x",
+        ],
+        tree: "d a\nf a/top t\nd b\nf b/top t\nd c\nf c/top t\nd e\nf e/top t",
+        absent: &["a/low", "b/low", "c/low", "e/low", "a/.wh..wh..opq"],
+        ..CASE
+    },
+    Case {
+        name: "an opaque xattr with a value other than y is not opaque",
+        lowers: &["f a/top t\nX a user.overlay.opaque n", "f a/low l"],
+        tree: "d a\nf a/top t\nf a/low l",
+        merged: &["a"],
+        ..CASE
+    },
+    Case {
+        name: "an opaque directory in a middle layer cuts off only what is below it",
+        lowers: &[
+            "f d/a a1",
+            "O d user.overlay.opaque\nf d/b b2",
+            "f d/c c3\nf d/a a3",
+        ],
+        tree: "d d\nf d/a a1\nf d/b b2",
+        absent: &["d/c"],
+        merged: &["d"],
+        ..CASE
+    },
+    Case {
+        name: "a whiteout with nothing below it is simply not there",
+        lowers: &["w ghost\nW ghost2\nf real r"],
+        tree: "f real r",
+        absent: &["ghost", "ghost2", ".wh.ghost2"],
+        ..CASE
+    },
+    Case {
+        name: "a merged directory whose every entry is whited out lists empty",
+        lowers: &["w d/a\nw d/b", "f d/a a\nf d/b b"],
+        tree: "d d",
+        merged: &["d"],
+        ..CASE
+    },
+    Case {
+        name: "hard links inside one lower share one inode number",
+        lowers: &["f a same\nH b a\nf c other"],
+        tree: "f a same\nf b same\nf c other\n= a b",
+        ..CASE
+    },
+    Case {
+        name: "marker names are never looked up",
+        lowers: &["o d\nf d/x x\nW foo"],
+        tree: "d d\nf d/x x",
+        absent: &[".wh.foo", "d/.wh..wh..opq", ".wh..wh..opq"],
+        ..CASE
+    },
+    Case {
+        name: "overlay.opaque=x on a lower root: readdir hides xattr whiteouts at the root",
+        lowers: &[
+            "X . user.overlay.opaque x\nz t trusted.overlay.whiteout\nf k k",
+            "f t T",
+        ],
+        tree: "f k k",
+        absent: &["t"],
+        merged: &[""],
+        ..CASE
+    },
+    Case {
+        name: "user xattrs show, overlay-private ones never",
+        lowers: &[
+            "f a a\nX a user.color blue\nX a user.overlay.foo bar\nX a trusted.overlay.origin o\n\
                  X a user.fuseoverlayfs.z z\nX a user.fimfs.k v\nX a trusted.other t\n\
                  O d trusted.overlay.opaque\nX d user.overlay.opaque y",
-            ],
-            ops: &[
-                "getxattr a user.color",
-                "getxattr a user.overlay.foo => ENODATA",
-                "getxattr a trusted.overlay.origin => ENODATA",
-                "getxattr a user.fuseoverlayfs.z => ENODATA",
-                "getxattr a user.fimfs.k => ENODATA",
-                "getxattr d trusted.overlay.opaque => ENODATA",
-                "getxattr d user.overlay.opaque => ENODATA",
-                "getxattr a user.none => ENODATA",
-                "openr a",
-                "lookup a",
-            ],
-            tree: "f a a\nx a user.color blue\nx a trusted.other t\nd d",
-            ..CASE
-        },
-        Case {
-            name: "upper: whiteouts, an opaque dir and files over the lowers",
-            lowers: &["f gone g\nf over low\nf op/old o\nf d/x x\nf d/l l"],
-            upper: Upper::Spec(
-                "w gone\nf over up\nO op user.overlay.opaque\nf op/new n\nf d/u u\nw d/x",
-            ),
-            tree: "f over up\nd op\nf op/new n\nd d\nf d/u u\nf d/l l",
-            absent: &["gone", "op/old", "d/x"],
-            merged: &["", "d"],
-            keep_ino: &["over", "d"],
-            disk: "w gone\nf over up\no op\nd d\nw d/x",
-            ..CASE
-        },
-        Case {
-            name: "upper: a dir over a lower file, a file over a lower dir",
-            lowers: &["f a afile\nf b/deep d"],
-            upper: Upper::Spec("d a\nf a/in i\nf b bfile"),
-            tree: "d a\nf a/in i\nf b bfile",
-            merged: &[""],
-            disk: "d a\nf b bfile",
-            ..CASE
-        },
-        Case {
-            name: "upper: lower-dialect markers in the upper are read too",
-            lowers: &["f a A\nf b B\nf d/x X\nf e/y Y"],
-            upper: Upper::Spec(
-                "W a\nz b user.overlay.whiteout\no d\nf d/n N\nO e user.fuseoverlayfs.opaque",
-            ),
-            tree: "? b\nd d\nf d/n N\nd e",
-            absent: &["a", "b", "d/x", "e/y"],
-            merged: &[""],
-            ..CASE
-        },
-    ]);
+        ],
+        ops: &[
+            "getxattr a user.color",
+            "getxattr a user.overlay.foo => ENODATA",
+            "getxattr a trusted.overlay.origin => ENODATA",
+            "getxattr a user.fuseoverlayfs.z => ENODATA",
+            "getxattr a user.fimfs.k => ENODATA",
+            "getxattr d trusted.overlay.opaque => ENODATA",
+            "getxattr d user.overlay.opaque => ENODATA",
+            "getxattr a user.none => ENODATA",
+            "openr a",
+            "lookup a",
+        ],
+        tree: "f a a\nx a user.color blue\nx a trusted.other t\nd d",
+        ..CASE
+    },
+    Case {
+        name: "upper: whiteouts, an opaque dir and files over the lowers",
+        lowers: &["f gone g\nf over low\nf op/old o\nf d/x x\nf d/l l"],
+        upper: Upper::Spec(
+            "w gone\nf over up\nO op user.overlay.opaque\nf op/new n\nf d/u u\nw d/x",
+        ),
+        tree: "f over up\nd op\nf op/new n\nd d\nf d/u u\nf d/l l",
+        absent: &["gone", "op/old", "d/x"],
+        merged: &["", "d"],
+        keep_ino: &["over", "d"],
+        disk: "w gone\nf over up\no op\nd d\nw d/x",
+        ..CASE
+    },
+    Case {
+        name: "upper: a dir over a lower file, a file over a lower dir",
+        lowers: &["f a afile\nf b/deep d"],
+        upper: Upper::Spec("d a\nf a/in i\nf b bfile"),
+        tree: "d a\nf a/in i\nf b bfile",
+        merged: &[""],
+        disk: "d a\nf b bfile",
+        ..CASE
+    },
+    Case {
+        name: "upper: lower-dialect markers in the upper are read too",
+        lowers: &["f a A\nf b B\nf d/x X\nf e/y Y"],
+        upper: Upper::Spec(
+            "W a\nz b user.overlay.whiteout\no d\nf d/n N\nO e user.fuseoverlayfs.opaque",
+        ),
+        tree: "? b\nd d\nf d/n N\nd e",
+        absent: &["a", "b", "d/x", "e/y"],
+        merged: &[""],
+        ..CASE
+    },
+];
+
+#[test]
+fn read_rules() {
+    run_table(READ_RULES);
+}
+
+/// The same rules with the lowers packed into DwarFS images.
+#[test]
+fn read_rules_over_images() {
+    run_table_over_images(READ_RULES);
 }
 
 #[test]

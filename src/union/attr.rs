@@ -104,6 +104,21 @@ impl InoMap {
         (id as u64 != OVERFLOW_FSID).then_some(id as u64)
     }
 
+    /// The layer entry a number was made from by [`InoMap::encode`], if
+    /// it was made that way and is still that entry's number: its device
+    /// among `devs` (the devices worth asking about) and its `st_ino`.
+    pub fn decode(&self, number: Ino, devs: impl Iterator<Item = u64>) -> Option<(u64, u64)> {
+        let id = number.0 >> INO_BITS;
+        if id == 0 || id == OVERFLOW_FSID {
+            return None;
+        }
+        let ino = number.0 & ((1 << INO_BITS) - 1);
+        let dev = devs
+            .into_iter()
+            .find(|d| self.fsids.get(d).is_some_and(|f| u64::from(*f) == id))?;
+        (self.encode(dev, ino) == number).then_some((dev, ino))
+    }
+
     pub fn encode(&self, dev: u64, ino: u64) -> Ino {
         if self.remapped.load(Ordering::Acquire)
             && let Some(n) = self

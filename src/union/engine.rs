@@ -121,14 +121,11 @@ impl Union {
         self.stack.upper().is_none()
     }
 
-    /// Number of nodes the kernel holds (for tests and memory checks).
+    /// Number of nodes in the table (for tests and memory checks): those
+    /// the kernel holds, less the entries given out without one
+    /// (`direct`).
     pub fn live_nodes(&self) -> usize {
         self.nodes.len()
-    }
-
-    /// The live node numbered `ino`.
-    pub(super) fn node(&self, ino: Ino) -> Result<Arc<Node>> {
-        self.nodes.get(ino).ok_or(Errno::ESTALE)
     }
 
     /// `fd`, open on the upper inode `ino` goes by, keeps that inode (and
@@ -191,7 +188,9 @@ impl Union {
     /// node): what to drop from its caches once the lowers' view may
     /// change behind this daemon (another daemon shares the upper).
     pub fn lower_only_names(&self) -> Vec<LowerOnlyName> {
-        self.nodes.lower_only_names()
+        let mut names = self.nodes.lower_only_names();
+        names.extend(self.numbered_names());
+        names
     }
 
     /// Forgets what the engine remembers of the lowers, which never change

@@ -434,6 +434,13 @@ impl Union {
         opened: Option<&Arc<OwnedFd>>,
     ) -> (Arc<Node>, Attr) {
         let attr = self.attr_of(None, &found);
+        if self.needs_no_node(&found, name, &attr) {
+            let loc = Loc {
+                parent: Some(parent),
+                name: name.to_vec(),
+            };
+            return (Arc::new(Node::new(attr.ino, loc, found.state)), attr);
+        }
         let own = self.inos.encode(found.st.st_dev, found.st.st_ino);
         let numbered_by_upper = found.state.upper && attr.ino == own;
         let dir_fd = found.dir.as_ref().and_then(|d| d.upper().cloned());

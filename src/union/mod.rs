@@ -29,6 +29,8 @@
 //! - `lookup`: resolution (`resolve_in`, `dir_layers`, `Found`) and
 //!   `lookup`/`lookup_listed`/`hand_out`.
 //! - `numbers`: which number an entry reports (`ino_of`, `attr_of`).
+//! - `direct`: entries of an image given to the kernel without a node
+//!   (their number says where they are); `node`/`peek`, a number's node.
 //! - `place`: where a node lives (`place`, `cached_place`,
 //!   `writable_place`).
 //! - `read`: `getattr`, `readlink`, xattrs, `statfs`, `open`.
@@ -47,6 +49,7 @@ pub mod attr;
 mod cache;
 mod copy_up;
 mod data;
+mod direct;
 mod dirfds;
 mod engine;
 mod flags;

@@ -464,6 +464,30 @@ impl NodeTable {
         live
     }
 
+    /// Keeps `node`, made from its number alone (see `union::direct`), in
+    /// the table; the kernel's lookups of it were not counted, so its
+    /// first FORGET drops it. Returns the node the table holds.
+    pub fn adopt(&self, node: Arc<Node>) -> Arc<Node> {
+        let live = self.map.entry(node.ino).or_insert(node).value().clone();
+        if let Some(Loc {
+            parent: Some(p),
+            name,
+        }) = live.loc()
+        {
+            self.name_now(&p, &name, Some(live.ino));
+        }
+        live
+    }
+
+    /// The directory nodes in the table.
+    pub fn dir_nodes(&self) -> Vec<Arc<Node>> {
+        self.map
+            .iter()
+            .filter(|e| e.value().state().kind == super::attr::Kind::Dir)
+            .map(|e| e.value().clone())
+            .collect()
+    }
+
     /// The node numbered `ino` that is not an entry of any layer (such as
     /// `.ciopfs`), counting one lookup; it is never forgotten.
     pub fn remember_fixed(&self, ino: Ino) -> Arc<Node> {

@@ -19,7 +19,7 @@ impl Union {
         if self.is_ciopfs(ino) {
             return self.ciopfs_attr();
         }
-        let node = self.node(ino)?;
+        let node = self.peek(ino)?;
         self.node_attr(&node, ino)
     }
 
@@ -32,7 +32,7 @@ impl Union {
             let cache = self.cache_of(false, true);
             return Ok(Entry { ino, attr, cache });
         }
-        let node = self.node(ino)?;
+        let node = self.peek(ino)?;
         let attr = self.node_attr(&node, ino)?;
         Ok(self.entry_of(&node, attr, true))
     }
@@ -131,7 +131,7 @@ impl Union {
     }
 
     pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
-        let node = self.node(ino)?;
+        let node = self.peek(ino)?;
         let (found, place) = self.place(&node)?;
         if found.state.kind != Kind::Symlink {
             return Err(Errno::EINVAL);
@@ -151,7 +151,7 @@ impl Union {
         if marker::is_private_xattr(name) || self.is_ciopfs(ino) {
             return Err(Errno::ENODATA);
         }
-        let node = self.node(ino)?;
+        let node = self.peek(ino)?;
         let place = self.quick_place(&node)?;
         self.layer(place.layer)?
             .xattr(&place.dir, &place.name, &sys::cstr(name)?)
@@ -161,7 +161,7 @@ impl Union {
     /// `lower N DIR` (N from 1 at the top-most lower). A merged directory
     /// names its top-most layer.
     pub(super) fn layer_of(&self, ino: Ino) -> Result<Vec<u8>> {
-        let node = self.node(ino)?;
+        let node = self.peek(ino)?;
         if ino == CIOPFS_INO && self.opts.casefold {
             return Err(Errno::ENODATA);
         }
@@ -182,7 +182,7 @@ impl Union {
         if self.is_ciopfs(ino) {
             return Ok(Vec::new());
         }
-        let node = self.node(ino)?;
+        let node = self.peek(ino)?;
         let place = self.quick_place(&node)?;
         let raw = self
             .layer(place.layer)?

@@ -397,9 +397,7 @@ impl Union {
     /// The live node for `parent/name` if the kernel holds one, else a
     /// transient one.
     fn child_node(&self, parent: &Arc<Node>, name: &[u8], f: &Found) -> Arc<Node> {
-        self.nodes
-            .child(parent, name)
-            .unwrap_or_else(|| self.transient_child(parent, name, f))
+        self.held_child(parent, name, f)
     }
 }
 

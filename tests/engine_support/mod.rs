@@ -2,7 +2,8 @@
 //! scratch dir, everything in milliseconds.
 //!
 //! - [`Fixture`]: lowers (top-most first), an optional upper, a workdir and the
-//!   [`Union`] over them.
+//!   [`Union`] over them; the lowers as directories, or packed into DwarFS
+//!   images ([`Fixture::over_images`]).
 //! - [`engine_view`]: the merged tree as the engine shows it (`list_dir`, `lookup`,
 //!   `getattr`, `open`+`pread`, `readlink`, `listxattr`), checking on the way that
 //!   `d_ino` equals `st_ino`, that the readdir kind is the lookup kind and that
@@ -16,10 +17,11 @@
 #![allow(dead_code)]
 
 pub mod table;
+#[allow(unused_imports)]
 pub use table::*;
 
 use crate::common::{Seen, TempDir, View, build_layer};
-use fimfs::layer::{Layer, Stack, Workdir};
+use fimfs::layer::{ImageLayer, Layer, Lower, Stack, Workdir};
 use fimfs::sys::Errno;
 use fimfs::union::{Ino, Kind, Options, ROOT_INO, Union};
 use std::collections::BTreeMap;
@@ -33,6 +35,9 @@ use std::path::{Path, PathBuf};
 pub struct Fixture {
     pub tmp: TempDir,
     pub lowers: Vec<PathBuf>,
+    /// The lowers packed into images, served in their place (empty when
+    /// the directories are served).
+    pub images: Vec<PathBuf>,
     pub upper: Option<PathBuf>,
     pub work: Option<PathBuf>,
     pub union: Union,
@@ -41,6 +46,24 @@ pub struct Fixture {
 impl Fixture {
     /// `lowers` top-most first; `upper: None` gives a read-only union.
     pub fn new(tag: &str, lowers: &[&str], upper: Option<&str>, opts: Options) -> Fixture {
+        Fixture::build(tag, lowers, upper, opts, false)
+    }
+
+    /// [`Fixture::new`] with each lower packed into a DwarFS image (zstd,
+    /// small blocks) that the union reads instead of the directory. An
+    /// image keeps no xattrs: xattr markers become `.wh.` files
+    /// (`common::pack`), other xattrs are lost.
+    pub fn over_images(tag: &str, lowers: &[&str], upper: Option<&str>, opts: Options) -> Fixture {
+        Fixture::build(tag, lowers, upper, opts, true)
+    }
+
+    fn build(
+        tag: &str,
+        lowers: &[&str],
+        upper: Option<&str>,
+        opts: Options,
+        images: bool,
+    ) -> Fixture {
         let tmp = TempDir::new(tag);
         let mut lower_paths = Vec::new();
         for (i, spec) in lowers.iter().enumerate() {
@@ -56,8 +79,13 @@ impl Fixture {
         let work_path = upper_path
             .as_ref()
             .map(|_| tmp.path().join("work").join("1"));
+        let image_paths = match images {
+            true => pack_images(&tmp, &lower_paths),
+            false => Vec::new(),
+        };
         let union = Self::open_union(
             &lower_paths,
+            &image_paths,
             upper_path.as_deref(),
             work_path.as_deref(),
             opts,
@@ -65,6 +93,7 @@ impl Fixture {
         Fixture {
             tmp,
             lowers: lower_paths,
+            images: image_paths,
             upper: upper_path,
             work: work_path,
             union,
@@ -73,14 +102,31 @@ impl Fixture {
 
     fn open_union(
         lowers: &[PathBuf],
+        images: &[PathBuf],
         upper: Option<&Path>,
         work: Option<&Path>,
         opts: Options,
     ) -> Union {
         let open = |p: &Path| Layer::open(p).unwrap_or_else(|e| panic!("Layer::open: {e}"));
-        let stack = Stack::new(upper.map(open), lowers.iter().map(|p| open(p)).collect());
+        let lowers: Vec<Box<dyn Lower>> = match images.is_empty() {
+            true => lowers.iter().map(|p| Box::new(open(p)) as _).collect(),
+            false => open_images(images),
+        };
+        let stack = Stack::with_lowers(upper.map(open), lowers);
         let work = work.map(|w| Workdir::open(w).unwrap_or_else(|e| panic!("Workdir::open: {e}")));
         Union::new(stack, work, opts)
+    }
+
+    /// A second engine over the same layers (what a remount sees), with
+    /// its workdir at `work`.
+    pub fn reopen_at(&self, work: &Path, opts: Options) -> Union {
+        Self::open_union(
+            &self.lowers,
+            &self.images,
+            self.upper.as_deref(),
+            Some(work),
+            opts,
+        )
     }
 
     pub fn upper(&self) -> &Path {
@@ -100,6 +146,42 @@ impl Fixture {
             Err(e) => vec![format!("<cannot read workdir: {e}>")],
         }
     }
+}
+
+/// Packs each lower directory into an image beside it.
+fn pack_images(tmp: &TempDir, lowers: &[PathBuf]) -> Vec<PathBuf> {
+    use crate::common::dwarfs::{Layout, ZSTD};
+    let layout = Layout {
+        data_codec: ZSTD,
+        meta_codec: ZSTD,
+        ..Layout::default()
+    };
+    lowers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let img = tmp.path().join(format!("lower{}.dwarfs", i + 1));
+            fs::write(&img, crate::common::pack::pack_dir(l, 4096, layout))
+                .unwrap_or_else(|e| panic!("write {}: {e}", img.display()));
+            img
+        })
+        .collect()
+}
+
+/// The images at `paths` as lowers sharing one block cache.
+fn open_images(paths: &[PathBuf]) -> Vec<Box<dyn Lower>> {
+    let cache = fimfs::image::BlockCache::new(8 << 20);
+    paths
+        .iter()
+        .map(|p| {
+            let file = std::sync::Arc::new(fs::File::open(p).unwrap());
+            let image = fimfs::image::Image::open(file, 0, None, p)
+                .unwrap_or_else(|e| panic!("Image::open {}: {e}", p.display()));
+            let layer = ImageLayer::new(image, &cache)
+                .unwrap_or_else(|e| panic!("ImageLayer {}: {e}", p.display()));
+            Box::new(layer) as Box<dyn Lower>
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------

@@ -524,6 +524,7 @@ pub enum Upper {
     Spec(&'static str),
 }
 
+#[derive(Clone, Copy)]
 pub struct Case {
     pub name: &'static str,
     /// Lower layer specs, top-most first.
@@ -558,10 +559,14 @@ pub const CASE: Case = Case {
     disk: "",
 };
 
-/// Runs one case over one union; returns its problems.
-pub fn run_case(c: &Case, with_upper: Option<&str>, tag: &str) -> Vec<String> {
+/// Runs one case over one union (its lowers packed into images with
+/// `images`); returns its problems.
+pub fn run_case(c: &Case, with_upper: Option<&str>, tag: &str, images: bool) -> Vec<String> {
     let mut problems = Vec::new();
-    let fx = Fixture::new(tag, c.lowers, with_upper, Options::default());
+    let fx = match images {
+        true => Fixture::over_images(tag, c.lowers, with_upper, Options::default()),
+        false => Fixture::new(tag, c.lowers, with_upper, Options::default()),
+    };
     let lowers_before: Vec<_> = fx.lowers.iter().map(|p| disk_snapshot(p)).collect();
     let upper_before = fx.upper.as_deref().map(disk_snapshot);
     let u = &fx.union;
@@ -686,13 +691,7 @@ pub fn run_case(c: &Case, with_upper: Option<&str>, tag: &str) -> Vec<String> {
 
 /// A second engine over the same layers: what a remount sees.
 pub fn reopen(fx: &Fixture) -> Union {
-    use fimfs::layer::{Layer, Stack, Workdir};
-    let open = |p: &Path| Layer::open(p).unwrap_or_else(|e| panic!("Layer::open: {e}"));
-    let upper = fx.upper.as_deref().map(open);
-    let stack = Stack::new(upper, fx.lowers.iter().map(|p| open(p)).collect());
-    let work = fx.tmp.path().join("work").join("2");
-    let work = Workdir::open(&work).unwrap_or_else(|e| panic!("Workdir::open: {e}"));
-    Union::new(stack, Some(work), Options::default())
+    fx.reopen_at(&fx.tmp.path().join("work").join("2"), Options::default())
 }
 
 /// What a remount shows: a second engine over the same layers must read the
@@ -714,6 +713,25 @@ fn check_remount(fx: &Fixture, view: &View, problems: &mut Vec<String>) {
 }
 
 pub fn run_table(table: &[Case]) {
+    run_table_on(table, false);
+}
+
+/// [`run_table`] with every case's lowers packed into DwarFS images: the
+/// same union rules over the second kind of lower. Cases whose lowers set
+/// xattrs other than markers are left out (an image keeps none; marker
+/// xattrs become `.wh.` files when packed).
+pub fn run_table_over_images(table: &[Case]) {
+    let keeps_xattrs = |c: &&Case| {
+        c.lowers
+            .iter()
+            .any(|l| l.lines().any(|line| line.starts_with("X ")))
+    };
+    let cases: Vec<Case> = table.iter().filter(|c| !keeps_xattrs(c)).cloned().collect();
+    assert!(!cases.is_empty(), "no case of the table fits images");
+    run_table_on(&cases, true);
+}
+
+fn run_table_on(table: &[Case], images: bool) {
     let mut failed = Vec::new();
     for (i, c) in table.iter().enumerate() {
         let runs: Vec<(Option<&str>, &str)> = match c.upper {
@@ -722,7 +740,7 @@ pub fn run_table(table: &[Case]) {
             Upper::Spec(s) => vec![(Some(s), "with upper")],
         };
         for (upper, how) in runs {
-            let problems = run_case(c, upper, &format!("case{i}"));
+            let problems = run_case(c, upper, &format!("case{i}"), images);
             if !problems.is_empty() {
                 failed.push(format!(
                     "case {:?} ({how}):\n    {}",

@@ -1,0 +1,130 @@
+//! The engine over DwarFS image lowers, without a mount: what the kernel
+//! holds of an image costs no node (`union::direct`), and a number given
+//! out that way keeps naming its file through every change — opened,
+//! copied up, renamed, unlinked, forgotten at the wrong time.
+//!
+//! The union rules themselves run over images in every `engine_*` table
+//! (`run_table_over_images`); these tests hold numbers across operations
+//! the way the kernel does, which the tables (forgetting after each
+//! operation) do not.
+
+mod common;
+mod engine_support;
+
+use engine_support::*;
+use fimfs::sys::Errno;
+use fimfs::union::{Ino, Kind, Options, ROOT_INO, SetAttr};
+
+const LOWER: &str = "f d/a alpha\nf d/b beta\nl d/l a\np d/p\nf top T\nf d/e/deep deep";
+
+fn over_images(tag: &str, upper: Option<&str>) -> Fixture {
+    Fixture::over_images(tag, &[LOWER], upper, Options::default())
+}
+
+#[test]
+fn what_the_kernel_holds_of_an_image_costs_no_node_until_it_changes() {
+    let fx = over_images("img-nodes", Some(""));
+    let u = &fx.union;
+    let mut held = Lookups::new(u);
+    held.forget_on_drop = false;
+    let files: Vec<Ino> = ["d/a", "d/b", "d/l", "d/p", "top", "d/e/deep"]
+        .iter()
+        .map(|p| held.ino(p).unwrap())
+        .collect();
+    // The root, d and d/e: directories keep nodes, files none.
+    assert_eq!(u.live_nodes(), 3, "nodes after looking up every file");
+
+    let a = files[0];
+    let looked = u.lookup(held.ino("d").unwrap(), b"a").unwrap().attr;
+    assert_eq!(
+        u.getattr(a).unwrap(),
+        looked,
+        "getattr from the number alone"
+    );
+    assert_eq!(u.readlink(files[2]).unwrap(), b"a");
+    assert_eq!(u.getattr(files[3]).unwrap().kind, Kind::Fifo);
+    assert_eq!(u.listxattr(a).unwrap(), b"");
+    assert_eq!(u.live_nodes(), 3, "reads made no node");
+
+    assert_eq!(read_through(u, a).unwrap(), b"alpha");
+    assert_eq!(u.live_nodes(), 4, "an open keeps the file's node");
+    u.forget(a, 2);
+    assert_eq!(u.live_nodes(), 3, "the kernel's forget drops it");
+    assert_eq!(u.getattr(a).unwrap(), looked, "and the number still works");
+    assert!(
+        fx.upper().read_dir().unwrap().next().is_none(),
+        "reads wrote to the upper"
+    );
+}
+
+#[test]
+fn a_held_number_follows_its_file_through_rename_and_unlink() {
+    let fx = over_images("img-rename", Some(""));
+    let u = &fx.union;
+    let mut held = Lookups::new(u);
+    held.forget_on_drop = false;
+    let d = held.ino("d").unwrap();
+    let a = held.ino("d/a").unwrap();
+
+    u.rename(d, b"a", ROOT_INO, b"moved", 0).unwrap();
+    let attr = u.getattr(a).unwrap();
+    assert_eq!(
+        (attr.ino, attr.size),
+        (a, 5),
+        "the number names the moved file"
+    );
+    assert_eq!(read_through(u, a).unwrap(), b"alpha");
+    assert_eq!(u.lookup(ROOT_INO, b"moved").unwrap().ino, a);
+    assert_eq!(u.lookup(d, b"a").err(), Some(Errno::ENOENT));
+
+    let b = held.ino("d/b").unwrap();
+    u.remove(d, b"b", false).unwrap();
+    assert!(
+        u.getattr(b).is_err(),
+        "an unlinked file's number names nothing"
+    );
+    assert_eq!(u.lookup(d, b"b").err(), Some(Errno::ENOENT));
+}
+
+#[test]
+fn a_number_dropped_at_the_wrong_time_still_names_the_copy() {
+    let fx = over_images("img-forget", Some(""));
+    let u = &fx.union;
+    let mut held = Lookups::new(u);
+    held.forget_on_drop = false;
+    let top = held.ino("top").unwrap();
+    let set = SetAttr {
+        mode: Some(0o600),
+        ..SetAttr::default()
+    };
+    assert_eq!(u.setattr(top, set, None).unwrap().perm, 0o600);
+    assert!(fx.upper().join("top").exists(), "copied up");
+    // A FORGET while the kernel still holds the number (the kernel sends
+    // partial ones on some error paths): the node goes, the number stays.
+    u.forget(top, 1);
+    let attr = u.getattr(top).unwrap();
+    assert_eq!(
+        (attr.ino, attr.perm),
+        (top, 0o600),
+        "the copy, by its number"
+    );
+    assert_eq!(read_through(u, top).unwrap(), b"T");
+}
+
+#[test]
+fn a_hard_linked_file_keeps_a_node() {
+    let fx = Fixture::over_images(
+        "img-links",
+        &["f d/a alpha\nH d/h d/a"],
+        Some(""),
+        Options::default(),
+    );
+    let u = &fx.union;
+    let mut held = Lookups::new(u);
+    held.forget_on_drop = false;
+    let a = held.ino("d/a").unwrap();
+    let h = held.ino("d/h").unwrap();
+    assert_eq!(a, h, "one inode, one number");
+    assert_eq!(u.live_nodes(), 3, "a file with two links has a node");
+    assert_eq!(u.getattr(a).unwrap().nlink, 2);
+}
