@@ -79,6 +79,9 @@ pub struct Plan {
     /// None: the default `<parent of UPPER>/work/<PID>`, fixed in the daemon.
     workdir: Option<PathBuf>,
     mountpoint: PathBuf,
+    /// `(uid, gid)` the entries of image lowers show (`fimfs run`'s
+    /// daemon, as dwarfs' `uid=`/`gid=`); None: their stored owners.
+    image_owner: Option<(u32, u32)>,
 }
 
 pub(crate) fn is_dir_named(what: &'static str, p: &Path) -> Result<(), MountError> {
@@ -146,10 +149,13 @@ fn resolve_lowers(req: &MountRequest) -> Result<Vec<Source>, MountError> {
     Ok(lowers)
 }
 
-/// Opens resolved lowers, topmost first; images read through `cache`.
+/// Opens resolved lowers, topmost first; images read through `cache`,
+/// their entries owned by `image_owner` when given (directories keep
+/// their owners).
 pub fn open_lowers(
     sources: &[Source],
     cache: &BlockCache,
+    image_owner: Option<(u32, u32)>,
 ) -> Result<Vec<Box<dyn Lower>>, MountError> {
     let mut lowers: Vec<Box<dyn Lower>> = Vec::new();
     for l in sources {
@@ -158,7 +164,13 @@ pub fn open_lowers(
                 what: "lower directory",
                 source,
             })?),
-            Source::Image(at) => Box::new(open_image(at, cache)?),
+            Source::Image(at) => {
+                let layer = open_image(at, cache)?;
+                Box::new(match image_owner {
+                    Some((uid, gid)) => layer.with_owner(uid, gid),
+                    None => layer,
+                })
+            }
         });
     }
     Ok(lowers)
@@ -284,9 +296,19 @@ impl Plan {
             upper,
             workdir,
             mountpoint,
+            image_owner: None,
         };
         plan.check_overlaps()?;
         Ok(plan)
+    }
+
+    /// This plan with the entries of its image lowers owned by `uid`/`gid`
+    /// (dwarfs' `uid=`/`gid=` per image; not a squash of the union).
+    pub fn with_image_owner(self, uid: u32, gid: u32) -> Plan {
+        Plan {
+            image_owner: Some((uid, gid)),
+            ..self
+        }
     }
 
     fn check_overlaps(&self) -> Result<(), MountError> {
@@ -343,7 +365,8 @@ impl Plan {
     /// Creates the upper and the workdir, opens every layer.
     pub(crate) fn build(&self) -> Result<Union, MountError> {
         let layer = |what| move |source| MountError::Layer { what, source };
-        let lowers = open_lowers(&self.lowers, &BlockCache::new(self.cache_bytes()))?;
+        let cache = BlockCache::new(self.cache_bytes());
+        let lowers = open_lowers(&self.lowers, &cache, self.image_owner)?;
         let (upper, work) = match (&self.upper, self.workdir_path()) {
             (Some(u), Some(w)) => {
                 std::os::unix::fs::DirBuilderExt::mode(
@@ -473,6 +496,7 @@ pub(crate) fn image_mount(
         upper: None,
         workdir: None,
         mountpoint: mountpoint.to_path_buf(),
+        image_owner: None,
     };
     let lowers: Vec<Box<dyn Lower>> = vec![Box::new(layer)];
     let union = Union::new(Stack::with_lowers(None, lowers), None, plan.options());

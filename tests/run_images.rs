@@ -6,8 +6,10 @@
 //! SPEC §8's order (embedded, `FIM_LAYERS`, `<data>/layers`), skipping
 //! what does not start with `DWARFS`; casefold reads them on the daemon; a
 //! layer holding `.wh.` files goes to the daemon; an unprivileged user runs
-//! over them on each backend; SIGKILL of the launcher (or of its keeper) on
-//! BWRAP leaves no mount and no process.
+//! over them on each backend; image entries show the caller as owner on
+//! every backend (dwarfs' `uid=`/`gid=`), copy up as the caller, while
+//! directory lowers keep their owners; SIGKILL of the launcher (or of its
+//! keeper) on BWRAP leaves no mount and no process.
 //!
 //! The sandbox shows the view below the host's root (`--target`), so the
 //! commands use the host's tools. Nothing is timed: waits poll a condition
@@ -15,11 +17,14 @@
 
 mod common;
 
-use common::dwarfs::Layout;
+use common::dwarfs::{Layout, Tree, assemble, im, open_bytes};
 use common::image::{Spec, block, build};
 use common::pack::pack_dir;
 use common::run::{DEADLINE, Done, os, tagged, wait_for};
 use common::{TempDir, is_whiteout, lowers_arg, mounts, put, require_root_and_fuse};
+use fimfs::image::BlockCache;
+use fimfs::layer::{ImageLayer, Layer, Lower, Stack, Workdir};
+use fimfs::union::{Options, ROOT_INO, Union};
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -546,7 +551,7 @@ fn an_unprivileged_user_runs_over_images_on_each_backend() {
     }
     for backend in BACKENDS {
         let out = host.join(format!("seen-{backend}"));
-        // On BWRAP the layer mounts show the user as owner (dwarfs'
+        // Every backend shows image entries owned by the user (dwarfs'
         // uid=/gid=), so the kernel overlay copies a lower directory up; the
         // daemon copies up as the user whatever the owner shown.
         let copy_up = format!("&& echo up > {v}/etc/new-{backend}", v = s.view.display());
@@ -600,4 +605,110 @@ fn casefold_runs_over_images_on_the_daemon() {
     assert!(d.status.success(), "{d}");
     assert_eq!(d.stdout, "top\nreadme\nfs=fuseblk\n", "{d}");
     s.assert_clean();
+}
+
+/// The owner the images of the owner tests store their entries as.
+const STORED: u32 = 1234;
+
+/// An image whose entries are stored as `STORED`:`STORED`: `etc/conf`,
+/// `etc/link` and `shared/`.
+fn stored_as_another_owner() -> Vec<u8> {
+    let m = |mode| im(mode, STORED, STORED, 1_700_000_000);
+    let mut t = Tree::new(4096);
+    t.dir("etc", &m(0o755))
+        .file("etc/conf", b"conf\n", &m(0o644))
+        .symlink("etc/link", "conf", &m(0o777))
+        .dir("shared", &m(0o755));
+    let (meta, blocks) = t.finish();
+    assemble(&meta, &blocks, Layout::default())
+}
+
+#[test]
+fn an_image_layer_given_an_owner_shows_it_and_copies_up_as_it() {
+    let t = TempDir::new("ri-owner-engine");
+    let bytes = stored_as_another_owner();
+    for (n, owner) in [None, Some((4242, 4343))].into_iter().enumerate() {
+        let cache = BlockCache::new(1 << 20);
+        let layer = ImageLayer::new(open_bytes(t.path(), &bytes).unwrap(), &cache).unwrap();
+        let layer = match owner {
+            Some((uid, gid)) => layer.with_owner(uid, gid),
+            None => layer,
+        };
+        let want = owner.unwrap_or((STORED, STORED));
+        let root = layer.root().unwrap();
+        let etc = layer.open_dir(&root, b"etc").unwrap();
+        for (dir, name) in [(&root, c"etc"), (&etc, c"conf"), (&etc, c"link")] {
+            let st = layer.stat(dir, name).unwrap();
+            assert_eq!((st.st_uid, st.st_gid), want, "{owner:?}: {name:?}");
+        }
+        // A root daemon copies up with the owner the layer shows.
+        let upper = t.mkdir(format!("upper-{n}"));
+        let work = Workdir::open(&t.join(format!("work-{n}/1"))).unwrap();
+        let stack = Stack::with_lowers(Some(Layer::open(&upper).unwrap()), vec![Box::new(layer)]);
+        let opts = Options {
+            privileged: true,
+            ..Options::default()
+        };
+        let union = Union::new(stack, Some(work), opts);
+        let etc = union.lookup(ROOT_INO, b"etc").unwrap();
+        let conf = union.lookup(etc.ino, b"conf").unwrap();
+        assert_eq!((conf.attr.uid, conf.attr.gid), want, "{owner:?}");
+        drop(union.open(conf.ino, libc::O_WRONLY).unwrap());
+        for p in ["etc", "etc/conf"] {
+            let md = fs::symlink_metadata(upper.join(p)).unwrap();
+            assert_eq!((md.uid(), md.gid()), want, "{owner:?}: copied-up {p}");
+        }
+    }
+}
+
+#[test]
+fn image_entries_show_the_caller_as_owner_and_directories_their_own_on_each_backend() {
+    // As FlatImage mounts its layers with dwarfs' uid=/gid=: entries of an
+    // image appear owned by whoever runs (root here), whatever they were
+    // stored as; a directory lower shows its real owners. A merged
+    // directory shows its topmost layer's owner.
+    const DIR_OWNER: (u32, u32) = (4321, 4322);
+    let script = "cd \"$0\" && stat -c '%n %u:%g' etc etc/conf etc/link shared \
+         plain plain/g shared/d && echo x >> etc/conf && echo y >> plain/g \
+         && stat -f -c 'fs=%T' .";
+    let want = "etc 0:0\netc/conf 0:0\netc/link 0:0\nshared 0:0\n\
+         plain 4321:4322\nplain/g 4321:4322\nshared/d 4321:4322\n";
+    for backend in BACKENDS {
+        let s = Scene::new(&format!("ri-owner-{backend}"));
+        let image = s.t.join("stored.dwarfs");
+        fs::write(&image, stored_as_another_owner()).unwrap();
+        let dir = s.t.mkdir("plain-lower");
+        put(&dir.join("plain/g"), "g\n");
+        put(&dir.join("shared/d"), "d\n");
+        for p in ["plain", "plain/g", "shared/d"] {
+            std::os::unix::fs::lchown(dir.join(p), Some(DIR_OWNER.0), Some(DIR_OWNER.1)).unwrap();
+        }
+        let env = [("FIM_OVERLAY", backend)];
+        let d = s.run(&[], Some(lowers_arg(&[image, dir])), &env, script);
+        assert!(d.status.success(), "{backend}: {d}");
+        let fs_type = match backend {
+            "bwrap" => "fs=overlayfs\n",
+            _ => "fs=fuseblk\n",
+        };
+        assert_eq!(
+            d.stdout,
+            format!("{want}{fs_type}"),
+            "{backend}: owners seen: {d}"
+        );
+        // Copied up with the owner each layer showed.
+        for (p, owner) in [
+            ("etc", (0, 0)),
+            ("etc/conf", (0, 0)),
+            ("plain", DIR_OWNER),
+            ("plain/g", DIR_OWNER),
+        ] {
+            let md = fs::symlink_metadata(s.upper.join(p)).unwrap();
+            assert_eq!((md.uid(), md.gid()), owner, "{backend}: upper {p}");
+        }
+        assert_eq!(
+            fs::read_to_string(s.upper.join("etc/conf")).unwrap(),
+            "conf\nx\n"
+        );
+        s.assert_clean();
+    }
 }

@@ -227,7 +227,8 @@ pub fn diff(upper: &Path, lowers: Option<&[PathBuf]>) -> Result<Vec<Line>, Strin
                 sources.extend(source::resolve(&abs).map_err(|e| format!("lower {e}"))?);
             }
             // Only the metadata is read: a small cache is plenty.
-            opened = open_lowers(&sources, &BlockCache::new(1 << 20)).map_err(|e| e.to_string())?;
+            opened = open_lowers(&sources, &BlockCache::new(1 << 20), None)
+                .map_err(|e| e.to_string())?;
             let mut dirs = Vec::new();
             for (i, l) in opened.iter().enumerate() {
                 let root = l

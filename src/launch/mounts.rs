@@ -9,9 +9,10 @@
 //! - `N` counts from the bottom of the whole lower list (0 is the lowest
 //!   layer, as FlatImage numbers them); a directory lower keeps its number
 //!   but has no mount.
-//! - Entries appear owned by the user who runs (dwarfs' `uid=`/`gid=`, as
-//!   FlatImage mounts its layers): the kernel overlay copies a file up as
-//!   that user.
+//! - Entries appear owned by the user who runs ([`caller_owner`], dwarfs'
+//!   `uid=`/`gid=`, as FlatImage mounts its layers): the kernel overlay
+//!   copies a file up as that user. The daemon gives its image lowers the
+//!   same owner (`run_daemon`); directory lowers keep theirs on both.
 //! - The mounts end with [`LayerMounts`] (dropped when the command is over,
 //!   lazily unmounted); if the keeper is killed, whoever cleans the run
 //!   directory detaches what is left in `layers/` (`mount::clean_stale`).
@@ -66,6 +67,15 @@ pub fn overlay_dirs(lowers: &[Source], paths: &RunPaths) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The owner every entry of an image lower shows on a run, on either
+/// backend: the user who runs, as `(uid, gid)`.
+pub(super) fn caller_owner() -> (u32, u32) {
+    (
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    )
+}
+
 /// The mounts [`mount_images`] makes, as `(image name, mountpoint)`.
 pub fn planned(lowers: &[Source], paths: &RunPaths) -> Vec<(String, PathBuf)> {
     lowers
@@ -94,8 +104,8 @@ pub fn mount_images(
     }
     let cache = BlockCache::new(DEFAULT_CACHE_BYTES);
     let mut opts = MountOpts::default();
-    opts.squash_uid = Some(nix::unistd::getuid().as_raw());
-    opts.squash_gid = Some(nix::unistd::getgid().as_raw());
+    let (uid, gid) = caller_owner();
+    (opts.squash_uid, opts.squash_gid) = (Some(uid), Some(gid));
     opts.threads = Some(LAYER_THREADS);
     for (i, (lower, image)) in lowers.iter().zip(opened).enumerate() {
         let (Source::Image(at), Some(image)) = (lower, image) else {

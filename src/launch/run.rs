@@ -22,7 +22,8 @@
 //! Lowers may be directories or DwarFS images (as for `fimfs mount`); with
 //! `--image` and no LOWERS the run stacks the binary's own layers
 //! (`layers`). The daemon reads images in-process; on BWRAP the keeper
-//! mounts each image and bwrap stacks those mounts (`mounts`). What is
+//! mounts each image and bwrap stacks those mounts (`mounts`). On both,
+//! image entries show the caller as owner; directories keep theirs. What is
 //! checked before a run, and what `--dry-run` prints, is `plan`'s.
 mod describe;
 pub mod error;
@@ -34,7 +35,7 @@ pub use plan::Origin;
 use super::bwrap::{self, Bwrap, Sandbox, Status, View};
 use super::choice::{self, Backend, Choice};
 use super::execfail;
-use super::mounts::{LayerMounts, mount_images, overlay_dirs, wait_ready};
+use super::mounts::{LayerMounts, caller_owner, mount_images, overlay_dirs, wait_ready};
 use super::rundir::{LockError, RunDir, RunPaths, lock_upper};
 use super::tree::{self, TARGET, forward_signals, signalled, stop_signal_within};
 use crate::fuse::session;
@@ -364,7 +365,9 @@ impl Launch {
             opts,
             foreground: true,
         };
-        let plan = Plan::check_resolved(req, self.lowers.clone())?;
+        // Image entries owned by the caller, as on BWRAP's layer mounts.
+        let (uid, gid) = caller_owner();
+        let plan = Plan::check_resolved(req, self.lowers.clone())?.with_image_owner(uid, gid);
         let union = Arc::new(plan.build()?);
         crate::sys::raise_nofile_limit();
         let running = session::start(union, &plan.mount_config())?;

@@ -10,6 +10,10 @@
 //! its directory opaque. An image keeps no xattrs, so no xattr dialect
 //! applies, and xattr reads answer like a file without any.
 //!
+//! Owners are the stored ones, unless the layer was given an owner
+//! ([`ImageLayer::with_owner`], dwarfs' `uid=`/`gid=`): then every entry
+//! shows it, to every reader of this layer (lookup, stat, copy-up alike).
+//!
 //! Invariants:
 //! - a handle carries the device number of the image that made it; another
 //!   image's (or a host directory's) handle is refused with `EXDEV`;
@@ -28,6 +32,8 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub struct ImageLayer {
     inner: Arc<Shared>,
+    /// `(uid, gid)` every entry shows instead of its stored owner.
+    owner: Option<(u32, u32)>,
 }
 
 /// What a layer and its open files share.
@@ -67,7 +73,17 @@ impl ImageLayer {
         let dev = device_of(&image);
         Ok(ImageLayer {
             inner: Arc::new(Shared { image, blocks, dev }),
+            owner: None,
         })
+    }
+
+    /// This layer with every entry owned by `uid`/`gid`, as
+    /// `dwarfs -o uid=,gid=` shows an image.
+    pub fn with_owner(self, uid: u32, gid: u32) -> ImageLayer {
+        ImageLayer {
+            owner: Some((uid, gid)),
+            ..self
+        }
     }
 
     fn dir(&self, dir: &Dir) -> Result<InodeId> {
@@ -98,7 +114,11 @@ impl ImageLayer {
     }
 
     fn stat_of(&self, ino: InodeId) -> Result<libc::stat> {
-        Ok(to_stat(&self.attr(ino)?, self.inner.dev))
+        let mut st = to_stat(&self.attr(ino)?, self.inner.dev);
+        if let Some((uid, gid)) = self.owner {
+            (st.st_uid, st.st_gid) = (uid, gid);
+        }
+        Ok(st)
     }
 }
 
