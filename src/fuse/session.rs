@@ -240,6 +240,7 @@ pub fn serve(
     ready: impl FnOnce(Result<(), &SessionError>),
 ) -> Result<(), SessionError> {
     crate::sys::ignore_sigpipe();
+    crate::sys::map_big_allocations();
     // Every thread started from here on inherits the blocked mask; only the
     // signal thread takes them, with sigwait.
     let _ = daemon_stop_set().thread_block();
@@ -301,6 +302,7 @@ pub struct Running {
 /// command it runs, keeps the user's umask. Signals are not touched: block
 /// them before calling this if other threads should handle them.
 pub fn start(union: Arc<Union>, cfg: &MountConfig) -> Result<Running, SessionError> {
+    crate::sys::map_big_allocations();
     let (tx, rx) = std::sync::mpsc::channel();
     let mountpoint = cfg.mountpoint.clone();
     let cfg_in = cfg.clone();

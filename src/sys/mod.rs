@@ -49,7 +49,8 @@ pub use open::{
 };
 pub use process::{
     child_nofile_limit, close_other_fds, fork, getegid, geteuid, ignore_sigpipe, inherit_on_exec,
-    nofile_limit, raise_nofile_limit, stdio_to_devnull, trim_heap, umask, unshare_fs,
+    map_big_allocations, nofile_limit, raise_nofile_limit, stdio_to_devnull, trim_heap, umask,
+    unshare_fs,
 };
 pub use xattr::{
     fgetxattr, flistxattr, fremovexattr, fsetxattr, lgetxattr_at, llistxattr_at, lremovexattr_at,
