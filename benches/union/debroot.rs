@@ -7,8 +7,8 @@
 //! - A cache entry is complete or absent: each is built in `NAME.tmp` and
 //!   renamed into place as the last step; a leftover `.tmp` is removed.
 //! - The root is keyed by variant, suite and mirror (its directory name and
-//!   its `STAMP`); the `.debs` by suite, mirror and package list (a hash in
-//!   the directory name). Their `MANIFEST` records the exact files (name,
+//!   its `STAMP`); the `.debs` by suite, mirror, package list and the root's
+//!   dpkg status (a hash in the directory name). Their `MANIFEST` records the exact files (name,
 //!   version, architecture) that were downloaded, so every run installs the
 //!   same versions.
 //! - The `.debs` come from the archive the root was made from: the host's
@@ -66,7 +66,7 @@ pub fn prepare(cache: &Path) -> Result<DebRoot, String> {
         build_root(&root_dir, &stamp)?;
     }
     let root = root_dir.join("root");
-    let debs_dir = cache.join(format!("debs-{SUITE}-{:016x}", fnv(&debs_key())));
+    let debs_dir = cache.join(format!("debs-{SUITE}-{:016x}", fnv(&debs_key(&root)?)));
     if !debs_dir.join("MANIFEST").is_file() {
         download(&root, &debs_dir)?;
     }
@@ -74,9 +74,18 @@ pub fn prepare(cache: &Path) -> Result<DebRoot, String> {
     Ok(DebRoot { root, debs, files })
 }
 
-/// What the `.debs` cache is keyed by.
-fn debs_key() -> String {
-    format!("{SUITE}\n{MIRROR}\n{}\n", PACKAGES.join("\n"))
+/// What the `.debs` cache is keyed by: suite, mirror, the list, and the
+/// root's dpkg status (a rebuilt root may hold newer versions that the
+/// cached `.debs` no longer fit, e.g. `perl` wants `perl-base` of its own
+/// version).
+fn debs_key(root: &Path) -> Result<String, String> {
+    let status = root.join("var/lib/dpkg/status");
+    let status = fs::read_to_string(&status).map_err(|e| format!("{}: {e}", status.display()))?;
+    Ok(format!(
+        "{SUITE}\n{MIRROR}\n{}\n{:016x}\n",
+        PACKAGES.join("\n"),
+        fnv(&status)
+    ))
 }
 
 /// FNV-1a, 64 bits: a stable name for a cache key.
@@ -128,7 +137,10 @@ fn build_root(dir: &Path, stamp: &str) -> Result<(), String> {
         .arg(SUITE)
         .arg(tmp.join("root"))
         .arg(MIRROR))
-    .map_err(|e| format!("debootstrap failed: {e}"))?;
+    .map_err(|e| {
+        let _ = fs::remove_dir_all(&tmp);
+        format!("debootstrap failed: {e}")
+    })?;
     fs::write(tmp.join("STAMP"), stamp).map_err(|e| e.to_string())?;
     finish(&tmp, dir)
 }
@@ -182,7 +194,10 @@ fn download(root: &Path, dir: &Path) -> Result<(), String> {
         .arg("download")
         .args(PACKAGES)
         .current_dir(&tmp))
-    .map_err(|e| format!("downloading the .debs: {e}"))?;
+    .map_err(|e| {
+        let _ = fs::remove_dir_all(&tmp);
+        format!("downloading the .debs: {e}")
+    })?;
     let mut manifest = String::new();
     for name in sorted_names(&tmp)? {
         let files = run(Command::new("dpkg-deb").arg("-c").arg(tmp.join(&name)))?
