@@ -125,6 +125,8 @@ pub struct Daemon {
     log: PathBuf,
     /// The daemon's RLIMIT_NOFILE (soft and hard), else it inherits ours.
     nofile: Option<u64>,
+    /// Extra environment for the daemon (e.g. `FIMFS_STATS`).
+    env: Vec<(String, PathBuf)>,
     /// The serving process, while mounted.
     child: Option<Child>,
     /// Mounted read-only (no upper).
@@ -144,6 +146,7 @@ impl Daemon {
             lowers: lowers.to_vec(),
             log,
             nofile: None,
+            env: Vec::new(),
             child: None,
             ro: false,
             workroot: None,
@@ -154,6 +157,12 @@ impl Daemon {
     /// Starts the daemon with RLIMIT_NOFILE `n` (soft and hard).
     pub fn with_nofile(mut self, n: Option<u64>) -> Self {
         self.nofile = n;
+        self
+    }
+
+    /// Starts the daemon with `key=value` in its environment.
+    pub fn with_env(mut self, key: &str, value: &Path) -> Self {
+        self.env.push((key.to_string(), value.to_path_buf()));
         self
     }
 
@@ -204,6 +213,7 @@ impl Daemon {
             .open(&self.log)
             .map_err(|e| format!("{}: {e}", self.log.display()))?;
         let mut cmd = self.flavor.command(&self.lowers, upper, &self.mnt);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)

@@ -6,7 +6,7 @@
 use std::ops::Deref;
 
 use crate::{Bench, CRD_COUNT, Config, HELPER, TOUCH_COUNT, WIDE_ENTRIES};
-use crate::{fixtures, tree};
+use crate::{debroot, fixtures, tree};
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub enum Side {
@@ -49,6 +49,8 @@ pub enum Union {
     Wide,
     /// 20 lowers, files only in the bottom one.
     Deep,
+    /// One lower: a debootstrap minbase root ([`crate::debroot`]).
+    Debroot,
 }
 
 impl Union {
@@ -58,6 +60,7 @@ impl Union {
             Union::Root => "root",
             Union::Wide => "wide",
             Union::Deep => "deep",
+            Union::Debroot => "debroot",
         }
     }
 }
@@ -89,6 +92,7 @@ pub enum Id {
     AppendSmall,
     AppendBig,
     SeqWrite,
+    DpkgInstall,
 }
 
 /// What a workload is, independent of the generated trees.
@@ -106,6 +110,11 @@ pub struct Spec {
     pub as_root: bool,
     /// Also record the daemon's CPU time per iteration.
     pub cpu: bool,
+    /// Also count fimfs' requests for one untimed run (`FIMFS_STATS`),
+    /// reported per [`Spec::units`].
+    pub stats: bool,
+    /// What the request counts are divided by: (count, unit name).
+    pub units: Option<(usize, &'static str)>,
 }
 
 /// The workloads, in the order of the issue's table.
@@ -123,6 +132,8 @@ pub fn specs(cfg: &Config) -> Vec<Spec> {
         kind,
         as_root: id == Id::TouchRoot,
         cpu: id == Id::UntarGrep,
+        stats: id == Id::DpkgInstall,
+        units: (id == Id::DpkgInstall).then_some((debroot::PACKAGES.len(), "package")),
     };
     use Kind::*;
     use Union::*;
@@ -240,6 +251,19 @@ pub fn specs(cfg: &Config) -> Vec<Spec> {
             format!("sequential write of a new {wmib} MiB file"),
             Some(1.2),
             Main,
+            Write,
+        ),
+        s(
+            Id::DpkgInstall,
+            format!("writes_dpkg_install_{}", debroot::PACKAGES.len()),
+            format!(
+                "`dpkg -i` of {} packages into a {} {} root (the lower)",
+                debroot::PACKAGES.len(),
+                debroot::VARIANT,
+                debroot::SUITE
+            ),
+            None,
+            Debroot,
             Write,
         ),
     ]
@@ -361,6 +385,7 @@ impl Bench {
                             format!("{bytes}\n"),
                         )
                     }
+                    Id::DpkgInstall => self.dpkg_install(),
                 };
                 Workload {
                     spec,
@@ -370,5 +395,35 @@ impl Bench {
                 }
             })
             .collect()
+    }
+
+    /// `dpkg --root=MNT -i` of the cached `.debs`, with the host's `/dev`
+    /// bound on the root's (bwrap's mounts are `nodev`, and the maintainer
+    /// scripts, run in a chroot of MNT, write to `/dev/null`); the check
+    /// asks dpkg's database and runs the installed perl.
+    fn dpkg_install(&self) -> (String, String, String) {
+        let Some(Ok(d)) = &self.debroot else {
+            // Skipped before it runs (see run_all).
+            return ("false".into(), String::new(), String::new());
+        };
+        let m = self.mnt.display();
+        let debs: Vec<String> = d
+            .debs
+            .iter()
+            .map(|p| format!("'{}'", p.display()))
+            .collect();
+        let names = debroot::PACKAGES.join(" ");
+        (
+            format!(
+                "mount --bind /dev {m}/dev\ndpkg --root={m} -i {} > /dev/null",
+                debs.join(" ")
+            ),
+            format!(
+                "dpkg-query --admindir={m}/var/lib/dpkg -W -f '${{Status}}\\n' {names} | \
+                 grep -c '^install ok installed$'\n\
+                 chroot {m} /usr/bin/perl -MPOSIX -e 'print \"perl ok\\n\"'"
+            ),
+            format!("{}\nperl ok\n", debroot::PACKAGES.len()),
+        )
     }
 }

@@ -1,6 +1,7 @@
 //! fimfs vs the kernel overlay, in one process run, over generated trees:
 //! the 5-lower tree ([`tree`]) and smaller fixtures ([`fixtures`]: a root
-//! filesystem, a 50,000-entry directory, 20 lowers, a source tarball).
+//! filesystem, a 50,000-entry directory, 20 lowers, a source tarball), and
+//! a cached debootstrap root with `.debs` to install ([`debroot`]).
 //! Every workload is a criterion group with a `kernel` and a `fimfs`
 //! function; afterwards a `workload | kernel | fimfs | ratio | target` table
 //! is printed and written to `target/fimfs-bench-report.md`.
@@ -22,9 +23,11 @@
 mod catalogue;
 #[path = "../common/mod.rs"]
 mod common;
+mod debroot;
 mod fixtures;
 mod report;
 mod runner;
+mod stats;
 mod sys;
 mod tree;
 
@@ -144,6 +147,9 @@ struct Bench {
     wide: Wide,
     deep: Deep,
     src: SrcTar,
+    /// The package-install fixture, made (or found in the cache) only when
+    /// its workload is selected; `Err`: why that workload is skipped.
+    debroot: Option<Result<debroot::DebRoot, String>>,
     exe: PathBuf,
     /// The daemon sides of this run and how to start them, or why they
     /// cannot run at all.
@@ -159,6 +165,9 @@ struct Bench {
     measured: RefCell<BTreeMap<(String, Side), Vec<Duration>>>,
     /// Daemon CPU time per timed iteration, for `Spec::cpu` workloads.
     cpu: RefCell<BTreeMap<(String, Side), Vec<Duration>>>,
+    /// fimfs' request counts by kind for one run of a `Spec::stats`
+    /// workload, per group, or why there are none.
+    requests: RefCell<BTreeMap<String, Result<stats::Counts, String>>>,
     /// Failed non-kernel runs per (group, side): (count, first error).
     failures: RefCell<BTreeMap<(String, Side), (usize, String)>>,
     started: SystemTime,

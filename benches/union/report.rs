@@ -13,7 +13,7 @@ use crate::common::report::{
     Table, cell_text, cpus, date_utc, fmt_ns, fmt_ratio, git_describe, mean_ns, uname,
 };
 use crate::common::target_dir;
-use crate::{Bench, fixtures, sys};
+use crate::{Bench, debroot, fixtures, sys};
 
 fn criterion_dir() -> PathBuf {
     if let Some(h) = env::var_os("CRITERION_HOME") {
@@ -118,6 +118,18 @@ impl Bench {
             self.src.bytes as f64 / (1 << 20) as f64,
             self.cfg.write_mib
         );
+        if let Some(Ok(d)) = &self.debroot {
+            let _ = writeln!(
+                r,
+                "- package install: `debootstrap --variant={} {}` root (cached, the one lower) \
+                 and {} .debs with {} files: {}",
+                debroot::VARIANT,
+                debroot::SUITE,
+                d.debs.len(),
+                d.files,
+                d.names().join(", ")
+            );
+        }
     }
 
     pub(crate) fn report(&self, workloads: &[Workload], st: &Status) -> String {
@@ -169,6 +181,7 @@ impl Bench {
                 }
             }
         }
+        r.push_str(&self.requests_section(workloads));
         self.notes(&mut r, workloads, st, &self.criterion_sides());
         r
     }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{Criterion, SamplingMode};
 
-use crate::catalogue::{Kind, Side, Union, Workload};
+use crate::catalogue::{Kind, Side, Union, Workload, specs};
 use crate::common::config::Args;
 use crate::common::mounts::{self, Daemon, Flavor};
 use crate::common::report::{fmt_ns, mean_ns};
@@ -146,6 +146,7 @@ impl Bench {
             wide,
             deep,
             src,
+            debroot: None,
             exe: env::current_exe().map_err(|e| e.to_string())?,
             flavors,
             daemons: RefCell::new(BTreeMap::new()),
@@ -153,6 +154,7 @@ impl Bench {
             baseline_origin,
             measured: RefCell::new(BTreeMap::new()),
             cpu: RefCell::new(BTreeMap::new()),
+            requests: RefCell::new(BTreeMap::new()),
             failures: RefCell::new(BTreeMap::new()),
             started,
             run,
@@ -178,6 +180,10 @@ impl Bench {
             Union::Root => &self.rootfs.lowers,
             Union::Wide => &self.wide.lowers,
             Union::Deep => &self.deep.lowers,
+            Union::Debroot => match &self.debroot {
+                Some(Ok(d)) => std::slice::from_ref(&d.root),
+                _ => &[],
+            },
         }
     }
 
@@ -532,17 +538,28 @@ pub fn run_all(c: &mut Criterion, mut cfg: Config, args: &Args) -> Result<(), St
     if args.test {
         cfg.peers_runs = 1;
     }
-    let bench = Bench::setup(cfg)?;
-    let workloads = bench.workloads();
+    let mut bench = Bench::setup(cfg)?;
     let sides = bench.sides();
     let mut skipped: BTreeMap<(String, Side), String> = BTreeMap::new();
     let mut notes: Vec<String> = Vec::new();
 
-    let selected: BTreeSet<(String, Side)> = workloads
+    let selected: BTreeSet<(String, Side)> = specs(&bench.cfg)
         .iter()
         .flat_map(|w| sides.iter().map(|&s| (w.group.clone(), s)))
         .filter(|(g, s)| args.may_select(&format!("{g}/{}", s.name())))
         .collect();
+    bench.prepare_debroot(&selected);
+    let workloads = bench.workloads();
+    // Without its fixture the package-install workload is skipped on every
+    // side, the kernel's included.
+    if let Some(Err(why)) = &bench.debroot {
+        for w in workloads.iter().filter(|w| w.union == Union::Debroot) {
+            eprintln!("fimfs-bench: skipping {}: {why}", w.group);
+            for &s in &sides {
+                skipped.insert((w.group.clone(), s), why.clone());
+            }
+        }
+    }
 
     // A daemon side that cannot start (or mount the main tree) is skipped
     // entirely; one that does is cross-checked against the kernel side.
@@ -627,6 +644,10 @@ pub fn run_all(c: &mut Criterion, mut cfg: Config, args: &Args) -> Result<(), St
             if selected.contains(&key) && !skipped.contains_key(&key) {
                 bench.run_peer(w, side, bench.cfg.peers_runs);
             }
+        }
+        let fimfs = (w.group.clone(), Side::Fimfs);
+        if w.stats && selected.contains(&fimfs) && !skipped.contains_key(&fimfs) {
+            bench.count_requests(w);
         }
         // Do not keep a mount around across groups.
         bench.unmount_daemons();
