@@ -44,7 +44,11 @@ fn text(rng: &mut Rng, size: usize) -> Vec<u8> {
 fn tiny_image(cache: &Path) -> PathBuf {
     pack::cached(cache, "tiny-v1.dwarfs", || {
         let mut t = dwarfs::Tree::new(pack::BLOCK_SIZE);
-        t.file("only", b"one file\n", &dwarfs::im(0o644, 0, 0, 1_700_000_000));
+        t.file(
+            "only",
+            b"one file\n",
+            &dwarfs::im(0o644, 0, 0, 1_700_000_000),
+        );
         let (meta, blocks) = t.finish();
         dwarfs::assemble(&meta, &blocks, pack::layout(7))
     })
