@@ -642,20 +642,31 @@ fn with_allow_other_permissions_are_the_kernel_overlays() {
     f.assert_lowers_untouched();
 }
 
-/// Files of mode 06755 (06777 for the other user's write) with a valid
-/// `security.capability`: a copy-up, a write by root, a write by another user and a
-/// chown leave the same mode, owner and capability on fimfs as on the kernel overlay,
-/// through the mount and in the upper.
+/// Files of mode 06755 (06777 where another user writes) with a valid
+/// `security.capability`: a copy-up, a write, a truncate and an `O_TRUNC` open by
+/// root and by another user, and a chown leave the same mode, owner and capability
+/// on fimfs as on the kernel overlay, through the mount and in the upper. fimfs
+/// drops the set-ID bits itself (`FUSE_HANDLE_KILLPRIV_V2`), so each way the kernel
+/// asks for it is here.
 #[test]
 fn capabilities_and_set_id_bits_end_as_on_the_kernel_overlay() {
     let mut f = Stack::new("rs-caps-fimfs", 1);
     let k = Stack::new("rs-caps-kernel", 1);
-    let cases = ["copied-up", "root-append", "user-append", "chowned"];
+    let cases = [
+        "copied-up",
+        "root-append",
+        "user-append",
+        "chowned",
+        "root-truncate",
+        "user-truncate",
+        "user-otrunc",
+        "user-append-again",
+    ];
     for s in [&f, &k] {
         for name in cases {
             let p = s.l(1, name);
             put(&p, "\x7fELF binary\n");
-            let mode = if name == "user-append" {
+            let mode = if name.starts_with("user-") {
                 0o6777
             } else {
                 0o6755
@@ -675,6 +686,19 @@ fn capabilities_and_set_id_bits_end_as_on_the_kernel_overlay() {
         let p = m.join("user-append");
         as_user(USER, USER, move || append_to(&p, b"user\n")).expect("append as uid 1000");
         std::os::unix::fs::chown(m.join("chowned"), Some(USER), Some(USER)).expect("chown");
+        let truncate = |p: PathBuf| fs::OpenOptions::new().write(true).open(p)?.set_len(3);
+        truncate(m.join("root-truncate")).expect("truncate as root");
+        let p = m.join("user-truncate");
+        as_user(USER, USER, move || truncate(p)).expect("truncate as uid 1000");
+        let p = m.join("user-otrunc");
+        as_user(USER, USER, move || fs::File::create(p).map(drop)).expect("O_TRUNC as uid 1000");
+        // A second write by the user after the first dropped the bits and root
+        // set them again: the kernel must ask again (no stale `S_NOSEC`).
+        let p = m.join("user-append-again");
+        let q = p.clone();
+        as_user(USER, USER, move || append_to(&q, b"user\n")).expect("append as uid 1000");
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o6777)).expect("chmod 06777");
+        as_user(USER, USER, move || append_to(&p, b"again\n")).expect("append again");
         cases
             .iter()
             .map(|n| (n.to_string(), privs(&m.join(n))))
@@ -707,6 +731,10 @@ fn capabilities_and_set_id_bits_end_as_on_the_kernel_overlay() {
         ("root-append".to_string(), want(0o6755, 0, false)),
         ("user-append".to_string(), want(0o777, 0, false)),
         ("chowned".to_string(), want(0o755, USER, false)),
+        ("root-truncate".to_string(), want(0o6755, 0, false)),
+        ("user-truncate".to_string(), want(0o777, 0, false)),
+        ("user-otrunc".to_string(), want(0o777, 0, false)),
+        ("user-append-again".to_string(), want(0o777, 0, false)),
     ]);
     assert_eq!(on_kernel, expected, "the kernel overlay's rules");
     unmount_clean(fm);

@@ -117,7 +117,7 @@ impl FimFs {
     #[allow(clippy::too_many_arguments)] // fuser::Filesystem's own signature
     pub(super) fn on_setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -134,6 +134,10 @@ impl FimFs {
         reply: ReplyAttr,
     ) {
         guard("setattr", || {
+            let nothing = [mode, uid, gid].iter().all(Option::is_none)
+                && size.is_none()
+                && atime.is_none()
+                && mtime.is_none();
             let set = SetAttr {
                 mode,
                 uid,
@@ -141,6 +145,7 @@ impl FimFs {
                 size,
                 atime: atime.map(timespec),
                 mtime: mtime.map(timespec),
+                drop_set_id: drops_set_id(req, uid.is_some() || gid.is_some(), size, nothing),
             };
             // A handle on the upper truncates through its own fd.
             let h = fh
@@ -329,6 +334,17 @@ pub(super) fn timespec(t: TimeOrNow) -> (i64, i64) {
             }
         },
     }
+}
+
+/// Whether a SETATTR drops the set-ID bits, as the kernel asks it of a
+/// daemon that handles them (`FUSE_HANDLE_KILLPRIV_V2`): a chown always
+/// (`FATTR_KILL_SUIDGID`); a truncate, and the empty SETATTR the kernel
+/// sends when a write removes privileges, only for a caller without
+/// `CAP_FSETID`. fuser 0.18 passes neither that flag nor the caller's
+/// capabilities, so a caller is taken to hold `CAP_FSETID` when it is
+/// uid 0 (the kernel's flag itself is set only without the capability).
+fn drops_set_id(req: &Request, chown: bool, size: Option<u64>, nothing: bool) -> bool {
+    chown || (req.uid() != 0 && (size.is_some() || nothing))
 }
 
 /// The attributes of a negative entry: node 0, nothing else read.

@@ -104,9 +104,14 @@ impl FimFs {
         }
     }
 
-    pub(super) fn on_open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    pub(super) fn on_open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         guard("open", || match self.union.open(Ino::from(ino), flags.0) {
             Ok(opened) => {
+                // O_TRUNC by a caller without CAP_FSETID (see
+                // `entries::drops_set_id`): the set-ID bits go.
+                if flags.0 & libc::O_TRUNC != 0 && req.uid() != 0 {
+                    let _ = self.union.drop_set_id(Ino::from(ino), opened.file.fd());
+                }
                 let read_only = flags.0 & libc::O_ACCMODE == libc::O_RDONLY;
                 let lazy = read_only && self.handles.open_files() >= self.lazy_above;
                 let flags = open_flags(opened.keep_cache);
@@ -152,7 +157,7 @@ impl FimFs {
     pub(super) fn on_write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -190,6 +195,10 @@ impl FimFs {
                     Err(e) if done == 0 => return reply.error(errno(e)),
                     Err(_) => break,
                 }
+            }
+            // The kernel asks it for a writer without CAP_FSETID.
+            if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+                let _ = self.union.drop_set_id(Ino::from(ino), Some(fd.as_fd()));
             }
             reply.written(done as u32)
         })

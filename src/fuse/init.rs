@@ -3,7 +3,7 @@ use super::{FimFs, errno, guard};
 use fuser::{INodeNo, InitFlags, KernelConfig, ReplyStatfs, Request};
 
 /// Capabilities asked for when the kernel offers them.
-const WANTED: [InitFlags; 7] = [
+const WANTED: [InitFlags; 8] = [
     // Lookups and readdir in one directory run in parallel.
     InitFlags::FUSE_PARALLEL_DIROPS,
     InitFlags::FUSE_DO_READDIRPLUS,
@@ -14,6 +14,11 @@ const WANTED: [InitFlags; 7] = [
     InitFlags::FUSE_MAX_PAGES,
     // Cached pages are dropped when a refreshed attribute shows new mtime/size.
     InitFlags::FUSE_AUTO_INVAL_DATA,
+    // Set-ID bits are dropped by the daemon (`union::setattr`), so the
+    // kernel neither asks for the mode before each chown nor for
+    // `security.capability` before every write of a file it already
+    // checked (`SB_NOSEC`).
+    InitFlags::FUSE_HANDLE_KILLPRIV_V2,
 ];
 
 impl FimFs {

@@ -4,6 +4,11 @@
 //! Invariants: nothing is copied up for a change that changes nothing (a
 //! chown squashed away, the removal of an xattr that is not there); an
 //! overlay-private xattr can be neither set nor removed.
+//!
+//! Set-ID bits: the kernel leaves their dropping to the daemon
+//! (`FUSE_HANDLE_KILLPRIV_V2`) and says when (`SetAttr::drop_set_id`,
+//! [`Union::drop_set_id`]); they go as the VFS drops them: set-user-ID
+//! always, set-group-ID only with group execute, on regular files only.
 use super::attr::{Attr, Ino};
 use super::engine::Union;
 use super::marker;
@@ -21,6 +26,23 @@ pub struct SetAttr {
     /// `(seconds, nanoseconds)`, or `UTIME_NOW` in the nanoseconds.
     pub atime: Option<(i64, i64)>,
     pub mtime: Option<(i64, i64)>,
+    /// Drop the set-ID bits too (a chown, a truncate or a write by a caller
+    /// the kernel does not let keep them).
+    pub drop_set_id: bool,
+}
+
+/// The mode `mode` leaves after the set-ID bits are dropped, if that
+/// changes it: set-user-ID always, set-group-ID only with group execute
+/// (without it the bit marks mandatory locking, which the VFS keeps).
+fn without_set_id(mode: u32) -> Option<u32> {
+    if mode & libc::S_IFMT != libc::S_IFREG {
+        return None;
+    }
+    let mut kept = mode & 0o7777 & !libc::S_ISUID;
+    if mode & libc::S_IXGRP != 0 {
+        kept &= !libc::S_ISGID;
+    }
+    (kept != mode & 0o7777).then_some(kept)
 }
 
 impl Union {
@@ -42,7 +64,46 @@ impl Union {
             let place = self.writable_place(&node, set.size == Some(0))?;
             self.apply_setattr(&place, set, chown, fh)?;
         }
+        if set.drop_set_id && set.mode.is_none() {
+            self.drop_set_id_of(&node)?;
+        }
         self.getattr(ino)
+    }
+
+    /// Drops the set-ID bits of the regular file `ino` (written or
+    /// truncated by a caller the kernel does not let keep them), copying
+    /// it up only when it has any. `fd`: a handle's upper fd, when there
+    /// is one.
+    pub fn drop_set_id(&self, ino: Ino, fd: Option<BorrowedFd<'_>>) -> Result<()> {
+        if let Some(fd) = fd {
+            let st = sys::fstat(fd)?;
+            return match without_set_id(st.st_mode) {
+                Some(mode) => sys::fchmod(fd, mode),
+                None => Ok(()),
+            };
+        }
+        let node = self.node(ino)?;
+        self.drop_set_id_of(&node)
+    }
+
+    fn drop_set_id_of(&self, node: &std::sync::Arc<super::node::Node>) -> Result<()> {
+        if self.is_read_only() {
+            return Ok(());
+        }
+        let (found, place) = self.place(node)?;
+        if without_set_id(found.st.st_mode).is_none() {
+            return Ok(());
+        }
+        let place = match found.state.upper {
+            true => place,
+            false => self.writable_place(node, false)?,
+        };
+        let (dir, name) = (place.upper_fd()?, place.name.as_c_str());
+        let st = sys::fstatat(dir, name)?;
+        match without_set_id(st.st_mode) {
+            Some(mode) => sys::fchmodat(dir, name, mode),
+            None => Ok(()),
+        }
     }
 
     fn apply_setattr(
