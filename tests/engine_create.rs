@@ -10,6 +10,21 @@ use engine_support::*;
 
 const CREATE_RULES: &[Case] = &[
     Case {
+        name: "a stale whiteout where nothing below has the name is replaced by a new entry",
+        lowers: &["f other o"],
+        upper: Upper::Spec("d up\nw up/x\nw up/y\nw up/z\nf up/taken t"),
+        ops: &[
+            "create up/x hello",
+            "mkdir up/y",
+            "symlink up/z target",
+            "create up/taken => EEXIST",
+            "create up/new fresh",
+        ],
+        tree: "f other o\nd up\nf up/x hello\nd up/y\nl up/z target\nf up/taken t\nf up/new fresh",
+        disk: "d up\nf up/x hello\no up/y\nl up/z target\nf up/taken t\nf up/new fresh",
+        ..CASE
+    },
+    Case {
         name: "names starting with .wh. cannot be created",
         lowers: &["f a A\nd dir"],
         upper: Upper::Spec(""),

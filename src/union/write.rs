@@ -80,6 +80,9 @@ impl Drop for NamesChange<'_> {
 
 /// What the upper directory holds under `name`.
 enum UpperSlot {
+    /// Not looked at: no lower holds the name, so the create itself tells
+    /// (`EEXIST`) in the rare case the upper holds something there.
+    Unprobed,
     Empty,
     /// A whiteout entry at `name` itself (device or xattr file).
     WhiteoutEntry,
@@ -255,6 +258,11 @@ impl Union {
                 Err(e) => Err(e),
             };
         }
+        // Nothing below holds the name: the create finds out what the upper
+        // holds (two `fstatat` fewer for every new name).
+        if pl.upper().is_some() && !self.lower_has(pl, name)? {
+            return Ok(Some(UpperSlot::Unprobed));
+        }
         // The upper's answer decides alone unless it is empty there:
         // an entry wins, a whiteout hides every lower.
         let slot = pl
@@ -283,6 +291,17 @@ impl Union {
         let cname = sys::cstr(name)?;
         let is_dir = matches!(how, Make::Dir { .. });
         match slot {
+            UpperSlot::Unprobed => {
+                match self.create_in_slot(pl, pup, name, UpperSlot::Empty, how, who) {
+                    // Something is there (a stale whiteout, or a name made
+                    // meanwhile): look, then act on what it is.
+                    Err(Errno::EEXIST) => {
+                        let slot = upper_slot(pup, name)?;
+                        self.create_in_slot(pl, pup, name, slot, how, who)
+                    }
+                    other => other,
+                }
+            }
             UpperSlot::Empty => {
                 let fd = create_at(pup, &cname, how)?;
                 let known = self.set_owner(pup, &cname, who, fd.as_ref());
@@ -460,7 +479,7 @@ impl Union {
                     return Err(e);
                 }
             }
-            UpperSlot::Entry => return Err(Errno::EEXIST),
+            UpperSlot::Entry | UpperSlot::Unprobed => return Err(Errno::EEXIST),
         }
         drop(node);
         // The new name is a node of its own (an upper file with several
