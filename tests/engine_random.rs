@@ -1,6 +1,8 @@
 //! Seeded random operations on the FUSE-free engine, compared after every
 //! operation with a plain directory that a reference merge (SPEC §1, written
-//! independently of the engine) built from the same layers.
+//! independently of the engine) built from the same layers; the lowers as
+//! directories, or packed into DwarFS images (markers an image can hold
+//! only: devices, `.wh.` files; no xattrs).
 
 mod common;
 mod engine_support;
@@ -51,7 +53,9 @@ fn parent_path(p: &str) -> &str {
     p.rsplit_once('/').map_or("", |(d, _)| d)
 }
 
-fn gen_layer(rng: &mut XorShift, tag: &str, upper: bool) -> GenLayer {
+/// A random layer; `image`: only what an image can hold (no xattrs, so no
+/// xattr markers).
+fn gen_layer(rng: &mut XorShift, tag: &str, upper: bool, image: bool) -> GenLayer {
     let mut g = GenLayer::default();
     for i in 0..3 + rng.below(10) {
         let depth = 1 + rng.below(3);
@@ -97,9 +101,14 @@ fn gen_layer(rng: &mut XorShift, tag: &str, upper: bool) -> GenLayer {
             55..63 => Gen::Sym(format!("t{}", rng.below(3))),
             63..85 if upper && parent_opaque => continue,
             63..85 if upper => Gen::Wh("w"),
+            63..85 if image => Gen::Wh(["w", "W"][rng.below(2)]),
             63..85 => Gen::Wh(WHITEOUTS[rng.below(WHITEOUTS.len())]),
             _ if upper => Gen::Dir {
                 opaque: Some("user.overlay.opaque"),
+                xmark: false,
+            },
+            _ if image => Gen::Dir {
+                opaque: Some("o"),
                 xmark: false,
             },
             _ => Gen::Dir {
@@ -120,7 +129,7 @@ fn gen_layer(rng: &mut XorShift, tag: &str, upper: bool) -> GenLayer {
                 _ => g.root_xmark = true,
             }
         }
-        if matches!(entry, Gen::File(_) | Gen::Dir { .. }) && rng.chance(15) {
+        if !image && matches!(entry, Gen::File(_) | Gen::Dir { .. }) && rng.chance(15) {
             let name = format!("user.r{}", rng.below(2));
             g.xattrs
                 .entry(path.clone())
@@ -387,17 +396,21 @@ fn op_is_safe(view: &View, op: &Op) -> bool {
 }
 
 /// One seeded run; the first divergence, with the layers and the last ops.
-fn run_random(seed: u64, ops: usize) -> Result<(), String> {
+fn run_random(seed: u64, ops: usize, images: bool) -> Result<(), String> {
     let mut rng = XorShift::from_state(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let nlowers = 1 + rng.below(3);
     let lowers: Vec<GenLayer> = (0..nlowers)
-        .map(|i| gen_layer(&mut rng, &format!("L{i}"), false))
+        .map(|i| gen_layer(&mut rng, &format!("L{i}"), false, images))
         .collect();
-    let upper = gen_layer(&mut rng, "U", true);
+    let upper = gen_layer(&mut rng, "U", true, false);
     let specs: Vec<String> = lowers.iter().map(gen_spec).collect();
     let spec_refs: Vec<&str> = specs.iter().map(String::as_str).collect();
     let upper_spec = gen_spec(&upper);
-    let fx = Fixture::new(
+    let open = match images {
+        true => Fixture::over_images,
+        false => Fixture::new,
+    };
+    let fx = open(
         &format!("rand{seed}"),
         &spec_refs,
         Some(&upper_spec),
@@ -521,6 +534,18 @@ fn run_random(seed: u64, ops: usize) -> Result<(), String> {
 /// directory after every one; seeds run on two threads.
 #[test]
 fn random_ops_match_a_plain_directory() {
+    run_seeds(false);
+}
+
+/// The same with every lower packed into a DwarFS image: numbers given out
+/// without a node (`union::direct`) must follow their files through every
+/// operation as nodes do.
+#[test]
+fn random_ops_over_images_match_a_plain_directory() {
+    run_seeds(true);
+}
+
+fn run_seeds(images: bool) {
     let seeds: Vec<u64> = (1..=8).collect();
     let failures: Vec<String> = std::thread::scope(|s| {
         let workers: Vec<_> = seeds
@@ -530,7 +555,7 @@ fn random_ops_match_a_plain_directory() {
                     chunk
                         .iter()
                         .filter_map(|&seed| {
-                            run_random(seed, 300)
+                            run_random(seed, 300, images)
                                 .err()
                                 .map(|e| format!("seed {seed}: {e}"))
                         })
