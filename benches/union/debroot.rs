@@ -257,32 +257,3 @@ impl DebRoot {
             .collect()
     }
 }
-
-impl crate::Bench {
-    /// Makes or finds the fixture when a package-install workload is among
-    /// the `selected` (group, side) pairs; otherwise leaves it unset.
-    pub(crate) fn prepare_debroot(
-        &mut self,
-        selected: &std::collections::BTreeSet<(String, crate::catalogue::Side)>,
-    ) {
-        let wanted = crate::catalogue::specs(&self.cfg)
-            .iter()
-            .filter(|s| s.union == crate::catalogue::Union::Debroot)
-            .any(|s| selected.iter().any(|(g, _)| *g == s.group));
-        if !wanted {
-            return;
-        }
-        let cache = self.cfg.base.join("cache");
-        let res = prepare(&cache);
-        if let Ok(d) = &res {
-            eprintln!(
-                "fimfs-bench: package install: {} root {}, {} .debs ({} files)",
-                VARIANT,
-                d.root.display(),
-                d.debs.len(),
-                d.files
-            );
-        }
-        self.debroot = Some(res);
-    }
-}

@@ -670,3 +670,34 @@ pub fn run_all(c: &mut Criterion, mut cfg: Config, args: &Args) -> Result<(), St
     }
     Ok(())
 }
+
+/// The package-install fixture (`debroot`) is prepared here, where the
+/// workloads (`catalogue`) and the fixture meet; `debroot` knows neither.
+impl crate::Bench {
+    /// Makes or finds the fixture when a package-install workload is among
+    /// the `selected` (group, side) pairs; otherwise leaves it unset.
+    pub(crate) fn prepare_debroot(
+        &mut self,
+        selected: &std::collections::BTreeSet<(String, crate::catalogue::Side)>,
+    ) {
+        let wanted = crate::catalogue::specs(&self.cfg)
+            .iter()
+            .filter(|s| s.union == crate::catalogue::Union::Debroot)
+            .any(|s| selected.iter().any(|(g, _)| *g == s.group));
+        if !wanted {
+            return;
+        }
+        let cache = self.cfg.base.join("cache");
+        let res = crate::debroot::prepare(&cache);
+        if let Ok(d) = &res {
+            eprintln!(
+                "fimfs-bench: package install: {} root {}, {} .debs ({} files)",
+                crate::debroot::VARIANT,
+                d.root.display(),
+                d.debs.len(),
+                d.files
+            );
+        }
+        self.debroot = Some(res);
+    }
+}

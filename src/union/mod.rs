@@ -16,9 +16,9 @@
 //!   `layer::marker`'s), private and layer xattr names, origin marks.
 //! - `names`: what a lower directory lacks (hashes of its names).
 //! - `fold`: case-folding and folded indexes (`-o casefold`).
-//! - `node`: nodes, the inode table, cached layer directories; `dirfds`:
-//!   their fd budget (`DirFds`). Private: callers hold numbers (`Ino`), never
-//!   nodes.
+//! - `node`: nodes, the inode table, cached layer directories
+//!   (`dirlayers`: `DirLayers`); `dirfds`: their fd budget (`DirFds`).
+//!   Private: callers hold numbers (`Ino`), never nodes.
 //! - `data`: copying file data (reflink, `copy_file_range`, holes, or a
 //!   lower's reads).
 //! - `engine`: the `Union` value, its options and small accessors,
@@ -51,6 +51,7 @@ mod copy_up;
 mod data;
 mod direct;
 mod dirfds;
+mod dirlayers;
 mod engine;
 mod flags;
 pub mod fold;
