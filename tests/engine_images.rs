@@ -84,6 +84,86 @@ fn a_held_number_follows_its_file_through_rename_and_unlink() {
         "an unlinked file's number names nothing"
     );
     assert_eq!(u.lookup(d, b"b").err(), Some(Errno::ENOENT));
+    // Nor is a new file at its name taken for it.
+    let made = u.create(d, b"b", (0o600, libc::O_WRONLY), ROOT).unwrap();
+    assert_ne!(made.entry.ino, b);
+    assert!(
+        u.getattr(b).is_err(),
+        "a new file at the name is another file"
+    );
+    assert_eq!(u.getattr(made.entry.ino).unwrap().perm, 0o600);
+}
+
+#[test]
+fn held_numbers_follow_their_files_when_a_directory_moves() {
+    let fx = over_images("img-dirmove", Some(""));
+    let u = &fx.union;
+    let mut held = Lookups::new(u);
+    held.forget_on_drop = false;
+    let d = held.ino("d").unwrap();
+    let a = held.ino("d/a").unwrap();
+    let deep = held.ino("d/e/deep").unwrap();
+    let top = held.ino("top").unwrap();
+
+    // The whole tree is copied into the upper under the new name.
+    u.rename(ROOT_INO, b"d", ROOT_INO, b"moved", 0).unwrap();
+    assert_eq!(u.getattr(a).unwrap().size, 5, "d/a, now moved/a");
+    assert_eq!(read_through(u, a).unwrap(), b"alpha");
+    assert_eq!(read_through(u, deep).unwrap(), b"deep", "two levels down");
+    assert_eq!(u.getattr(d).unwrap().kind, Kind::Dir);
+
+    // A second move, and an exchange with a file's directory.
+    u.rename(ROOT_INO, b"moved", ROOT_INO, b"again", 0).unwrap();
+    assert_eq!(read_through(u, a).unwrap(), b"alpha");
+    u.make(
+        ROOT_INO,
+        b"other",
+        fimfs::union::Make::Dir { mode: 0o755 },
+        ROOT,
+    )
+    .unwrap();
+    u.rename(
+        ROOT_INO,
+        b"again",
+        ROOT_INO,
+        b"other",
+        libc::RENAME_EXCHANGE,
+    )
+    .unwrap();
+    assert_eq!(read_through(u, a).unwrap(), b"alpha", "exchanged: other/a");
+    assert_eq!(read_through(u, deep).unwrap(), b"deep");
+    assert_eq!(read_through(u, top).unwrap(), b"T", "what did not move");
+
+    // Deleted, and a new file made at its name: the number is not the new
+    // file's.
+    let other = held.ino("other").unwrap();
+    u.remove(other, b"a", false).unwrap();
+    let made = u
+        .create(other, b"a", (0o600, libc::O_WRONLY), ROOT)
+        .unwrap();
+    assert_ne!(made.entry.ino, a);
+    assert!(u.getattr(a).is_err(), "a new file at a moved file's name");
+
+    // Gone with its directory: the number names nothing.
+    remove_tree(u, "other");
+    assert!(u.getattr(a).is_err(), "a number of a deleted file");
+}
+
+/// Removes `path` and everything below it through the engine.
+fn remove_tree(u: &fimfs::union::Union, path: &str) {
+    let mut l = Lookups::new(u);
+    let dir = l.ino(path).unwrap();
+    for e in u.list_dir(dir).unwrap() {
+        let child = format!("{path}/{}", String::from_utf8_lossy(&e.name));
+        match e.kind {
+            Kind::Dir => remove_tree(u, &child),
+            _ => {
+                u.remove(dir, &e.name, false).unwrap();
+            }
+        }
+    }
+    let (parent, name) = l.parent(path).unwrap();
+    u.remove(parent, name.as_bytes(), true).unwrap();
 }
 
 #[test]

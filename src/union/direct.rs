@@ -19,6 +19,10 @@
 //!   drops it again: its lookups were never counted, and the kernel sends
 //!   the whole count when it evicts the inode.
 //!
+//! A directory rename moves a tree, and with it files the kernel may hold
+//! by such numbers: each one is logged (`Moves`), and the path an image
+//! gives for a number is carried through the moves made since.
+//!
 //! Invariants:
 //! - a number is given out this way only when it is the entry's own
 //!   (`InoMap::encode`, not remapped), the entry is lower-only with one
@@ -26,7 +30,9 @@
 //!   number already;
 //! - a node made from a number is resolved afresh like any other (`place`
 //!   reads the layers), so one dropped by a stray FORGET is made again
-//!   with what the layers hold now.
+//!   with what the layers hold now; and only when what its name holds now
+//!   still carries the number (a file made later at a deleted file's name
+//!   is not taken for it).
 use super::attr::{Attr, Ino, Kind, ROOT_INO};
 use super::engine::{LowerOnlyName, Union};
 use super::lookup::Found;
@@ -34,7 +40,57 @@ use super::node::{Loc, Node, State};
 use crate::sys::{Errno, Result};
 use std::sync::Arc;
 
+/// The directory renames made through the mount, in order, as union paths
+/// (components joined by `/`): each a set of moves made at once (two for
+/// an exchange).
+#[derive(Debug, Default)]
+pub(super) struct Moves(parking_lot::RwLock<Vec<Step>>);
+
+/// The moves of one rename, made at once: (from, to) union paths.
+type Step = Vec<(Vec<u8>, Vec<u8>)>;
+
+impl Moves {
+    /// `path` (of an entry that was there before every logged move) where
+    /// the moves since have taken it.
+    fn carry(&self, mut path: Vec<u8>) -> Vec<u8> {
+        for step in self.0.read().iter() {
+            for (from, to) in step {
+                if let Some(rest) = below(&path, from) {
+                    path = [to.as_slice(), rest].concat();
+                    break;
+                }
+            }
+        }
+        path
+    }
+}
+
+/// The rest of `path` after the directory `dir` (empty for `dir` itself,
+/// else starting with `/`), if `path` is `dir` or below it.
+fn below<'a>(path: &'a [u8], dir: &[u8]) -> Option<&'a [u8]> {
+    let rest = path.strip_prefix(dir)?;
+    (rest.is_empty() || rest.first() == Some(&b'/')).then_some(rest)
+}
+
 impl Union {
+    /// Logs that the directory at `from` moved to `to` (with `exchange`,
+    /// that the two swapped), when a layer hands out numbers whose files
+    /// may be below it.
+    pub(super) fn tree_moved(&self, from: Vec<u8>, to: Vec<u8>, exchange: bool) {
+        let numbered = self
+            .stack
+            .lower_ids()
+            .any(|id| self.stack.get(id).is_some_and(|l| l.finds_by_number()));
+        if !numbered {
+            return;
+        }
+        let step = match exchange {
+            true => vec![(from.clone(), to.clone()), (to, from)],
+            false => vec![(from, to)],
+        };
+        self.moves.0.write().push(step);
+    }
+
     /// May the entry `found`, looked up as `name` and numbered `attr.ino`,
     /// go to the kernel without a node?
     pub(super) fn needs_no_node(&self, found: &Found, name: &[u8], attr: &Attr) -> bool {
@@ -81,10 +137,20 @@ impl Union {
         if kind == Kind::Dir {
             return None;
         }
-        let parent = self.dir_node_at(&home.dir)?;
+        let mut path = home.dir;
+        if !path.is_empty() {
+            path.push(b'/');
+        }
+        path.extend_from_slice(&home.name);
+        let path = self.moves.carry(path);
+        let (dir, name) = match path.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&path[..i], &path[i + 1..]),
+            None => (&path[..0], &path[..]),
+        };
+        let parent = self.dir_node_at(dir)?;
         let loc = Loc {
             parent: Some(parent),
-            name: home.name,
+            name: name.to_vec(),
         };
         let state = State {
             kind,
@@ -92,7 +158,11 @@ impl Union {
             lower: Some(id),
             merged: false,
         };
-        Some(Arc::new(Node::new(ino, loc, state)))
+        let node = Arc::new(Node::new(ino, loc, state));
+        // What the name holds now must still be this file (or its copy, which
+        // keeps its number): not another entry made there since.
+        let (found, _) = self.place(&node).ok()?;
+        (self.ino_of(&found) == ino).then_some(node)
     }
 
     /// The directory node at `path` (components joined by `/`): the one

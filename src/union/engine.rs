@@ -56,6 +56,9 @@ pub struct Union {
     pub(super) reflinks: Reflinks,
     /// Alone on the upper: lower-only entries are cached long (`cache`).
     pub(super) alone: Alone,
+    /// Where directory renames moved trees (for numbers given out without
+    /// a node, `direct`).
+    pub(super) moves: super::direct::Moves,
 }
 
 impl Union {
@@ -91,6 +94,7 @@ impl Union {
             ns_generation: AtomicU64::new(0),
             reflinks: Default::default(),
             alone: Alone::new(true),
+            moves: Default::default(),
         }
     }
 

@@ -234,6 +234,10 @@ impl Union {
         let (to, from) = ((dpup.as_fd(), cd.as_c_str()), (spup.as_fd(), cs.as_c_str()));
         self.renumber((&src, &src_node), other, exchange, to, from);
         self.nodes.renamed((&p, kname), (&np, knewname), exchange);
+        let dst_dir = dst.as_ref().is_some_and(|d| d.state.kind == Kind::Dir);
+        if src.state.kind == Kind::Dir || (exchange && dst_dir) {
+            self.tree_moved(child_path(&p, name), child_path(&np, newname), exchange);
+        }
         Ok(())
     }
 
