@@ -203,6 +203,41 @@ fn writes_copy_up_from_images_as_from_directories() {
     );
 }
 
+/// Files of images the kernel holds (read once, so their dentries are
+/// cached) keep their numbers and their data after their directory is
+/// renamed: the daemon keeps no node for them (`union::direct`), and must
+/// find them at the new name from their number alone.
+#[test]
+fn files_the_kernel_holds_follow_their_directory_when_it_moves() {
+    require_root_and_fuse();
+    let tmp = TempDir::new("mi-dirmove");
+    let layers = fixture_layers(&tmp);
+    let images = pack_all(&tmp, &layers.lowers, 4096);
+    let mnt = tmp.join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let m = MountGuard::new(&images, Some(&tmp.join("upper")), &mnt, &[]);
+    let names = ["a", "b"];
+    let before: Vec<(Vec<u8>, u64)> = names
+        .iter()
+        .map(|n| {
+            let p = m.join(format!("merged/sub/{n}"));
+            (fs::read(&p).unwrap(), fs::metadata(&p).unwrap().ino())
+        })
+        .collect();
+    fs::rename(m.join("merged/sub"), m.join("moved")).unwrap();
+    for (n, (data, ino)) in names.iter().zip(&before) {
+        let p = m.join(format!("moved/{n}"));
+        let read = fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+        assert_eq!(&read, data, "{n} after the move");
+        assert_eq!(
+            fs::metadata(&p).unwrap().ino(),
+            *ino,
+            "{n} keeps its number"
+        );
+    }
+    unmount_clean(m);
+}
+
 /// A FlatImage binary with two layers: `bottom` then `top` appended.
 fn flatimage_with(tmp: &TempDir, bottom: &[u8], top: &[u8]) -> (PathBuf, Vec<(u64, u64)>) {
     let mut spec = Spec::new();
