@@ -20,8 +20,8 @@
 //!   the whole count when it evicts the inode.
 //!
 //! A directory rename moves a tree, and with it files the kernel may hold
-//! by such numbers: each one is logged (`Moves`), and the path an image
-//! gives for a number is carried through the moves made since.
+//! by such numbers: each one is logged (`moves::Moves`), and the path an
+//! image gives for a number is carried through the moves made since.
 //!
 //! Invariants:
 //! - a number is given out this way only when it is the entry's own
@@ -40,38 +40,6 @@ use super::node::{Loc, Node, State};
 use crate::sys::{Errno, Result};
 use std::sync::Arc;
 
-/// The directory renames made through the mount, in order, as union paths
-/// (components joined by `/`): each a set of moves made at once (two for
-/// an exchange).
-#[derive(Debug, Default)]
-pub(super) struct Moves(parking_lot::RwLock<Vec<Step>>);
-
-/// The moves of one rename, made at once: (from, to) union paths.
-type Step = Vec<(Vec<u8>, Vec<u8>)>;
-
-impl Moves {
-    /// `path` (of an entry that was there before every logged move) where
-    /// the moves since have taken it.
-    fn carry(&self, mut path: Vec<u8>) -> Vec<u8> {
-        for step in self.0.read().iter() {
-            for (from, to) in step {
-                if let Some(rest) = below(&path, from) {
-                    path = [to.as_slice(), rest].concat();
-                    break;
-                }
-            }
-        }
-        path
-    }
-}
-
-/// The rest of `path` after the directory `dir` (empty for `dir` itself,
-/// else starting with `/`), if `path` is `dir` or below it.
-fn below<'a>(path: &'a [u8], dir: &[u8]) -> Option<&'a [u8]> {
-    let rest = path.strip_prefix(dir)?;
-    (rest.is_empty() || rest.first() == Some(&b'/')).then_some(rest)
-}
-
 impl Union {
     /// Logs that the directory at `from` moved to `to` (with `exchange`,
     /// that the two swapped), when a layer hands out numbers whose files
@@ -88,7 +56,7 @@ impl Union {
             true => vec![(from.clone(), to.clone()), (to, from)],
             false => vec![(from, to)],
         };
-        self.moves.0.write().push(step);
+        self.moves.record(step);
     }
 
     /// May the entry `found`, looked up as `name` and numbered `attr.ino`,

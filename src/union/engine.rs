@@ -58,7 +58,7 @@ pub struct Union {
     pub(super) alone: Alone,
     /// Where directory renames moved trees (for numbers given out without
     /// a node, `direct`).
-    pub(super) moves: super::direct::Moves,
+    pub(super) moves: super::moves::Moves,
 }
 
 impl Union {
@@ -144,7 +144,8 @@ impl Union {
     /// Were directory `ino`'s cached layers dropped only to keep within
     /// the fd budget (and not re-cached since)? For tests of the budget.
     pub fn dir_layers_shed(&self, ino: Ino) -> Result<bool> {
-        Ok(self.node(ino)?.shed_generation().is_some())
+        let dir = self.nodes.get(ino).ok_or(Errno::ESTALE)?;
+        Ok(dir.shed_generation().is_some())
     }
 
     /// Layer `id`, through the calls every layer answers.
@@ -164,7 +165,7 @@ impl Union {
         if !self.opts.casefold {
             return Vec::new();
         }
-        let Ok(p) = self.node(parent) else {
+        let Some(p) = self.nodes.get(parent) else {
             return Vec::new();
         };
         let Some(n) = self.nodes.child(&p, name) else {
@@ -181,7 +182,7 @@ impl Union {
 
     /// The names `names` of `parent` no longer lead to their entry.
     pub fn drop_spellings(&self, parent: Ino, names: &[Vec<u8>]) {
-        if let Ok(p) = self.node(parent) {
+        if let Some(p) = self.nodes.get(parent) {
             for n in names {
                 self.nodes.unlinked(&p, n);
             }

@@ -30,7 +30,8 @@
 //!   `lookup`/`lookup_listed`/`hand_out`.
 //! - `numbers`: which number an entry reports (`ino_of`, `attr_of`).
 //! - `direct`: entries of an image given to the kernel without a node
-//!   (their number says where they are); `node`/`peek`, a number's node.
+//!   (their number says where they are); `node`/`peek`, a number's node;
+//!   `moves`: the directory renames their paths are carried through.
 //! - `place`: where a node lives (`place`, `cached_place`,
 //!   `writable_place`).
 //! - `read`: `getattr`, `readlink`, xattrs, `statfs`, `open`.
@@ -57,6 +58,7 @@ mod flags;
 pub mod fold;
 mod lookup;
 pub mod marker;
+mod moves;
 mod names;
 mod node;
 mod numbers;
