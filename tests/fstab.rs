@@ -119,13 +119,7 @@ fn a_user_mount_through_fusermount3_is_fuse_fimfs_and_names_its_layers() {
     let mut perms = fs::metadata(t.path()).unwrap().permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
     fs::set_permissions(t.path(), perms).unwrap();
-    let out = Command::new("setpriv")
-        .args([
-            format!("--reuid={NOBODY}"),
-            format!("--regid={NOBODY}"),
-            "--clear-groups".into(),
-        ])
-        .arg(FIMFS)
+    let out = setpriv(NOBODY, FIMFS)
         .arg("mount")
         .arg("-o")
         .arg(format!("workdir={}", work.join("w").display()))
@@ -143,9 +137,8 @@ fn a_user_mount_through_fusermount3_is_fuse_fimfs_and_names_its_layers() {
     let m = line_at(&mnt);
     assert_eq!(m.fstype, "fuse.fimfs");
     assert_eq!(text(&m.source), source_of(&upper, &lowers));
-    let st = Command::new("setpriv")
-        .args([format!("--reuid={NOBODY}"), format!("--regid={NOBODY}")])
-        .args(["--clear-groups", "fusermount3", "-u"])
+    let st = setpriv(NOBODY, "fusermount3")
+        .arg("-u")
         .arg(&mnt)
         .status()
         .expect("fusermount3 -u");

@@ -13,7 +13,7 @@ mod common;
 
 use common::image::{RESERVED_AT, Spec, assert_only_byte_changed, build};
 use common::run::{DEADLINE, Done, os, wait_for};
-use common::{MountGuard, TempDir, is_whiteout, mounts, require_root_and_fuse};
+use common::{MountGuard, TempDir, is_whiteout, mounts, require_root_and_fuse, setpriv};
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -860,16 +860,9 @@ fn an_unprivileged_user_runs_on_each_backend() {
             v = view.display(),
             b = backend
         );
-        let mut args = vec![
-            OsString::from(format!("--reuid={NOBODY}")),
-            format!("--regid={NOBODY}").into(),
-            "--clear-groups".into(),
-            FIMFS.into(),
-        ];
-        args.extend(s.run_args(&["--target", &target], &script));
         let l = {
-            let mut cmd = Command::new("setpriv");
-            cmd.args(&args)
+            let mut cmd = setpriv(NOBODY, FIMFS);
+            cmd.args(s.run_args(&["--target", &target], &script))
                 .env("FIM_OVERLAY", backend)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())

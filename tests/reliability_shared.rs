@@ -30,7 +30,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -187,11 +187,7 @@ fn mountinfo_line(mnt: &Path) -> String {
 fn run_as_user(uid: u32, program: &str, args: &[&std::ffi::OsStr], logs: &Path) -> Outcome {
     fs::create_dir_all(logs).expect("mkdir logs");
     let (out, err) = (logs.join("setpriv.out"), logs.join("setpriv.err"));
-    let mut child = Command::new("setpriv")
-        .arg(format!("--reuid={uid}"))
-        .arg(format!("--regid={uid}"))
-        .arg("--clear-groups")
-        .arg(program)
+    let mut child = setpriv(uid, program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(File::create(&out).expect("stdout log"))

@@ -21,7 +21,7 @@ use common::dwarfs::{Layout, Tree, assemble, im, open_bytes};
 use common::image::{Spec, block, build};
 use common::pack::pack_dir;
 use common::run::{DEADLINE, Done, os, tagged, wait_for};
-use common::{TempDir, is_whiteout, lowers_arg, mounts, put, require_root_and_fuse};
+use common::{TempDir, is_whiteout, lowers_arg, mounts, put, require_root_and_fuse, setpriv};
 use fimfs::image::BlockCache;
 use fimfs::layer::{ImageLayer, Layer, Lower, Stack, Workdir};
 use fimfs::union::{Options, ROOT_INO, Union};
@@ -560,11 +560,7 @@ fn an_unprivileged_user_runs_over_images_on_each_backend() {
             o = out.display(),
             v = s.view.display(),
         );
-        let l = Command::new("setpriv")
-            .arg(format!("--reuid={NOBODY}"))
-            .arg(format!("--regid={NOBODY}"))
-            .arg("--clear-groups")
-            .arg(FIMFS)
+        let l = setpriv(NOBODY, FIMFS)
             .args(["run", "--target"])
             .arg(&s.view)
             .arg(lowers_arg(&images))

@@ -18,14 +18,7 @@ const NOBODY: u32 = 65534;
 
 fn sh(script: &str, as_user: Option<u32>) {
     let mut cmd = match as_user {
-        Some(id) => {
-            let mut c = Command::new("setpriv");
-            c.arg(format!("--reuid={id}"))
-                .arg(format!("--regid={id}"))
-                .arg("--clear-groups")
-                .arg("sh");
-            c
-        }
+        Some(id) => setpriv(id, "sh"),
         None => Command::new("sh"),
     };
     let out = cmd.arg("-ec").arg(script).output().expect("run sh");

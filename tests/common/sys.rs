@@ -385,3 +385,15 @@ pub fn drop_caches(level: u8) {
     fs::write("/proc/sys/vm/drop_caches", format!("{level}\n"))
         .unwrap_or_else(|e| panic!("echo {level} > /proc/sys/vm/drop_caches: {e}"));
 }
+
+/// `program`, to be run as `uid`:`uid` with no supplementary groups
+/// (`setpriv --reuid=U --regid=U --clear-groups PROGRAM`); the caller adds
+/// the arguments.
+pub fn setpriv(uid: u32, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let mut c = std::process::Command::new("setpriv");
+    c.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"))
+        .arg("--clear-groups")
+        .arg(program);
+    c
+}
