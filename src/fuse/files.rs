@@ -196,8 +196,10 @@ impl FimFs {
                     Err(_) => break,
                 }
             }
-            // The kernel asks it for a writer without CAP_FSETID.
-            if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+            // The kernel asks it of every write by a caller without
+            // CAP_FSETID; a daemon without it had them dropped by the
+            // upper's filesystem already (no `fstat` per write then).
+            if self.keeps_set_id && write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
                 let _ = self.union.drop_set_id(Ino::from(ino), Some(fd.as_fd()));
             }
             reply.written(done as u32)

@@ -119,17 +119,32 @@ impl IoModes {
 }
 
 /// Whether this process may register backing files: CAP_SYS_ADMIN in
-/// the initial user namespace (the kernel checks exactly that). Bit 21 of
-/// `CapEff` is CAP_SYS_ADMIN.
+/// the initial user namespace (the kernel checks exactly that).
 pub fn privileged() -> bool {
+    capable(CAP_SYS_ADMIN)
+}
+
+/// Bit numbers in `CapEff`.
+const CAP_FSETID: u32 = 4;
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// Whether this process holds capability `bit` in the initial user
+/// namespace (where the upper's filesystem checks it).
+pub fn capable(bit: u32) -> bool {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let cap_eff = status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .unwrap_or(0);
-    let sys_admin = cap_eff & (1 << 21) != 0;
     let uid_map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
     let init_ns = uid_map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"];
-    sys_admin && init_ns
+    cap_eff & (1 << bit) != 0 && init_ns
+}
+
+/// Whether the daemon's own writes keep set-ID bits (it holds
+/// CAP_FSETID): then it must drop them itself when the kernel says so.
+/// Without it, the upper's filesystem drops them on each of its writes.
+pub fn keeps_set_id() -> bool {
+    capable(CAP_FSETID)
 }

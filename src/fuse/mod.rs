@@ -141,6 +141,9 @@ pub struct FimFs {
     /// What the kernel must drop from its caches; sent by a side thread,
     /// never from inside a request handler (that can deadlock).
     stale: std::sync::mpsc::Sender<Stale>,
+    /// The daemon's writes keep set-ID bits (`iomode::keeps_set_id`): a
+    /// `WRITE` flagged `FUSE_WRITE_KILL_SUIDGID` drops them explicitly.
+    keeps_set_id: bool,
 }
 
 /// A kernel cache entry to drop.
@@ -199,6 +202,7 @@ impl FimFs {
             // upper files (which cannot reopen lazily), pins, directories
             // and the session.
             lazy_above: usize::try_from(crate::sys::nofile_limit().0 / 4).unwrap_or(usize::MAX),
+            keeps_set_id: iomode::keeps_set_id(),
             stale,
         }
     }
