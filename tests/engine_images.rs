@@ -167,6 +167,31 @@ fn remove_tree(u: &fimfs::union::Union, path: &str) {
 }
 
 #[test]
+fn a_file_back_at_a_name_it_left_keeps_a_node() {
+    let fx = over_images("img-back", Some(""));
+    let u = &fx.union;
+    let mut held = Lookups::new(u);
+    held.forget_on_drop = false;
+    let d = held.ino("d").unwrap();
+    let a = held.ino("d/a").unwrap();
+    u.rename(d, b"a", d, b"c", 0).unwrap();
+    // The whiteout the rename left is removed behind the mount: the
+    // image's file shows at its old name again, under a new number (the
+    // old one stays with the copy), which only a node can remember.
+    std::fs::remove_file(fx.upper().join("d/a")).unwrap();
+    let back = u.lookup(d, b"a").unwrap().ino;
+    held.hold(back);
+    assert_ne!(back, a);
+    assert_eq!(u.getattr(back).unwrap().size, 5);
+    assert_eq!(read_through(u, back).unwrap(), b"alpha");
+    assert_eq!(
+        u.getattr(a).unwrap().ino,
+        a,
+        "the copy keeps the old number"
+    );
+}
+
+#[test]
 fn a_number_dropped_at_the_wrong_time_still_names_the_copy() {
     let fx = over_images("img-forget", Some(""));
     let u = &fx.union;

@@ -128,15 +128,23 @@ impl InoMap {
         {
             return *n;
         }
-        match self.fsid(dev) {
-            Some(id) if ino >> INO_BITS == 0 => Ino((id << INO_BITS) | ino),
+        match self.natural(dev, ino) {
+            Some(n) => n,
             // Only in memory: stable while the daemon lives, which is the
             // best that can be done for such numbers.
-            _ => *self
+            None => *self
                 .overflow
                 .entry((dev, ino))
                 .or_insert_with(|| self.fresh()),
         }
+    }
+
+    /// The number `dev`/`ino` is built into (device byte and `st_ino`),
+    /// whether or not the entry goes by it now (a retired or sticky number
+    /// wins in `encode`); None when it does not fit.
+    pub fn natural(&self, dev: u64, ino: u64) -> Option<Ino> {
+        let id = self.fsid(dev)?;
+        (ino >> INO_BITS == 0).then_some(Ino((id << INO_BITS) | ino))
     }
 }
 

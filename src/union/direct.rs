@@ -67,7 +67,9 @@ impl Union {
             && found.name == name
             && found.st.st_nlink <= 1
             && self.layer(found.winner).is_ok_and(|l| l.finds_by_number())
-            && attr.ino == self.inos.encode(found.st.st_dev, found.st.st_ino)
+            // Its own number, not one it was given in place of a retired
+            // one: only that can be found again from the number alone.
+            && self.inos.natural(found.st.st_dev, found.st.st_ino) == Some(attr.ino)
             && self.nodes.get(attr.ino).is_none()
     }
 
