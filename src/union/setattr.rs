@@ -64,7 +64,10 @@ impl Union {
             let place = self.writable_place(&node, set.size == Some(0))?;
             self.apply_setattr(&place, set, chown, fh)?;
         }
-        if set.drop_set_id && set.mode.is_none() {
+        // A chown made for real had the upper's filesystem drop the bits
+        // already (the VFS does on every chown of a non-directory).
+        let dropped = chown && set.size.is_none();
+        if set.drop_set_id && set.mode.is_none() && !dropped {
             self.drop_set_id_of(&node)?;
         }
         self.getattr(ino)
