@@ -12,6 +12,14 @@ fn image(cache: &BlockCache, lead: usize, blocks: &[(Codec, Vec<u8>)], bs: usize
 }
 
 /// Reads a whole block in pieces of varying size.
+/// Each of `data` encoded with the next of `codecs`, in turn.
+fn encoded_in_turn(data: &[Vec<u8>], codecs: &[Codec]) -> Vec<(Codec, Vec<u8>)> {
+    data.iter()
+        .zip(codecs.iter().cycle())
+        .map(|(d, &c)| (c, encode(c, d, 1)))
+        .collect()
+}
+
 fn read_block(img: &ImageBlocks, block: u32, rng: &mut Rng) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
@@ -143,12 +151,7 @@ fn concurrent_readers_of_one_block_decode_it_once() {
 fn concurrent_readers_under_eviction_get_their_data() {
     let bs = MIB;
     let data: Arc<Vec<Vec<u8>>> = Arc::new((0..12).map(|i| sample(bs, 200 + i)).collect());
-    let codecs = [Codec::Zstd, Codec::Lzma, Codec::Lz4];
-    let blocks: Vec<_> = data
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (codecs[i % 3], encode(codecs[i % 3], d, 1)))
-        .collect();
+    let blocks = encoded_in_turn(&data, &[Codec::Zstd, Codec::Lzma, Codec::Lz4]);
     let limit = 5 * MIB;
     let cache = BlockCache::new(limit);
     let img = image(&cache, 0, &blocks, bs);
@@ -180,11 +183,7 @@ fn eviction_keeps_the_cache_under_its_bound() {
     let bs = MIB;
     let codecs = [Codec::Zstd, Codec::Lzma, Codec::Lz4, Codec::None];
     let data: Vec<Vec<u8>> = (0..16).map(|i| sample(bs, 100 + i)).collect();
-    let blocks: Vec<_> = data
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (codecs[i % 4], encode(codecs[i % 4], d, 1)))
-        .collect();
+    let blocks = encoded_in_turn(&data, &codecs);
     let limit = 6 * MIB;
     let cache = BlockCache::new(limit);
     let img = image(&cache, 0, &blocks, bs);
