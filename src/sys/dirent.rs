@@ -18,7 +18,8 @@ const GETDENTS_BUF: usize = 64 * 1024;
 /// enough: it is opened for reading first), skipping `.` and `..`.
 pub fn list_dir(dir: BorrowedFd<'_>) -> Result<Vec<DirEnt>> {
     let fd = super::openat(dir, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-    read_dir_entries(std::os::fd::AsFd::as_fd(&fd))
+    // Freshly opened: already at offset 0.
+    read_to_end(std::os::fd::AsFd::as_fd(&fd))
 }
 
 /// Reads every entry of the directory open on `fd` (from offset 0),
@@ -28,6 +29,11 @@ pub fn read_dir_entries(fd: BorrowedFd<'_>) -> Result<Vec<DirEnt>> {
     if unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_SET) } < 0 {
         return Err(Errno::last());
     }
+    read_to_end(fd)
+}
+
+/// Reads the entries of `fd` from its current offset to the end.
+fn read_to_end(fd: BorrowedFd<'_>) -> Result<Vec<DirEnt>> {
     let mut out = Vec::new();
     // Not zeroed (64 KiB of memset per listing): only the bytes the kernel
     // wrote are ever read.

@@ -125,12 +125,23 @@ impl Union {
     ) -> Result<(Probe, Vec<u8>)> {
         let lower = l.id != UPPER;
         let layer = self.stack.get(l.id).ok_or(Errno::ENOENT)?;
+        // A lower directory due for its listing is listed before the probe
+        // where a miss costs two calls (the name and its `.wh.` file), so
+        // the listing answers it; where it costs one (the bottom layer), it
+        // is listed after the miss instead: the listing then pays for
+        // itself only if more misses come, and a hit needs none.
+        if lower && whiteouts {
+            l.names.list_if_due(layer, &l.dir);
+        }
         let exact = match lower && l.names.lacks(name) {
             true => Probe::Absent,
             false => {
                 let p = layer.probe(&l.dir, name, whiteouts)?;
                 if lower && matches!(p, Probe::Absent) {
-                    l.names.missed(layer, &l.dir);
+                    l.names.missed();
+                    if !whiteouts {
+                        l.names.list_if_due(layer, &l.dir);
+                    }
                 }
                 p
             }

@@ -6,7 +6,7 @@
 //! every layer). The lowers never change under a mount, so once a lower
 //! directory has been read, a name it lacks is answered without a call.
 //! The listing comes free with a readdir of a merged directory, or is taken
-//! after a few misses.
+//! once a few probes have missed (a small directory: before its first).
 //!
 //! Only hashes are kept, 8 bytes a name: a hash that is missing proves the
 //! name (and its `.wh.` file) missing; a hash that is present, rightly or by
@@ -17,13 +17,14 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Misses in one layer directory before it is listed: a listing costs an
-/// `openat`, two `getdents64` and a `close`, about two misses' worth.
+/// Probes of one layer directory, the last of them a listing: a listing
+/// costs an `openat`, two `getdents64` and a `close`, about two misses'
+/// worth.
 const LIST_AFTER_MISSES: u32 = 3;
 
 /// A directory this small (`st_size`: one block on ext4 and xfs, about 200
-/// entries on tmpfs) is listed at its first miss: reading it costs no more
-/// than the misses it saves.
+/// entries on tmpfs) is listed before its first probe: reading it costs no
+/// more than the misses it saves.
 const SMALL_DIR_BYTES: i64 = 4096;
 
 /// Bigger directories are not remembered (a miss there keeps its probes).
@@ -89,11 +90,19 @@ impl LayerNames {
         self.hashes.get().is_some()
     }
 
-    /// Notes that a probe of `dir` found neither a name nor its whiteout;
-    /// after a few, reads the directory. A failed read is retried at the
-    /// next miss.
-    pub fn missed(&self, lower: &dyn Lower, dir: &Dir) {
-        if self.known() || self.misses.fetch_add(1, Ordering::Relaxed) + 1 < self.list_after {
+    /// Notes that a probe of the directory found neither a name nor its
+    /// whiteout.
+    pub fn missed(&self) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reads the directory if its listing is due: when the next probe is
+    /// the miss that would call for it. Read before that probe, so the
+    /// listing answers it (a small directory is read at its first probe,
+    /// which then costs no `fstatat` of the name and its `.wh.` file). A
+    /// failed read is tried again at the next probe.
+    pub fn list_if_due(&self, lower: &dyn Lower, dir: &Dir) {
+        if self.known() || self.misses.load(Ordering::Relaxed) + 1 < self.list_after {
             return;
         }
         if let Ok(entries) = lower.list(dir) {
@@ -167,17 +176,18 @@ mod tests {
         let layer = Layer::open(&d).unwrap();
         let dir = Lower::root(&layer).unwrap();
         let small = LayerNames::for_dir(&layer.stat(&dir, c"").unwrap());
-        small.missed(&layer, &dir);
+        small.list_if_due(&layer, &dir);
         assert!(
             small.known(),
-            "a one-block directory is listed at its first miss"
+            "a one-block directory is listed before its first probe"
         );
         let n = LayerNames::default();
         for _ in 1..LIST_AFTER_MISSES {
-            n.missed(&layer, &dir);
+            n.list_if_due(&layer, &dir);
             assert!(!n.known());
+            n.missed();
         }
-        n.missed(&layer, &dir);
+        n.list_if_due(&layer, &dir);
         std::fs::remove_dir_all(&d).unwrap();
         assert!(n.known());
         assert!(n.lacks(b"gone"));
