@@ -266,9 +266,11 @@ fn open_files_keep_cache_only_on_a_lower() {
     let (low, up, other) = (low.expect("low"), up.expect("up"), other.expect("other"));
     let o = u.open(low, libc::O_RDONLY).expect("open low");
     assert!(!o.upper && o.keep_cache, "a lower file read-only: {o:?}");
+    assert!(!o.settled, "a lower file may still be copied up: {o:?}");
     assert!(!o.watch.is_upper(), "not copied up yet");
     let o2 = u.open(up, libc::O_RDONLY).expect("open up");
     assert!(o2.upper && !o2.keep_cache, "an upper file: {o2:?}");
+    assert!(o2.settled, "an upper file stays where it is: {o2:?}");
     let w = u.open(low, libc::O_RDWR).expect("open low for writing");
     assert!(
         w.upper && !w.keep_cache,
@@ -282,6 +284,25 @@ fn open_files_keep_cache_only_on_a_lower() {
         o3.upper && !o3.keep_cache,
         "a file copied up by chmod: {o3:?}"
     );
+}
+
+/// Without an upper nothing is ever copied up: every open file is settled
+/// (the kernel may be handed the file itself).
+#[test]
+fn every_file_of_a_union_without_an_upper_is_settled() {
+    let fx = Fixture::new(
+        "cache-ro",
+        &["f top T", "f low L"],
+        None,
+        Options::default(),
+    );
+    let u = &fx.union;
+    let mut l = Lookups::new(u);
+    for name in ["top", "low"] {
+        let ino = l.ino(name).expect(name);
+        let o = u.open(ino, libc::O_RDONLY).expect(name);
+        assert!(!o.upper && o.settled, "{name}: {o:?}");
+    }
 }
 
 /// The kernel keeps a directory's cached listing only while the directory

@@ -564,3 +564,73 @@ fn without_f_the_parent_exits_once_the_mount_is_live() {
         "workdir left behind"
     );
 }
+
+/// Bytes the daemon process has read with `read`/`pread` so far.
+fn daemon_rchar(pid: u32) -> u64 {
+    let io = fs::read_to_string(format!("/proc/{pid}/io")).expect("/proc/PID/io");
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("rchar in /proc/PID/io")
+}
+
+/// How many bytes of an 8 MiB lower file the daemon itself reads when a
+/// program reads it (and maps it) through a mount of these options.
+fn daemon_bytes_for_a_lower_read(tag: &str, with_upper: bool, opts: &[&str]) -> u64 {
+    require_root_and_fuse();
+    let tmp = TempDir::new(tag);
+    let layers = build_fixtures(&tmp.join("fx"));
+    let data: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+    fs::write(layers.lowers[1].join("big.bin"), &data).unwrap();
+    let upper = with_upper.then_some(layers.upper.as_path());
+    let m = MountGuard::new(&layers.lowers, upper, &layers.mnt, opts);
+    let before = daemon_rchar(m.pid());
+    assert!(fs::read(m.join("big.bin")).unwrap() == data, "{tag}: read");
+    let f = fs::File::open(m.join("big.bin")).unwrap();
+    // SAFETY: a private read-only mapping of a file nobody writes meanwhile.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            data.len(),
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            0,
+        )
+    };
+    assert_ne!(map, libc::MAP_FAILED, "{tag}: mmap");
+    // SAFETY: the mapping is data.len() bytes long and readable.
+    let mapped = unsafe { std::slice::from_raw_parts(map.cast::<u8>(), data.len()) } == data;
+    // SAFETY: unmapping what was mapped above.
+    unsafe { libc::munmap(map, data.len()) };
+    assert!(mapped, "{tag}: mapped bytes");
+    daemon_rchar(m.pid()) - before
+}
+
+/// A union without an upper can never copy a file up, so a handle never
+/// has to move: the daemon hands the lower file itself to the kernel (FUSE
+/// passthrough, Linux 6.9+, as root), which then reads and maps it with no
+/// request and no copy through the daemon. `-o nopassthrough` keeps the
+/// daemon in the path (the control: it reads every byte). In a writable
+/// union a read-only handle of a lower file stays with the daemon, which
+/// moves it to the copy once the file is copied up
+/// (`mount_write_data::fd_opened_before_copy_up_sees_later_writes`).
+#[test]
+fn a_union_without_an_upper_hands_its_files_to_the_kernel() {
+    let size = 8u64 << 20;
+    let passed = daemon_bytes_for_a_lower_read("mr-pt", false, &[]);
+    assert!(
+        passed < size / 8,
+        "the daemon read {passed} bytes of an {size}-byte lower file of a read-only union"
+    );
+    let kept = daemon_bytes_for_a_lower_read("mr-nopt", false, &["nopassthrough"]);
+    assert!(
+        kept >= size,
+        "with nopassthrough the daemon read only {kept} bytes"
+    );
+    let writable = daemon_bytes_for_a_lower_read("mr-pt-rw", true, &[]);
+    assert!(
+        writable >= size,
+        "a writable union passed a lower file through ({writable} bytes read by the daemon)"
+    );
+}

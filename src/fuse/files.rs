@@ -71,13 +71,13 @@ impl FimFs {
         }
     }
 
-    /// A new handle on `opened`, a file of node `ino`; its fd pins the
-    /// node's upper inode. `lazy`: a read-only lower handle under fd
-    /// pressure, which holds no fd. Returns the handle and the fd to
-    /// register for passthrough (an upper file's).
+    /// A new handle on `opened`, a file of node `ino`; an upper file's fd
+    /// pins the node's upper inode. `lazy`: a read-only lower handle under
+    /// fd pressure, which holds no fd. Returns the handle and the fd to
+    /// register for passthrough (a settled file's: see `Opened::settled`).
     fn add_handle(&self, ino: Ino, opened: Opened, lazy: bool) -> (u64, Option<Arc<OwnedFd>>) {
-        let backing = opened.file.shared_fd().filter(|_| opened.upper).cloned();
-        if let Some(fd) = &backing {
+        let backing = opened.file.shared_fd().filter(|_| opened.settled).cloned();
+        if let Some(fd) = backing.as_ref().filter(|_| opened.upper) {
             self.union.share_pin(ino, fd);
         }
         let lazy = lazy && !opened.upper && opened.file.fd().is_some();
@@ -92,12 +92,13 @@ impl FimFs {
     pub(super) fn reply_created(&self, reply: ReplyCreate, created: Created) {
         let Created { entry, opened } = created;
         let (ttl, fa) = (self.ttls(entry.cache).1, file_attr(&entry.attr));
-        let flags = open_flags(opened.keep_cache);
+        let keep_cache = opened.keep_cache;
         let (fh, backing) = self.add_handle(entry.ino, opened, false);
-        let upper = backing.as_ref().map(|fd| fd.as_fd());
+        let settled = backing.as_ref().map(|fd| fd.as_fd());
         let pt = self
             .io
-            .open(fh, entry.ino, upper, |fd| reply.open_backing(fd));
+            .open(fh, entry.ino, settled, |fd| reply.open_backing(fd));
+        let flags = open_flags(keep_cache, pt.is_some());
         match pt {
             Some(b) => reply.created_passthrough(&ttl, &fa, GEN, FileHandle(fh), flags, &b),
             None => reply.created(&ttl, &fa, GEN, FileHandle(fh), flags),
@@ -114,12 +115,13 @@ impl FimFs {
                 }
                 let read_only = flags.0 & libc::O_ACCMODE == libc::O_RDONLY;
                 let lazy = read_only && self.handles.open_files() >= self.lazy_above;
-                let flags = open_flags(opened.keep_cache);
+                let keep_cache = opened.keep_cache;
                 let (fh, backing) = self.add_handle(Ino::from(ino), opened, lazy);
-                let upper = backing.as_ref().map(|fd| fd.as_fd());
+                let settled = backing.as_ref().map(|fd| fd.as_fd());
                 let pt = self
                     .io
-                    .open(fh, Ino::from(ino), upper, |fd| reply.open_backing(fd));
+                    .open(fh, Ino::from(ino), settled, |fd| reply.open_backing(fd));
+                let flags = open_flags(keep_cache, pt.is_some());
                 match pt {
                     Some(b) => reply.opened_passthrough(FileHandle(fh), flags, &b),
                     None => reply.opened(FileHandle(fh), flags),
@@ -435,9 +437,11 @@ pub(super) fn flags_ioctl(cmd: u32, input: &[u8]) -> Option<(InodeFlags, bool)> 
 }
 
 /// Open flags of a file handle: whether the kernel may keep the pages it
-/// cached (the engine's `Opened::keep_cache`).
-pub(super) fn open_flags(keep_cache: bool) -> FopenFlags {
-    match keep_cache {
+/// cached (the engine's `Opened::keep_cache`). A handle in passthrough has
+/// no pages of its own (they are the layer file's), and the kernel refuses
+/// its open if a page-cache flag comes with it.
+pub(super) fn open_flags(keep_cache: bool, passthrough: bool) -> FopenFlags {
+    match keep_cache && !passthrough {
         true => FopenFlags::FOPEN_KEEP_CACHE,
         false => FopenFlags::empty(),
     }

@@ -37,15 +37,16 @@ impl FimFs {
             let _ = config.set_max_readahead(max);
         }
         let _ = config.set_max_background(self.tuning.max_background);
-        // Passthrough only when backing files can be registered (probed
-        // before asking); depth 1: the upper is not itself stacked, and
-        // the mount can still be a layer of a kernel overlay.
         // The kernel caches ACLs (ls -l asks for system.posix_acl_access of
         // every file) and enforces them, as the kernel overlay does.
         if self.tuning.posix_acl && config.add_capabilities(InitFlags::FUSE_POSIX_ACL).is_err() {
             tracing::debug!("kernel lacks FUSE_POSIX_ACL");
         }
-        if self.tuning.passthrough {
+        // Passthrough only when backing files can be registered (probed
+        // before asking) and the union has files to hand over; depth 1:
+        // the layers are not themselves stacked, and the mount can still
+        // be a layer of a kernel overlay.
+        if self.tuning.passthrough && self.union.has_settled_files() {
             match config.add_capabilities(InitFlags::FUSE_PASSTHROUGH) {
                 Ok(()) if config.set_max_stack_depth(1).is_ok() => self.io.enable(),
                 r => tracing::info!("no passthrough: {r:?}"),

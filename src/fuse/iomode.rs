@@ -1,10 +1,13 @@
-//! FUSE passthrough for upper files (Linux 6.9+, CAP_SYS_ADMIN).
+//! FUSE passthrough for settled files (Linux 6.9+, CAP_SYS_ADMIN).
 //!
-//! An upper file opened in passthrough mode is read and written by the
-//! kernel directly on the upper file: no request per read or write, no
-//! copy through the daemon, the upper's own page cache. Lower files keep
-//! the daemon's cached mode (their pages stay valid across opens, and a
-//! handle opened before a copy-up must move to the upper copy).
+//! A file opened in passthrough mode is read (and written) by the kernel
+//! directly on the layer's file: no request per read or write, no copy
+//! through the daemon, that file's own page cache. Only a file a handle
+//! will never have to leave is opened so (`union::Opened::settled`): an
+//! upper file, or any file of a union without an upper. A lower file of a
+//! writable union keeps the daemon's cached mode (its pages stay valid
+//! across opens, and a handle opened before a copy-up must move to the
+//! upper copy, which the kernel cannot do to a backing file).
 //!
 //! The kernel refuses (EIO to the caller's `open`) to open one inode in
 //! both modes at once, and wants one backing file per inode. So per inode
@@ -54,19 +57,20 @@ impl IoModes {
     }
 
     /// Registers handle `fh` of `ino`; returns the backing id when it is
-    /// to be opened in passthrough (`upper`: the handle's upper fd, None
-    /// for a lower file; `open_backing` registers it with the kernel).
+    /// to be opened in passthrough (`settled`: the handle's fd when its
+    /// file is settled, None otherwise; `open_backing` registers it with
+    /// the kernel).
     pub fn open(
         &self,
         fh: u64,
         ino: Ino,
-        upper: Option<BorrowedFd<'_>>,
+        settled: Option<BorrowedFd<'_>>,
         open_backing: impl FnOnce(BorrowedFd<'_>) -> std::io::Result<BackingId>,
     ) -> Option<Arc<BackingId>> {
         let mut inodes = self.inodes.lock();
         let i = inodes.entry(ino).or_default();
         let mut backing = None;
-        if let Some(fd) = upper
+        if let Some(fd) = settled
             && self.enabled()
             && i.cached == 0
         {
@@ -76,7 +80,7 @@ impl IoModes {
                     Ok(b) => Some(Arc::new(b)),
                     Err(e) => {
                         // EPERM: not privileged after all; anything else
-                        // (an upper on a stacked filesystem): this file.
+                        // (a layer on a stacked filesystem): this file.
                         if e.raw_os_error() == Some(libc::EPERM) {
                             self.enabled.store(false, Ordering::Relaxed);
                         }

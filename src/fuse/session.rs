@@ -30,8 +30,9 @@ pub struct MountConfig {
     pub ttl: Ttl,
     /// What the mount table shows as the source (the layers, as `fimfs mount` spells them).
     pub source: std::ffi::OsString,
-    /// Open upper files in FUSE passthrough mode where the kernel and
-    /// the daemon's privileges allow it.
+    /// Open settled files (upper files, and any file of a union without
+    /// an upper) in FUSE passthrough mode where the kernel and the daemon's
+    /// privileges allow it.
     pub passthrough: bool,
     /// Detach the mount when the daemon ends, also on SIGKILL.
     pub auto_unmount: bool,
@@ -369,7 +370,7 @@ impl Drop for Running {
 /// adapter does not import the session that starts it.
 fn tuning_for(cfg: &MountConfig) -> Tuning {
     Tuning {
-        passthrough: cfg.passthrough && !cfg.read_only && super::iomode::privileged(),
+        passthrough: cfg.passthrough && super::iomode::privileged(),
         posix_acl: cfg.default_permissions,
         ..Tuning::default()
     }

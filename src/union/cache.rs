@@ -15,7 +15,10 @@
 //!   kept: when the entry is renamed or removed, the kernel drops only the
 //!   spelling the call used;
 //! - the pages of a lower file stay valid across opens (`keep_cache`); an
-//!   upper file's may have changed behind the mount.
+//!   upper file's may have changed behind the mount;
+//! - a handle may be given to the kernel for good (`settled`) only where
+//!   it will never have to move: an upper file, or any file of a union
+//!   without an upper, where nothing is ever copied up.
 use super::attr::{Attr, Ino};
 use super::engine::{Alone, Union};
 use super::node::Node;
@@ -73,6 +76,12 @@ pub struct Opened {
     pub upper: bool,
     /// The kernel may keep the pages it cached of the file across opens.
     pub keep_cache: bool,
+    /// The file is the one this handle reads for as long as it is open: it
+    /// is the upper's, or the union has no upper to copy it to. Only then
+    /// may the kernel be handed the file itself (passthrough); a lower
+    /// file of a writable union must stay in the daemon's hands, which
+    /// move its handles to the copy-up.
+    pub settled: bool,
     /// Follows the node to the upper once it is copied up.
     pub watch: UpperWatch,
 }
@@ -132,6 +141,7 @@ impl Union {
             file,
             upper,
             keep_cache: !upper,
+            settled: upper || self.is_read_only(),
             watch: UpperWatch(node),
         }
     }

@@ -125,6 +125,19 @@ impl Union {
         self.stack.upper().is_none()
     }
 
+    /// Whether some file of the union may be handed to the kernel to read
+    /// itself (passthrough, see `Opened::settled`): there is an upper, or
+    /// the union has no upper and a lower of host files. A union of images
+    /// alone has no file to hand over.
+    pub fn has_settled_files(&self) -> bool {
+        self.stack.upper().is_some()
+            || self
+                .stack
+                .lower_ids()
+                .filter_map(|id| self.stack.get(id))
+                .any(|l| l.root().is_ok_and(|d| d.fd().is_some()))
+    }
+
     /// Number of nodes in the table (for tests and memory checks): those
     /// the kernel holds, less the entries given out without one
     /// (`direct`).
