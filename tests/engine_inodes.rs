@@ -168,3 +168,57 @@ fn numbers_hold_without_marks_across_a_remount() {
         "e hides the old e: its number"
     );
 }
+
+/// A change of attributes goes to the upper inode the kernel holds, as on
+/// the kernel overlay, which changes the upper inode it holds: when
+/// another file takes the name in the upper behind the mount, a chmod,
+/// chown or utimes of the held number changes the held file and leaves the
+/// newcomer alone; and a file unlinked while open can still be changed
+/// (POSIX `fchmod` of an open, unlinked file).
+#[test]
+fn attribute_changes_go_to_the_held_upper_file() {
+    use fimfs::union::{ROOT_INO, SetAttr};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let fx = Fixture::new(
+        "ino-held-setattr",
+        &["f low L"],
+        Some(""),
+        Options::default(),
+    );
+    let u = &fx.union;
+    let made = u
+        .create(ROOT_INO, b"f", (0o644, libc::O_RDWR), ROOT)
+        .expect("create f");
+    let ino = made.entry.ino;
+    drop(made.opened);
+    let up = fx.upper();
+    std::fs::write(up.join("newcomer"), b"N").unwrap();
+    std::fs::rename(up.join("newcomer"), up.join("f")).unwrap();
+    let set = SetAttr {
+        mode: Some(0o600),
+        mtime: Some((5, 0)),
+        ..SetAttr::default()
+    };
+    let a = u.setattr(ino, set, None).expect("setattr of the held file");
+    let five = std::time::UNIX_EPOCH + std::time::Duration::from_secs(5);
+    assert_eq!((a.perm, a.mtime), (0o600, five), "{a:?}");
+    let newcomer = std::fs::metadata(up.join("f")).unwrap();
+    assert_eq!(
+        (
+            newcomer.permissions().mode() & 0o7777,
+            newcomer.mtime() == 5
+        ),
+        (0o644, false),
+        "the file that took the name behind the mount was changed"
+    );
+    // The held file is unlinked now (the newcomer replaced its name): still
+    // changeable, still answering getattr.
+    let set = SetAttr {
+        uid: Some(1),
+        gid: Some(1),
+        ..SetAttr::default()
+    };
+    let a = u.setattr(ino, set, None).expect("chown of the held file");
+    assert_eq!((a.uid, a.gid, a.nlink), (1, 1, 0), "{a:?}");
+    u.forget(ino, 1);
+}

@@ -17,17 +17,15 @@ pub fn fchownat(dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> Result<
 }
 
 /// chmod of `name` in `dir` without following a symlink (`fchmodat2`,
-/// Linux 6.6+). On older kernels the name is opened `O_PATH|O_NOFOLLOW`
-/// and changed through its `/proc/self/fd` entry, which names that very inode.
+/// Linux 6.6+); an empty name changes `dir` itself. On older kernels the
+/// name is opened `O_PATH|O_NOFOLLOW` and changed through its
+/// `/proc/self/fd` entry, which names that very inode.
 pub fn fchmodat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> Result<()> {
     const SYS_FCHMODAT2: libc::c_long = 452;
-    if name.is_empty() {
-        // `dir` itself, perhaps an O_PATH fd: chmod through its magic link.
-        let p = proc_fd_path(dir, b"");
-        // SAFETY: `p` names the inode behind `dir`.
-        check(unsafe { libc::chmod(p.as_ptr(), mode as libc::mode_t) })?;
-        return Ok(());
-    }
+    let flags = match name.is_empty() {
+        true => libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH,
+        false => libc::AT_SYMLINK_NOFOLLOW,
+    };
     // SAFETY: plain syscall; AT_SYMLINK_NOFOLLOW keeps a symlink from being followed.
     let ret = unsafe {
         libc::syscall(
@@ -35,13 +33,20 @@ pub fn fchmodat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> Result<()> {
             dir.as_raw_fd(),
             name.as_ptr(),
             mode as libc::mode_t,
-            libc::AT_SYMLINK_NOFOLLOW,
+            flags,
         )
     };
     if ret == 0 {
         return Ok(());
     }
     match Errno::last() {
+        Errno::ENOSYS | Errno::EINVAL if name.is_empty() => {
+            // `dir` itself, perhaps an O_PATH fd: chmod through its magic link.
+            let p = proc_fd_path(dir, b"");
+            // SAFETY: `p` names the inode behind `dir`.
+            check(unsafe { libc::chmod(p.as_ptr(), mode as libc::mode_t) })?;
+            Ok(())
+        }
         Errno::ENOSYS => {
             let fd = openat(dir, name, libc::O_PATH, 0)?;
             let st = fstat(fd.as_fd())?;
@@ -67,7 +72,20 @@ pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> Result<()> {
 /// changes `dir` itself.
 pub fn utimensat(dir: BorrowedFd<'_>, name: &CStr, times: &[libc::timespec; 2]) -> Result<()> {
     if name.is_empty() {
-        // `dir` itself, perhaps an O_PATH fd: through its magic link.
+        // `dir` itself, perhaps an O_PATH fd (`AT_EMPTY_PATH`; on a kernel
+        // that does not take it here, through its magic link).
+        // SAFETY: `times` points at two timespecs; the empty path is `dir`.
+        let r = unsafe {
+            libc::utimensat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                times.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            )
+        };
+        if r == 0 || Errno::last() != Errno::EINVAL {
+            return check(r).map(|_| ());
+        }
         let p = proc_fd_path(dir, b"");
         // SAFETY: `times` points at two timespecs; `p` names `dir`'s inode.
         check(unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), times.as_ptr(), 0) })?;

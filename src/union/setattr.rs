@@ -9,12 +9,14 @@
 //! (`FUSE_HANDLE_KILLPRIV_V2`) and says when (`SetAttr::drop_set_id`,
 //! [`Union::drop_set_id`]); they go as the VFS drops them: set-user-ID
 //! always, set-group-ID only with group execute, on regular files only.
-use super::attr::{Attr, Ino};
+use super::attr::{Attr, Ino, Kind};
 use super::engine::Union;
 use super::marker;
-use super::place::Place;
+use super::node::Node;
 use crate::sys::{self, Errno, Result};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::ffi::CStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 
 /// The changes of one setattr request.
 #[derive(Debug, Clone, Copy, Default)]
@@ -60,9 +62,20 @@ impl Union {
             || set.size.is_some()
             || set.atime.is_some()
             || set.mtime.is_some();
+        // A regular file the upper holds, whose number the daemon holds open:
+        // changed through that fd, with no second resolution of its name
+        // (a truncate without a handle needs a writable fd: by name).
+        let pin = self
+            .upper_file_pin(&node)
+            .filter(|_| set.size.is_none() || fh.is_some());
         if changes {
-            let place = self.writable_place(&node, set.size == Some(0))?;
-            self.apply_setattr(&place, set, chown, fh)?;
+            match &pin {
+                Some(fd) => self.apply_setattr(fd.as_fd(), c"", set, chown, fh)?,
+                None => {
+                    let place = self.writable_place(&node, set.size == Some(0))?;
+                    self.apply_setattr(place.upper_fd()?, &place.name, set, chown, fh)?;
+                }
+            }
         }
         // A chown made for real had the upper's filesystem drop the bits
         // already (the VFS does on every chown of a non-directory).
@@ -70,7 +83,28 @@ impl Union {
         if set.drop_set_id && set.mode.is_none() && !dropped {
             self.drop_set_id_of(&node)?;
         }
-        self.getattr(ino)
+        match pin {
+            Some(fd) => Ok(Attr::from_stat(
+                &sys::fstat(fd.as_fd())?,
+                ino,
+                false,
+                self.opts.squash,
+            )),
+            None => self.getattr(ino),
+        }
+    }
+
+    /// The upper inode of the regular file `node`, held open since the node
+    /// took its number from it (see `Node::pinned`): the very file a change
+    /// of its attributes is for, as the kernel overlay changes the upper
+    /// inode it holds. Other nodes (directories, symlinks, files numbered
+    /// after a lower) are changed by name.
+    fn upper_file_pin(&self, node: &Node) -> Option<Arc<OwnedFd>> {
+        let st = node.state();
+        if !st.upper || st.kind != Kind::File {
+            return None;
+        }
+        node.pinned()
     }
 
     /// Drops the set-ID bits of the regular file `ino` (written or
@@ -109,14 +143,16 @@ impl Union {
         }
     }
 
+    /// Makes the changes of `set` to `dir/name` in the upper (to `dir`
+    /// itself for an empty name).
     fn apply_setattr(
         &self,
-        place: &Place,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
         set: SetAttr,
         chown: bool,
         fh: Option<BorrowedFd<'_>>,
     ) -> Result<()> {
-        let (dir, name) = (place.upper_fd()?, place.name.as_c_str());
         if chown {
             let uid = set.uid.filter(|_| self.opts.squash.uid.is_none());
             let gid = set.gid.filter(|_| self.opts.squash.gid.is_none());
