@@ -42,13 +42,22 @@ pub fn is_whiteout_stat(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == sys::WHITEOUT_DEV
 }
 
-/// A zero-size regular file may be an xattr whiteout; only then are xattrs read.
+/// A zero-size regular file may be an xattr whiteout; only then are xattrs
+/// read, with one `listxattr` (an empty file is common: `touch`, lock and
+/// stamp files). The list shows `trusted.*` names only to a privileged
+/// daemon, the only one that could read them.
 fn is_xattr_whiteout(dir: BorrowedFd<'_>, name: &CStr, st: &libc::stat) -> bool {
-    st.st_mode & libc::S_IFMT == libc::S_IFREG
-        && st.st_size == 0
-        && WHITEOUT_XATTRS
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_size != 0 {
+        return false;
+    }
+    match sys::llistxattr_at(dir, name) {
+        Ok(list) => list
+            .split(|b| *b == 0)
+            .any(|n| WHITEOUT_XATTRS.iter().any(|x| x.to_bytes() == n)),
+        Err(_) => WHITEOUT_XATTRS
             .iter()
-            .any(|x| sys::lgetxattr_at(dir, name, x).is_ok())
+            .any(|x| sys::lgetxattr_at(dir, name, x).is_ok()),
+    }
 }
 
 /// Looks `name` up in one layer directory, decoding every whiteout dialect.
