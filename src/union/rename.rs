@@ -363,16 +363,16 @@ impl Union {
         whiteout: bool,
     ) -> Result<()> {
         let (s, d) = (sdir.as_fd(), ddir.as_fd());
-        let target = match sys::fstatat(d, dname) {
-            Ok(st) => Some(Kind::from_mode(st.st_mode)),
-            Err(Errno::ENOENT) => None,
-            Err(e) => return Err(e),
-        };
-        let plain = match (kind == Kind::Dir, target) {
-            (_, None) => true,
-            (false, Some(k)) => k != Kind::Dir,
-            (true, Some(_)) => false,
-        };
+        // A non-directory replaces whatever the upper holds there with one
+        // rename: a directory at the target was refused when the target was
+        // resolved (EISDIR), and one made there behind the mount since makes
+        // the rename itself fail so.
+        let plain = kind != Kind::Dir
+            || match sys::fstatat(d, dname) {
+                Ok(_) => false,
+                Err(Errno::ENOENT) => true,
+                Err(e) => return Err(e),
+            };
         if plain {
             let flags = if whiteout { sys::RENAME_WHITEOUT } else { 0 };
             match sys::renameat2(s, sname, d, dname, flags) {
