@@ -12,7 +12,7 @@
 mod common;
 
 use common::image::{RESERVED_AT, Spec, assert_only_byte_changed, build};
-use common::run::{DEADLINE, Done, os, wait_for};
+use common::run::{DEADLINE, Done, Turn, os, wait_for};
 use common::{MountGuard, TempDir, is_whiteout, mounts, require_root_and_fuse, setpriv};
 use std::ffi::OsString;
 use std::fs;
@@ -98,10 +98,20 @@ struct Scene {
     lowers: Vec<PathBuf>,
     upper: PathBuf,
     work: PathBuf,
+    _turn: Turn,
 }
 
 impl Scene {
     fn new(tag: &str) -> Scene {
+        Scene::with_turn(tag, Turn::shared())
+    }
+
+    /// A scene no other test runs beside (see `common::run::Turn`).
+    fn alone(tag: &str) -> Scene {
+        Scene::with_turn(tag, Turn::alone())
+    }
+
+    fn with_turn(tag: &str, turn: Turn) -> Scene {
         require_root_and_fuse();
         let t = TempDir::new(tag);
         let root = t.mkdir("root");
@@ -127,6 +137,7 @@ impl Scene {
             upper: t.join("data/root"),
             work: t.join("data/work"),
             t,
+            _turn: turn,
         }
     }
 
@@ -649,7 +660,7 @@ fn signals_reach_the_command() {
 
 #[test]
 fn sigkill_of_the_launcher_leaves_nothing_behind() {
-    let s = Scene::new("sigkill");
+    let s = Scene::alone("sigkill");
     let view = view_target(&s);
     let target = view.to_str().unwrap().to_string();
     for backend in BACKENDS {

@@ -20,7 +20,7 @@ mod common;
 use common::dwarfs::{Layout, Tree, assemble, im, open_bytes};
 use common::image::{Spec, block, build};
 use common::pack::pack_dir;
-use common::run::{DEADLINE, Done, os, tagged, wait_for};
+use common::run::{DEADLINE, Done, Turn, os, tagged, wait_for};
 use common::{TempDir, is_whiteout, lowers_arg, mounts, put, require_root_and_fuse, setpriv};
 use fimfs::image::BlockCache;
 use fimfs::layer::{ImageLayer, Layer, Lower, Stack, Workdir};
@@ -75,10 +75,20 @@ struct Scene {
     view: PathBuf,
     upper: PathBuf,
     work: PathBuf,
+    _turn: Turn,
 }
 
 impl Scene {
     fn new(tag: &str) -> Scene {
+        Scene::with_turn(tag, Turn::shared())
+    }
+
+    /// A scene no other test runs beside (see `common::run::Turn`).
+    fn alone(tag: &str) -> Scene {
+        Scene::with_turn(tag, Turn::alone())
+    }
+
+    fn with_turn(tag: &str, turn: Turn) -> Scene {
         require_root_and_fuse();
         let t = TempDir::new(tag);
         let view = t.mkdir("view");
@@ -87,6 +97,7 @@ impl Scene {
             upper: t.join("data/root"),
             work: t.join("data/work"),
             t,
+            _turn: turn,
         }
     }
 
@@ -475,7 +486,7 @@ fn keeper_of(launcher: u32) -> Option<i32> {
 
 #[test]
 fn sigkill_on_bwrap_with_image_layers_leaves_no_mount_and_no_process() {
-    let s = Scene::new("ri-kill");
+    let s = Scene::alone("ri-kill");
     let dirs = two_layers(&s.t);
     let images = pack_each(&s.t, &dirs);
     for victim in ["launcher", "keeper"] {

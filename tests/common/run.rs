@@ -5,6 +5,7 @@
 use std::ffi::OsString;
 use std::fs;
 use std::process::ExitStatus;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,32 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     while !cond() {
         assert!(start.elapsed() < DEADLINE, "gave up waiting: {what}");
         thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Tests that tear mounts down at a moment they do not choose (a SIGKILL
+/// of a launcher or its keeper) run alone: a sandbox of another test that
+/// binds the host's `/` meanwhile fails when a submount vanishes under it
+/// (bwrap: "Can't bind mount / on /: Unable to apply mount flags: remount
+/// ...: No such file or directory"). Every other test of the binary takes
+/// a shared turn.
+static TEARDOWNS: RwLock<()> = RwLock::new(());
+
+/// A test's turn (see `TEARDOWNS`), held for as long as the test runs.
+pub enum Turn {
+    Shared(#[allow(dead_code)] RwLockReadGuard<'static, ()>),
+    Alone(#[allow(dead_code)] RwLockWriteGuard<'static, ()>),
+}
+
+impl Turn {
+    /// A turn other tests share.
+    pub fn shared() -> Turn {
+        Turn::Shared(TEARDOWNS.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// A turn no other test runs beside.
+    pub fn alone() -> Turn {
+        Turn::Alone(TEARDOWNS.write().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
