@@ -226,6 +226,9 @@ pub struct Deep {
     pub files: usize,
     /// Sum of their sizes.
     pub bytes: u64,
+    /// Regular files of the merged view: the bottom-only files and the
+    /// `xNN` files of each directory.
+    pub merged_files: usize,
 }
 
 /// `root/k01..k20`: directories `pN/qN` (100 of them) in all 20 lowers; in
@@ -274,6 +277,7 @@ pub fn deep(root: &Path, list: &Path) -> io::Result<Deep> {
         list: list.to_path_buf(),
         files: paths.len(),
         bytes,
+        merged_files: paths.len() + DEEP_TOP * DEEP_SUB * (DEEP_LOWERS - 1),
     })
 }
 
