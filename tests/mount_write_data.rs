@@ -379,3 +379,42 @@ fn attributes_of_an_open_file_change_after_its_unlink() {
     assert_eq!(ours, (0o600, 1, 2));
     s.assert_lowers_untouched();
 }
+
+/// What a user's truncate of their set-user-ID file, open and unlinked,
+/// leaves on one mount: `stat`'s mode and size, or the shell's error.
+fn truncate_after_unlink_by_a_user(dir: &Path) -> String {
+    let d = dir.join("shared");
+    fs::create_dir(&d).unwrap();
+    fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let f = d.join("tool");
+    let script = format!(
+        "exec 3<>{f} && echo hello >&3 && chmod 4755 {f} && rm {f} && \
+         truncate -s 1 /proc/self/fd/3 && stat -L -c '%a %s' /proc/self/fd/3",
+        f = f.display()
+    );
+    let out = setpriv(1000, "sh").arg("-c").arg(&script).output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A user's truncate of their open, unlinked set-user-ID file drops the bit
+/// (the daemon drops it through the fd it holds, `FUSE_HANDLE_KILLPRIV_V2`),
+/// as on the kernel overlay; fimfs answered ENOENT before.
+#[test]
+fn a_users_truncate_of_an_unlinked_set_id_file_drops_the_bit() {
+    let mut s = Stack::new("mw-unlinked-suid", 1);
+    s.seal_lowers();
+    let m = s.mount();
+    let ours = truncate_after_unlink_by_a_user(m.path());
+    drop(m);
+    fs::remove_dir_all(s.u("shared")).unwrap();
+    let k = s.kernel();
+    let kernel = truncate_after_unlink_by_a_user(k.path());
+    drop(k);
+    assert_eq!(ours, kernel, "fimfs against the kernel overlay");
+    assert_eq!(ours, "755 1\n");
+    s.assert_lowers_untouched();
+}

@@ -9,7 +9,7 @@ use super::lookup::Behind;
 use super::marker;
 use super::node::{self, Node};
 use super::numbers::linked_upper;
-use crate::layer::{Dir, Lower, UPPER};
+use crate::layer::{Dir, File, Lower, UPPER};
 use crate::sys::{self, Errno, Result};
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -206,6 +206,21 @@ impl Union {
         if writes && self.is_read_only() {
             return Err(Errno::EROFS);
         }
+        // The kernel computes every offset itself: O_APPEND on the backing
+        // fd would move writes; O_DIRECT is not needed below the page cache
+        // and fails on some uppers.
+        let keep =
+            libc::O_ACCMODE | libc::O_TRUNC | libc::O_NONBLOCK | libc::O_SYNC | libc::O_DSYNC;
+        // An upper file unlinked while the kernel still holds it (opened
+        // again through `/proc/PID/fd`): the inode its node pins is the file.
+        if node.loc().is_none()
+            && node.state().upper
+            && node.state().kind == Kind::File
+            && let Some(pin) = node.pinned()
+        {
+            let fd = sys::reopen(pin.as_fd(), flags & keep)?;
+            return Ok(self.opened(node, File::host(fd), true));
+        }
         let place = match writes {
             true => Some(self.writable_place(&node, flags & libc::O_TRUNC != 0)?),
             false => self.upper_place(&node),
@@ -220,11 +235,6 @@ impl Union {
         if state.kind == Kind::Dir {
             return Err(Errno::EISDIR);
         }
-        // The kernel computes every offset itself: O_APPEND on the backing
-        // fd would move writes; O_DIRECT is not needed below the page cache
-        // and fails on some uppers.
-        let keep =
-            libc::O_ACCMODE | libc::O_TRUNC | libc::O_NONBLOCK | libc::O_SYNC | libc::O_DSYNC;
         let layer = self.layer(place.layer)?;
         let file = match layer.open(&place.dir, &place.name, flags & keep) {
             // Deleted since it was found: the name is now a whiteout (a 0/0

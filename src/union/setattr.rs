@@ -47,6 +47,16 @@ fn without_set_id(mode: u32) -> Option<u32> {
     (kept != mode & 0o7777).then_some(kept)
 }
 
+/// Drops the set-ID bits of the upper's `dir/name` (of `dir` itself for
+/// an empty name), if it has any.
+fn drop_set_id_at(dir: BorrowedFd<'_>, name: &CStr) -> Result<()> {
+    let st = sys::fstatat(dir, name)?;
+    match without_set_id(st.st_mode) {
+        Some(mode) => sys::fchmodat(dir, name, mode),
+        None => Ok(()),
+    }
+}
+
 impl Union {
     /// Changes attributes, copying the entry up first.
     pub fn setattr(&self, ino: Ino, set: SetAttr, fh: Option<BorrowedFd<'_>>) -> Result<Attr> {
@@ -81,7 +91,10 @@ impl Union {
         // already (the VFS does on every chown of a non-directory).
         let dropped = chown && set.size.is_none();
         if set.drop_set_id && set.mode.is_none() && !dropped {
-            self.drop_set_id_of(&node)?;
+            match &pin {
+                Some(fd) => drop_set_id_at(fd.as_fd(), c"")?,
+                None => self.drop_set_id_of(&node)?,
+            }
         }
         match pin {
             Some(fd) => Ok(Attr::from_stat(
@@ -135,12 +148,7 @@ impl Union {
             true => place,
             false => self.writable_place(node, false)?,
         };
-        let (dir, name) = (place.upper_fd()?, place.name.as_c_str());
-        let st = sys::fstatat(dir, name)?;
-        match without_set_id(st.st_mode) {
-            Some(mode) => sys::fchmodat(dir, name, mode),
-            None => Ok(()),
-        }
+        drop_set_id_at(place.upper_fd()?, &place.name)
     }
 
     /// Makes the changes of `set` to `dir/name` in the upper (to `dir`
