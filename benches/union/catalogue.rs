@@ -96,6 +96,7 @@ pub enum Id {
     AppendBig,
     SeqWrite,
     DpkgInstall,
+    TouchMinbase,
 }
 
 /// What a workload is, independent of the generated trees.
@@ -133,10 +134,14 @@ pub fn specs(cfg: &Config) -> Vec<Spec> {
         target,
         union,
         kind,
-        as_root: id == Id::TouchRoot,
+        as_root: matches!(id, Id::TouchRoot | Id::TouchMinbase),
         cpu: id == Id::UntarGrep,
-        stats: id == Id::DpkgInstall,
-        units: (id == Id::DpkgInstall).then_some((debroot::PACKAGES.len(), "package")),
+        stats: matches!(id, Id::DpkgInstall | Id::TouchMinbase),
+        units: match id {
+            Id::DpkgInstall => Some((debroot::PACKAGES.len(), "package")),
+            Id::TouchMinbase => Some((TOUCH_COUNT, "program start")),
+            _ => None,
+        },
     };
     use Kind::*;
     use Union::*;
@@ -293,6 +298,18 @@ pub fn specs(cfg: &Config) -> Vec<Spec> {
             Debroot,
             Write,
         ),
+        s(
+            Id::TouchMinbase,
+            format!("writes_touch_{TOUCH_COUNT}_as_{}_root", debroot::VARIANT),
+            format!(
+                "{TOUCH_COUNT} × `touch` of new files, a {} {} root as `/` (programs start from the union)",
+                debroot::VARIANT,
+                debroot::SUITE
+            ),
+            None,
+            Debroot,
+            Write,
+        ),
     ]
 }
 
@@ -423,6 +440,11 @@ impl Bench {
                         )
                     }
                     Id::DpkgInstall => self.dpkg_install(),
+                    Id::TouchMinbase => (
+                        format!("for i in $(seq {TOUCH_COUNT}); do touch /tmp/f$i; done"),
+                        "ls /tmp | grep -c '^f'".into(),
+                        format!("{TOUCH_COUNT}\n"),
+                    ),
                 };
                 Workload {
                     spec,

@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 use std::fs;
 
-use crate::catalogue::{Kind, Side, Union, Workload};
+use crate::catalogue::{Id, Kind, Side, Workload};
 use crate::common::mounts::{self, Daemon};
 use crate::common::report::{Table, thousands};
 use crate::{Bench, sys};
@@ -88,8 +88,8 @@ impl Bench {
             };
             let (units, unit) = w.units.unwrap_or((1, "run"));
             let per = |n: u64| per_unit(n, units);
-            let per_file = match (w.union, &self.debroot) {
-                (Union::Debroot, Some(Ok(d))) => format!(
+            let per_file = match (w.id, &self.debroot) {
+                (Id::DpkgInstall, Some(Ok(d))) => format!(
                     ", {} per file of the .debs ({} files)",
                     per_unit(total(c), d.files),
                     thousands(d.files as u64)
