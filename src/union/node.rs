@@ -159,6 +159,11 @@ impl Node {
         self.locs.read().first().cloned()
     }
 
+    /// Has the node lost its last name (unlinked, perhaps still open)?
+    pub fn unlinked(&self) -> bool {
+        self.locs.read().is_empty()
+    }
+
     /// Every name of the node, primary first.
     pub fn locs(&self) -> Vec<Loc> {
         self.locs.read().clone()

@@ -11,7 +11,7 @@ use super::node::{self, Loc, Node};
 use crate::layer::{Dir, LayerId, UPPER};
 use crate::sys::{self, Errno, Result};
 use std::ffi::CString;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 /// Where one union entry lives in its winning layer: `dir` plus `name`,
@@ -156,6 +156,19 @@ impl Union {
         let st = sys::fstatat(place.upper_fd().ok()?, &place.name).ok()?;
         let same = Kind::from_mode(st.st_mode) == state.kind && !marker::is_whiteout_stat(&st);
         same.then_some(place)
+    }
+
+    /// The upper inode of the regular file `node`, held open since the node
+    /// took its number from it (see `Node::pinned`): the very file a change
+    /// of its attributes is for, as the kernel overlay changes the upper
+    /// inode it holds, and the file an unlinked node still is. Other nodes
+    /// (directories, symlinks, files numbered after a lower) go by name.
+    pub(super) fn upper_file_pin(&self, node: &Node) -> Option<Arc<OwnedFd>> {
+        let st = node.state();
+        if !st.upper || st.kind != Kind::File {
+            return None;
+        }
+        node.pinned()
     }
 
     /// Where `node` lives once it is in the upper, copied up first if it

@@ -11,7 +11,7 @@ use super::node::{self, Node};
 use super::numbers::linked_upper;
 use crate::layer::{Dir, File, Lower, UPPER};
 use crate::sys::{self, Errno, Result};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 impl Union {
@@ -37,13 +37,18 @@ impl Union {
         Ok(self.entry_of(&node, attr, true))
     }
 
+    /// The attributes of `ino` from the upper inode its node pins (`fstat`).
+    pub(super) fn pinned_attr(&self, pin: &OwnedFd, ino: Ino) -> Result<Attr> {
+        let st = sys::fstat(pin.as_fd())?;
+        Ok(Attr::from_stat(&st, ino, false, self.opts.squash))
+    }
+
     fn node_attr(&self, node: &Arc<Node>, ino: Ino) -> Result<Attr> {
-        if node.loc().is_none()
+        if node.unlinked()
             && let Some(pin) = node.pinned()
         {
-            // Unlinked, still open (fstat): the pinned inode answers.
-            let st = sys::fstat(pin.as_fd())?;
-            return Ok(Attr::from_stat(&st, ino, false, self.opts.squash));
+            // Unlinked, still open: the pinned inode answers.
+            return self.pinned_attr(&pin, ino);
         }
         if let Ok(Some((state, place))) = self.cached_place(node)
             && let Ok(st) = self.layer(place.layer)?.stat(&place.dir, &place.name)
@@ -213,10 +218,8 @@ impl Union {
             libc::O_ACCMODE | libc::O_TRUNC | libc::O_NONBLOCK | libc::O_SYNC | libc::O_DSYNC;
         // An upper file unlinked while the kernel still holds it (opened
         // again through `/proc/PID/fd`): the inode its node pins is the file.
-        if node.loc().is_none()
-            && node.state().upper
-            && node.state().kind == Kind::File
-            && let Some(pin) = node.pinned()
+        if node.unlinked()
+            && let Some(pin) = self.upper_file_pin(&node)
         {
             let fd = sys::reopen(pin.as_fd(), flags & keep)?;
             return Ok(self.opened(node, File::host(fd), true));

@@ -9,13 +9,13 @@
 //! (`FUSE_HANDLE_KILLPRIV_V2`) and says when (`SetAttr::drop_set_id`,
 //! [`Union::drop_set_id`]); they go as the VFS drops them: set-user-ID
 //! always, set-group-ID only with group execute, on regular files only.
-use super::attr::{Attr, Ino, Kind};
+use super::attr::{Attr, Ino};
 use super::engine::Union;
 use super::marker;
 use super::node::Node;
 use crate::sys::{self, Errno, Result};
 use std::ffi::CStr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
 /// The changes of one setattr request.
@@ -97,27 +97,9 @@ impl Union {
             }
         }
         match pin {
-            Some(fd) => Ok(Attr::from_stat(
-                &sys::fstat(fd.as_fd())?,
-                ino,
-                false,
-                self.opts.squash,
-            )),
+            Some(fd) => self.pinned_attr(&fd, ino),
             None => self.getattr(ino),
         }
-    }
-
-    /// The upper inode of the regular file `node`, held open since the node
-    /// took its number from it (see `Node::pinned`): the very file a change
-    /// of its attributes is for, as the kernel overlay changes the upper
-    /// inode it holds. Other nodes (directories, symlinks, files numbered
-    /// after a lower) are changed by name.
-    fn upper_file_pin(&self, node: &Node) -> Option<Arc<OwnedFd>> {
-        let st = node.state();
-        if !st.upper || st.kind != Kind::File {
-            return None;
-        }
-        node.pinned()
     }
 
     /// Drops the set-ID bits of the regular file `ino` (written or
@@ -126,17 +108,13 @@ impl Union {
     /// is one.
     pub fn drop_set_id(&self, ino: Ino, fd: Option<BorrowedFd<'_>>) -> Result<()> {
         if let Some(fd) = fd {
-            let st = sys::fstat(fd)?;
-            return match without_set_id(st.st_mode) {
-                Some(mode) => sys::fchmod(fd, mode),
-                None => Ok(()),
-            };
+            return drop_set_id_at(fd, c"");
         }
         let node = self.node(ino)?;
         self.drop_set_id_of(&node)
     }
 
-    fn drop_set_id_of(&self, node: &std::sync::Arc<super::node::Node>) -> Result<()> {
+    fn drop_set_id_of(&self, node: &Arc<Node>) -> Result<()> {
         if self.is_read_only() {
             return Ok(());
         }
