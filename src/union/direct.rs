@@ -118,10 +118,7 @@ impl Union {
             None => (&path[..0], &path[..]),
         };
         let parent = self.dir_node_at(dir)?;
-        let loc = Loc {
-            parent: Some(parent),
-            name: name.to_vec(),
-        };
+        let loc = Loc::at(parent, name);
         let state = State {
             kind,
             upper: false,
@@ -165,10 +162,7 @@ impl Union {
         }
         let attr = self.attr_of(None, found);
         if self.needs_no_node(found, name, &attr) {
-            let loc = Loc {
-                parent: Some(parent.clone()),
-                name: name.to_vec(),
-            };
+            let loc = Loc::at(parent.clone(), name);
             let node = Arc::new(Node::new(attr.ino, loc, found.state.clone()));
             return self.nodes.adopt(node);
         }

@@ -445,11 +445,8 @@ impl Union {
         opened: Option<&Arc<OwnedFd>>,
     ) -> (Arc<Node>, Attr) {
         let attr = self.attr_of(None, &found);
+        let loc = Loc::at(parent, name);
         if self.needs_no_node(&found, name, &attr) {
-            let loc = Loc {
-                parent: Some(parent),
-                name: name.to_vec(),
-            };
             return (Arc::new(Node::new(attr.ino, loc, found.state)), attr);
         }
         let own = self.inos.encode(found.st.st_dev, found.st.st_ino);
@@ -470,10 +467,6 @@ impl Union {
             sys::openat(dir.as_fd(), &c, libc::O_PATH, 0)
                 .ok()
                 .map(Arc::new)
-        };
-        let loc = Loc {
-            parent: Some(parent),
-            name: name.to_vec(),
         };
         let node = self
             .nodes

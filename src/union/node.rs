@@ -34,6 +34,14 @@ pub struct Loc {
 }
 
 impl Loc {
+    /// The name `name` in the directory `parent`.
+    pub fn at(parent: Arc<Node>, name: &[u8]) -> Loc {
+        Loc {
+            parent: Some(parent),
+            name: name.to_vec(),
+        }
+    }
+
     pub fn is(&self, parent: &Arc<Node>, name: &[u8]) -> bool {
         self.name == name && self.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, parent))
     }
@@ -511,10 +519,7 @@ impl NodeTable {
             from = %String::from_utf8_lossy(&from.0.path()), fname = %String::from_utf8_lossy(from.1),
             to = %String::from_utf8_lossy(&to.0.path()), tname = %String::from_utf8_lossy(to.1),
             src = ?src.as_ref().map(|n| n.ino), dst = ?dst.as_ref().map(|n| n.ino), exchange, "renamed");
-        let loc = |(p, n): (&Arc<Node>, &[u8])| Loc {
-            parent: Some(p.clone()),
-            name: n.to_vec(),
-        };
+        let loc = |(p, n): (&Arc<Node>, &[u8])| Loc::at(p.clone(), n);
         self.names.remove(&key(from.0, from.1));
         self.names.remove(&key(to.0, to.1));
         if let Some(d) = &dst {

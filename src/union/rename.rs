@@ -250,8 +250,8 @@ impl Union {
         (np, newname, dst): (&Arc<Node>, &[u8], Option<&Found>),
         exchange: bool,
     ) -> Result<(Arc<Node>, Option<Arc<Node>>)> {
-        let src_node = self.child_node(p, name, src);
-        let dst_node = dst.map(|d| self.child_node(np, newname, d));
+        let src_node = self.held_child(p, name, src);
+        let dst_node = dst.map(|d| self.held_child(np, newname, d));
         if !exchange && let (Some(d), Some(dn)) = (dst, &dst_node) {
             self.check_overwrite(src.state.kind, d.state.kind, dn)?;
         }
@@ -396,12 +396,6 @@ impl Union {
             sys::renameat2(s, sname, work.fd(), &tmp, 0)?;
             remove_tree(work.fd(), &tmp)
         }
-    }
-
-    /// The live node for `parent/name` if the kernel holds one, else a
-    /// transient one.
-    fn child_node(&self, parent: &Arc<Node>, name: &[u8], f: &Found) -> Arc<Node> {
-        self.held_child(parent, name, f)
     }
 }
 

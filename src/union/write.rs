@@ -404,10 +404,7 @@ impl Union {
     ) -> Arc<Node> {
         let node = Node::new(
             Ino(0),
-            super::node::Loc {
-                parent: Some(parent.clone()),
-                name: name.to_vec(),
-            },
+            super::node::Loc::at(parent.clone(), name),
             found.state.clone(),
         );
         if let Some(d) = &found.dir {
