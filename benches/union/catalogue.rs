@@ -341,6 +341,11 @@ impl Bench {
         specs(&self.cfg)
             .into_iter()
             .map(|spec| {
+                // The regular files a listing of the whole view must count.
+                let merged_files = match spec.union {
+                    Union::Deep => self.deep.merged_files,
+                    _ => t.merged_files,
+                };
                 let (script, check, expect) = match spec.id {
                     Id::TouchRoot => (
                         format!("for i in $(seq {TOUCH_COUNT}); do touch /tmp/f$i; done"),
@@ -378,15 +383,15 @@ impl Bench {
                             ),
                         )
                     }
-                    Id::FindWarm | Id::FindCold => (
+                    Id::FindWarm | Id::FindCold | Id::FindDeepWarm | Id::FindDeepCold => (
                         format!("find {m} -type f | wc -l"),
                         String::new(),
-                        format!("{}\n", t.merged_files),
+                        format!("{merged_files}\n"),
                     ),
-                    Id::LsWarm | Id::LsCold => (
+                    Id::LsWarm | Id::LsCold | Id::LsDeepCold => (
                         format!("ls -lR {m} > /dev/null"),
                         format!("ls -lRa {m} | grep -c '^-'"),
-                        format!("{}\n", t.merged_files),
+                        format!("{merged_files}\n"),
                     ),
                     Id::Read => (
                         format!("cat {m}/{big_rel} > /dev/null"),
@@ -407,16 +412,6 @@ impl Bench {
                         format!("{exe} {HELPER} stat {m} {}", self.deep.list.display()),
                         String::new(),
                         format!("{} {}\n", self.deep.files, self.deep.bytes),
-                    ),
-                    Id::FindDeepWarm | Id::FindDeepCold => (
-                        format!("find {m} -type f | wc -l"),
-                        String::new(),
-                        format!("{}\n", self.deep.merged_files),
-                    ),
-                    Id::LsDeepCold => (
-                        format!("ls -lR {m} > /dev/null"),
-                        format!("ls -lRa {m} | grep -c '^-'"),
-                        format!("{}\n", self.deep.merged_files),
                     ),
                     Id::AppendSmall => (
                         format!("for f in {m}/app/*; do printf x >> \"$f\"; done"),
