@@ -78,18 +78,20 @@ fn a_held_number_follows_its_file_through_rename_and_unlink() {
     assert_eq!(u.lookup(d, b"a").err(), Some(Errno::ENOENT));
 
     let b = held.ino("d/b").unwrap();
+    let bravo = read_through(u, b).unwrap();
     u.remove(d, b"b", false).unwrap();
-    assert!(
-        u.getattr(b).is_err(),
-        "an unlinked file's number names nothing"
-    );
+    // The kernel still holds the number (an open file, see
+    // `union::unlinked`): it names the file it was, which has no name.
+    let attr = u.getattr(b).unwrap();
+    assert_eq!((attr.nlink, attr.size), (0, bravo.len() as u64), "{attr:?}");
     assert_eq!(u.lookup(d, b"b").err(), Some(Errno::ENOENT));
     // Nor is a new file at its name taken for it.
     let made = u.create(d, b"b", (0o600, libc::O_WRONLY), ROOT).unwrap();
     assert_ne!(made.entry.ino, b);
-    assert!(
-        u.getattr(b).is_err(),
-        "a new file at the name is another file"
+    assert_eq!(
+        read_through(u, b).unwrap(),
+        bravo,
+        "the new file at the name"
     );
     assert_eq!(u.getattr(made.entry.ino).unwrap().perm, 0o600);
 }
@@ -142,11 +144,22 @@ fn held_numbers_follow_their_files_when_a_directory_moves() {
         .create(other, b"a", (0o600, libc::O_WRONLY), ROOT)
         .unwrap();
     assert_ne!(made.entry.ino, a);
-    assert!(u.getattr(a).is_err(), "a new file at a moved file's name");
+    // The held number still names the deleted file (see `union::unlinked`),
+    // never the new one.
+    assert_eq!(
+        read_through(u, a).unwrap(),
+        b"alpha",
+        "a new file at a moved file's name"
+    );
+    assert_eq!(u.getattr(a).unwrap().nlink, 0);
 
-    // Gone with its directory: the number names nothing.
+    // Gone with its directory: still the deleted file.
     remove_tree(u, "other");
-    assert!(u.getattr(a).is_err(), "a number of a deleted file");
+    assert_eq!(
+        read_through(u, a).unwrap(),
+        b"alpha",
+        "a number of a deleted file"
+    );
 }
 
 /// Removes `path` and everything below it through the engine.

@@ -222,3 +222,75 @@ fn attribute_changes_go_to_the_held_upper_file() {
     assert_eq!((a.uid, a.gid, a.nlink), (1, 1, 0), "{a:?}");
     u.forget(ino, 1);
 }
+
+/// A file the kernel holds may lose its last name before the daemon hears
+/// of its open (no open requests: the first read or write comes later):
+/// a lower file unlinked, a lower file replaced by a rename, and a copied-up
+/// file (numbered after its lower) unlinked are still read by number, with
+/// their old data and attributes. The first write copies a kept lower file
+/// into an anonymous upper file: the name stays gone, and neither the
+/// upper nor the workdir gains an entry. Over directories and images.
+#[test]
+fn an_unlinked_file_is_still_its_number() {
+    use fimfs::union::{ROOT_INO, SetAttr};
+    let lowers = ["f a A1\nf b B22\nf c C333\nf d D4444"];
+    for images in [false, true] {
+        let (tag, opts) = ("ino-unlinked", Options::default());
+        let fx = match images {
+            false => Fixture::new(tag, &lowers, Some(""), opts),
+            true => Fixture::over_images(tag, &lowers, Some(""), opts),
+        };
+        let u = &fx.union;
+        let ctx = if images { "images" } else { "directories" };
+        let ino = |name: &[u8]| u.lookup(ROOT_INO, name).expect("lookup").ino;
+        let (a, b, d) = (ino(b"a"), ino(b"b"), ino(b"d"));
+        // d: copied up (it keeps its lower number), then unlinked.
+        let set = SetAttr {
+            mode: Some(0o640),
+            ..SetAttr::default()
+        };
+        u.setattr(d, set, None).expect("chmod d");
+        u.remove(ROOT_INO, b"a", false).expect("unlink a");
+        u.rename(ROOT_INO, b"c", ROOT_INO, b"b", 0)
+            .expect("rename c over b");
+        u.remove(ROOT_INO, b"d", false).expect("unlink d");
+        for (n, want) in [(a, "A1"), (b, "B22"), (d, "D4444")] {
+            let got = read_through(u, n).map(|v| String::from_utf8_lossy(&v).into_owned());
+            assert_eq!(got, Ok(want.to_string()), "{ctx}: read of unlinked {n:?}");
+            let attr = u.getattr(n).expect("getattr of an unlinked file");
+            assert_eq!(attr.size, want.len() as u64, "{ctx}: {attr:?}");
+        }
+        let opened = u
+            .open(a, libc::O_RDWR)
+            .expect("open unlinked a for writing");
+        assert!(opened.upper, "{ctx}: a write open is on the upper");
+        let fd = opened.file.fd().expect("an upper fd");
+        pwrite_all(fd, b"Z", 0).expect("write");
+        drop(opened);
+        assert_eq!(read_through(u, a), Ok(b"Z1".to_vec()), "{ctx}");
+        let set = SetAttr {
+            size: Some(0),
+            ..SetAttr::default()
+        };
+        let attr = u.setattr(b, set, None).expect("truncate unlinked b");
+        assert_eq!(attr.size, 0, "{ctx}: {attr:?}");
+        assert_eq!(read_through(u, b), Ok(Vec::new()), "{ctx}");
+        let gone = u.lookup(ROOT_INO, b"a").err();
+        assert_eq!(gone, Some(fimfs::sys::Errno::ENOENT), "{ctx}: a is back");
+        let mut names: Vec<String> = std::fs::read_dir(fx.upper())
+            .expect("upper")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        // Whiteouts of a and c (or their `.wh.` files), b the moved c.
+        let names: Vec<&str> = names.iter().map(|n| n.trim_start_matches(".wh.")).collect();
+        assert_eq!(
+            names,
+            ["a", "b", "c", "d"],
+            "{ctx}: the upper gained a name"
+        );
+        assert_eq!(fx.workdir_leftovers(), Vec::<String>::new(), "{ctx}");
+        let via_b = u.lookup(ROOT_INO, b"b").expect("b");
+        assert_eq!(read_through(u, via_b.ino), Ok(b"C333".to_vec()), "{ctx}");
+    }
+}

@@ -44,6 +44,8 @@
 //! - `write`: create, mkdir, mknod, symlink, link, unlink, rmdir.
 //! - `setattr`: setattr and xattrs, on the upper copy.
 //! - `rename`: rename, including directories that live in the lowers.
+//! - `unlinked`: what a file the kernel may hold open still is once its
+//!   last name is gone (reads, writes and attributes without a name).
 //! - `flags`: inode flags (`lsattr`/`chattr`).
 pub mod access;
 pub mod attr;
@@ -67,6 +69,7 @@ mod read;
 mod readdir;
 mod rename;
 mod setattr;
+mod unlinked;
 mod write;
 
 pub use attr::{Attr, CIOPFS_INO, CIOPFS_NAME, Ino, Kind, ROOT_INO, Squash};

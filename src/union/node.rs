@@ -19,6 +19,7 @@
 use super::attr::{Ino, Kind};
 pub use super::dirfds::DirFds;
 pub use super::dirlayers::{DirLayers, LayerDir};
+use super::place::Place;
 use crate::layer::LayerId;
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
@@ -100,6 +101,9 @@ pub struct Node {
     /// Keeps the upper inode the number came from allocated (see
     /// `Union::hand_out`).
     pin: Mutex<Option<Arc<OwnedFd>>>,
+    /// The lower file this node still is after its last name went (see
+    /// `union::unlinked`); boxed, as few nodes ever have one.
+    kept: Mutex<Option<Box<Place>>>,
 }
 
 /// The part of a node only a directory uses.
@@ -140,6 +144,7 @@ impl Node {
             copy_lock: Mutex::new(()),
             lookups: AtomicU64::new(0),
             pin: Mutex::new(None),
+            kept: Mutex::new(None),
         }
     }
 
@@ -205,6 +210,30 @@ impl Node {
     /// The upper inode the node's number came from, held open.
     pub fn pinned(&self) -> Option<Arc<OwnedFd>> {
         self.pin.lock().clone()
+    }
+
+    /// Makes `fd` (an fd on the node's upper inode) its pin, unless it
+    /// has one.
+    pub fn pin_if_none(&self, fd: impl FnOnce() -> Option<Arc<OwnedFd>>) {
+        let mut pin = self.pin.lock();
+        if pin.is_none() {
+            *pin = fd();
+        }
+    }
+
+    /// Makes `fd` the node's pin, replacing any (the node moved to a new
+    /// upper inode).
+    pub fn set_pin(&self, fd: Arc<OwnedFd>) {
+        *self.pin.lock() = Some(fd);
+    }
+
+    /// The lower file the node still is, unlinked (see `union::unlinked`).
+    pub(super) fn kept(&self) -> Option<Place> {
+        self.kept.lock().as_deref().cloned()
+    }
+
+    pub(super) fn set_kept(&self, place: Option<Place>) {
+        *self.kept.lock() = place.map(Box::new);
     }
 
     /// Lets an fd opened on the node's upper inode serve as its pin, so

@@ -44,11 +44,9 @@ impl Union {
     }
 
     fn node_attr(&self, node: &Arc<Node>, ino: Ino) -> Result<Attr> {
-        if node.unlinked()
-            && let Some(pin) = node.pinned()
-        {
-            // Unlinked, still open: the pinned inode answers.
-            return self.pinned_attr(&pin, ino);
+        // Unlinked, perhaps still open: the file it still is answers.
+        if let Some(attr) = self.unlinked_attr(node, ino) {
+            return attr;
         }
         if let Ok(Some((state, place))) = self.cached_place(node)
             && let Ok(st) = self.layer(place.layer)?.stat(&place.dir, &place.name)
@@ -216,13 +214,17 @@ impl Union {
         // and fails on some uppers.
         let keep =
             libc::O_ACCMODE | libc::O_TRUNC | libc::O_NONBLOCK | libc::O_SYNC | libc::O_DSYNC;
-        // An upper file unlinked while the kernel still holds it (opened
-        // again through `/proc/PID/fd`): the inode its node pins is the file.
-        if node.unlinked()
-            && let Some(pin) = self.upper_file_pin(&node)
-        {
-            let fd = sys::reopen(pin.as_fd(), flags & keep)?;
-            return Ok(self.opened(node, File::host(fd), true));
+        // A file unlinked while the kernel still holds it (opened again
+        // through `/proc/PID/fd`, or read without open requests): the file
+        // it still is (see `unlinked`).
+        if node.unlinked() {
+            if let Some(pin) = self.upper_file_pin(&node) {
+                let fd = sys::reopen(pin.as_fd(), flags & keep)?;
+                return Ok(self.opened(node, File::host(fd), true));
+            }
+            if let Some(place) = node.kept() {
+                return self.open_kept(node, &place, flags & keep, writes);
+            }
         }
         let place = match writes {
             true => Some(self.writable_place(&node, flags & libc::O_TRUNC != 0)?),

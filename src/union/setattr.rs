@@ -72,12 +72,27 @@ impl Union {
             || set.size.is_some()
             || set.atime.is_some()
             || set.mtime.is_some();
+        // An unlinked file that only a lower held: copied up first, into
+        // the anonymous file its node pins from then on.
+        if changes
+            && node.unlinked()
+            && let Some(place) = node.kept()
+        {
+            self.copy_up_kept(&node, &place, set.size == Some(0))?;
+        }
         // A regular file the upper holds, whose number the daemon holds open:
         // changed through that fd, with no second resolution of its name
-        // (a truncate without a handle needs a writable fd: by name).
-        let pin = self
-            .upper_file_pin(&node)
-            .filter(|_| set.size.is_none() || fh.is_some());
+        // (a truncate without a handle needs a writable fd: by name, or for
+        // a file without one, the pinned inode opened again).
+        let pin = self.upper_file_pin(&node);
+        let reopened = match (&pin, set.size, fh) {
+            (Some(p), Some(_), None) if node.unlinked() => {
+                Some(sys::reopen(p.as_fd(), libc::O_WRONLY)?)
+            }
+            _ => None,
+        };
+        let fh = fh.or(reopened.as_ref().map(|f| f.as_fd()));
+        let pin = pin.filter(|_| set.size.is_none() || fh.is_some());
         if changes {
             match &pin {
                 Some(fd) => self.apply_setattr(fd.as_fd(), c"", set, chown, fh)?,
