@@ -441,6 +441,7 @@ impl Plan {
             default_permissions: o.default_permissions || root,
             read_only: o.ro || self.upper.is_none(),
             passthrough: !o.no_passthrough,
+            handles: o.handles,
             auto_unmount: o.auto_unmount,
             ttl,
             source: source_of(

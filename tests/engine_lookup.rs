@@ -447,7 +447,9 @@ fn upper_changes_behind_the_union_are_seen() {
         &mut problems,
     );
     match u.lookup(d, b"new") {
-        Ok(n) => u.forget(n.ino, 1),
+        Ok(n) => {
+            u.forget(n.ino, 1);
+        }
         Err(e) => problems.push(format!("lookup d/new through a node cached before: {e}")),
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));

@@ -83,7 +83,11 @@ impl FimFs {
     }
 
     pub(super) fn on_forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        guard("forget", || self.union.forget(Ino::from(ino), nlookup))
+        guard("forget", || {
+            if self.union.forget(Ino::from(ino), nlookup) {
+                self.node_files.forget(Ino::from(ino));
+            }
+        })
     }
 
     pub(super) fn on_getattr(

@@ -2,6 +2,7 @@
 //! fsync, fallocate, lseek, copy_file_range, and the inode-flag ioctls.
 use super::entries::GEN;
 use super::handles::OpenFile;
+use super::nodeio::NO_HANDLE;
 use super::{FimFs, caller, errno, file_attr, guard};
 use crate::layer::File;
 use crate::sys;
@@ -18,10 +19,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 impl FimFs {
-    /// The file to read a handle from: reopened on the upper once the node
-    /// has been copied up behind a handle opened on a lower.
-    pub(super) fn read_file(&self, fh: u64) -> Result<Arc<File>, Errno> {
-        let h = self.handles.file(fh).ok_or(Errno::EBADF)?;
+    /// The file to read a handle from (handle 0: the node's, see `nodeio`):
+    /// reopened on the upper once the node has been copied up behind a
+    /// handle opened on a lower.
+    pub(super) fn read_file(&self, ino: Ino, fh: u64) -> Result<Arc<File>, Errno> {
+        let h = self.handle(ino, fh, false)?;
         if h.left_behind() {
             let opened = self.union.open(h.ino, libc::O_RDONLY).map_err(errno)?;
             let file = Arc::new(opened.file);
@@ -66,7 +68,7 @@ impl FimFs {
             .union
             .open_made_meanwhile(parent, name.as_bytes(), flags, who)
         {
-            Ok(created) => self.reply_created(reply, created),
+            Ok(created) => self.reply_created(reply, created, flags & libc::O_ACCMODE),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -89,9 +91,18 @@ impl FimFs {
     /// Answers a create (or an `O_CREAT` open of a file that appeared
     /// meanwhile) with a new handle, in passthrough where the io mode of
     /// the node allows it.
-    pub(super) fn reply_created(&self, reply: ReplyCreate, created: Created) {
+    ///
+    /// Without open requests the kernel sends no `RELEASE` either, also
+    /// for a created file: the file (opened with access mode `acc`) becomes
+    /// its node's (see `nodeio`), and the reply carries no handle.
+    pub(super) fn reply_created(&self, reply: ReplyCreate, created: Created, acc: i32) {
         let Created { entry, opened } = created;
         let (ttl, fa) = (self.ttls(entry.cache).1, file_attr(&entry.attr));
+        if self.no_open {
+            self.node_files_adopt(entry.ino, opened, acc);
+            let flags = FopenFlags::FOPEN_KEEP_CACHE;
+            return reply.created(&ttl, &fa, GEN, FileHandle(NO_HANDLE), flags);
+        }
         let keep_cache = opened.keep_cache;
         let (fh, backing) = self.add_handle(entry.ino, opened, false);
         let settled = backing.as_ref().map(|fd| fd.as_fd());
@@ -106,6 +117,11 @@ impl FimFs {
     }
 
     pub(super) fn on_open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if self.no_open {
+            // The kernel opens this and every later file without asking.
+            super::stats::count("open");
+            return reply.error(Errno::ENOSYS);
+        }
         guard("open", || match self.union.open(Ino::from(ino), flags.0) {
             Ok(opened) => {
                 // O_TRUNC by a caller without CAP_FSETID (see
@@ -135,7 +151,7 @@ impl FimFs {
     pub(super) fn on_read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -146,7 +162,7 @@ impl FimFs {
         guard("read", || {
             let mut buf = vec![0u8; size as usize];
             match self
-                .read_file(fh.0)
+                .read_file(Ino::from(ino), fh.0)
                 .and_then(|f| read_full(&f, offset, &mut buf).map_err(errno))
             {
                 Ok(n) => reply.data(&buf[..n]),
@@ -169,8 +185,9 @@ impl FimFs {
         reply: ReplyWrite,
     ) {
         guard("write", || {
-            let Some(h) = self.handles.file(fh.0) else {
-                return reply.error(Errno::EBADF);
+            let h = match self.handle(Ino::from(ino), fh.0, true) {
+                Ok(h) => h,
+                Err(e) => return reply.error(e),
             };
             // O_APPEND: the kernel took the offset from the size it has
             // cached, which another daemon on the same upper (or a writer
@@ -244,21 +261,25 @@ impl FimFs {
     pub(super) fn on_fsync(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // A lower file without an fd is read-only: nothing to sync.
-        guard("fsync", || match self.handles.file(fh.0) {
-            Some(h) => match self.file_of(&h).and_then(|f| match f.fd() {
-                Some(fd) => sys::fsync(fd, datasync).map_err(errno),
-                None => Ok(()),
-            }) {
+        // A lower file without an fd is read-only: nothing to sync. So is
+        // a lower file read without a handle.
+        guard("fsync", || {
+            let res = self
+                .handle(Ino::from(ino), fh.0, false)
+                .and_then(|h| self.file_of(&h))
+                .and_then(|f| match f.fd() {
+                    Some(fd) => sys::fsync(fd, datasync).map_err(errno),
+                    None => Ok(()),
+                });
+            match res {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
-            },
-            None => reply.error(Errno::EBADF),
+            }
         })
     }
 
@@ -266,22 +287,22 @@ impl FimFs {
     pub(super) fn on_fallocate(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         length: u64,
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        guard("fallocate", || match self.handles.file(fh.0) {
-            Some(h) => match self
-                .fd_of(&h)
-                .and_then(|fd| sys::fallocate(fd.as_fd(), mode, offset, length).map_err(errno))
-            {
+        guard("fallocate", || {
+            let res = self
+                .handle(Ino::from(ino), fh.0, true)
+                .and_then(|h| self.fd_of(&h))
+                .and_then(|fd| sys::fallocate(fd.as_fd(), mode, offset, length).map_err(errno));
+            match res {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
-            },
-            None => reply.error(Errno::EBADF),
+            }
         })
     }
 
@@ -295,15 +316,17 @@ impl FimFs {
         reply: ReplyLseek,
     ) {
         guard("lseek", || {
-            let res = self.read_file(fh.0).and_then(|f| match f.fd() {
-                Some(fd) => sys::lseek(fd, offset, whence).map_err(errno),
-                // No holes to find in a file without an fd: all data.
-                None => self
-                    .union
-                    .getattr(Ino::from(ino))
-                    .map_err(errno)
-                    .and_then(|a| seek_all_data(a.size, offset, whence)),
-            });
+            let res = self
+                .read_file(Ino::from(ino), fh.0)
+                .and_then(|f| match f.fd() {
+                    Some(fd) => sys::lseek(fd, offset, whence).map_err(errno),
+                    // No holes to find in a file without an fd: all data.
+                    None => self
+                        .union
+                        .getattr(Ino::from(ino))
+                        .map_err(errno)
+                        .and_then(|a| seek_all_data(a.size, offset, whence)),
+                });
             match res {
                 Ok(o) => reply.offset(o),
                 Err(e) => reply.error(e),
@@ -315,10 +338,10 @@ impl FimFs {
     pub(super) fn on_copy_file_range(
         &self,
         _req: &Request,
-        _ino_in: INodeNo,
+        ino_in: INodeNo,
         fh_in: FileHandle,
         offset_in: u64,
-        _ino_out: INodeNo,
+        ino_out: INodeNo,
         fh_out: FileHandle,
         offset_out: u64,
         len: u64,
@@ -326,11 +349,13 @@ impl FimFs {
         reply: ReplyWrite,
     ) {
         guard("copy_file_range", || {
-            let (Ok(i), Some(Ok(o))) = (
-                self.read_file(fh_in.0),
-                self.handles.file(fh_out.0).map(|h| self.fd_of(&h)),
-            ) else {
-                return reply.error(Errno::EBADF);
+            let i = self.read_file(Ino::from(ino_in), fh_in.0);
+            let o = self
+                .handle(Ino::from(ino_out), fh_out.0, true)
+                .and_then(|h| self.fd_of(&h));
+            let (i, o) = match (i, o) {
+                (Ok(i), Ok(o)) => (i, o),
+                (Err(e), _) | (_, Err(e)) => return reply.error(e),
             };
             let len = len.min(u32::MAX as u64) as usize;
             let res = match i.fd() {
@@ -357,11 +382,17 @@ impl FimFs {
     ) {
         guard("create", || {
             let who = caller(req);
+            // A node's file serves reads and writes (see `nodeio`); making
+            // the file grants both, whatever its mode.
+            let how = match self.no_open {
+                true => (flags & !libc::O_ACCMODE) | libc::O_RDWR,
+                false => flags,
+            };
             match self
                 .union
-                .create(Ino::from(parent), name.as_bytes(), (mode, flags), who)
+                .create(Ino::from(parent), name.as_bytes(), (mode, how), who)
             {
-                Ok(created) => self.reply_created(reply, created),
+                Ok(created) => self.reply_created(reply, created, how & libc::O_ACCMODE),
                 Err(sys::Errno::EEXIST) if flags & libc::O_EXCL == 0 => {
                     self.open_made_meanwhile(req, Ino::from(parent), name, flags, reply)
                 }

@@ -14,7 +14,7 @@
 //! daemon serve more open files than it may hold fds. A lower file without
 //! an fd is always held: it costs no fd.
 use crate::layer::File;
-use crate::union::{DirEntry, Ino, UpperWatch};
+use crate::union::{DirEntry, Ino, Opened, UpperWatch};
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 use std::os::fd::OwnedFd;
@@ -31,9 +31,37 @@ pub struct OpenFile {
     watch: UpperWatch,
     /// The same file opened `O_APPEND`, made on the first append write.
     append: Mutex<Option<Arc<OwnedFd>>>,
+    /// The access mode its file was opened with (`O_RDONLY`, ...).
+    acc: i32,
 }
 
 impl OpenFile {
+    /// A node's file (see `nodeio`), opened with access mode `acc`.
+    pub fn new(ino: Ino, opened: Opened, acc: i32) -> OpenFile {
+        OpenFile {
+            ino,
+            file: RwLock::new(Some(Arc::new(opened.file))),
+            on_upper: AtomicBool::new(opened.upper),
+            watch: opened.watch,
+            append: Mutex::new(None),
+            acc,
+        }
+    }
+
+    pub fn watch(&self) -> &UpperWatch {
+        &self.watch
+    }
+
+    /// Whether the file serves a read (`write`: a write) of its node now:
+    /// opened for it, and not left behind on a lower (a write needs the
+    /// upper's file).
+    pub fn serves(&self, write: bool) -> bool {
+        match write {
+            true => self.acc != libc::O_RDONLY && self.on_upper(),
+            false => self.acc != libc::O_WRONLY && !self.left_behind(),
+        }
+    }
+
     /// The handle's file; None for a lazy handle, which the caller reopens.
     pub fn file(&self) -> Option<Arc<File>> {
         self.file.read().clone()
@@ -105,6 +133,8 @@ impl Handles {
             on_upper: AtomicBool::new(upper),
             watch,
             append: Mutex::new(None),
+            // Handles are checked by the kernel against their open's mode.
+            acc: libc::O_RDWR,
         };
         self.files.insert(id, Arc::new(h));
         id

@@ -3,13 +3,11 @@ use super::{FimFs, errno, guard};
 use fuser::{INodeNo, InitFlags, KernelConfig, ReplyStatfs, Request};
 
 /// Capabilities asked for when the kernel offers them.
-const WANTED: [InitFlags; 8] = [
+const WANTED: [InitFlags; 7] = [
     // Lookups and readdir in one directory run in parallel.
     InitFlags::FUSE_PARALLEL_DIROPS,
     InitFlags::FUSE_DO_READDIRPLUS,
     InitFlags::FUSE_READDIRPLUS_AUTO,
-    // open(O_TRUNC) arrives as one request: no separate truncate, no data copy-up.
-    InitFlags::FUSE_ATOMIC_O_TRUNC,
     InitFlags::FUSE_CACHE_SYMLINKS,
     InitFlags::FUSE_MAX_PAGES,
     // Cached pages are dropped when a refreshed attribute shows new mtime/size.
@@ -42,16 +40,38 @@ impl FimFs {
         if self.tuning.posix_acl && config.add_capabilities(InitFlags::FUSE_POSIX_ACL).is_err() {
             tracing::debug!("kernel lacks FUSE_POSIX_ACL");
         }
-        // Passthrough only when backing files can be registered (probed
-        // before asking) and the union has files to hand over; depth 1:
-        // the layers are not themselves stacked, and the mount can still
-        // be a layer of a kernel overlay.
-        if self.tuning.passthrough && self.union.has_settled_files() {
+        // Passthrough only with handles (see `nodeio`), when backing files
+        // can be registered (probed before asking) and the union has files
+        // to hand over; depth 1: the layers are not themselves stacked, and
+        // the mount can still be a layer of a kernel overlay.
+        let handles = self.tuning.handles.unwrap_or(self.union.is_read_only());
+        if handles && self.tuning.passthrough && self.union.has_settled_files() {
             match config.add_capabilities(InitFlags::FUSE_PASSTHROUGH) {
                 Ok(()) if config.set_max_stack_depth(1).is_ok() => self.io.enable(),
                 r => tracing::info!("no passthrough: {r:?}"),
             }
         }
+        // A kernel that cannot open without asking (before Linux 4.19)
+        // would fail the opens answered ENOSYS.
+        let can = config
+            .capabilities()
+            .contains(InitFlags::FUSE_NO_OPEN_SUPPORT);
+        self.no_open = can
+            && match self.tuning.handles {
+                Some(h) => !h,
+                None => !self.io.enabled(),
+            };
+        // With handles, open(O_TRUNC) arrives as one request: no separate
+        // truncate, no data copy-up. Without, the kernel would take the
+        // OPEN it skips to have truncated; a SETATTR does it.
+        if !self.no_open
+            && config
+                .add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC)
+                .is_err()
+        {
+            tracing::debug!("kernel lacks FUSE_ATOMIC_O_TRUNC");
+        }
+        tracing::debug!(no_open = self.no_open, "open requests settled");
         Ok(())
     }
 

@@ -10,6 +10,7 @@ mod files;
 mod handles;
 mod init;
 mod iomode;
+mod nodeio;
 mod ops;
 mod peers;
 pub mod session;
@@ -76,6 +77,9 @@ pub struct Tuning {
     pub max_background: u16,
     /// Ask for FUSE passthrough (upper files).
     pub passthrough: bool,
+    /// Whether the kernel is to ask at every open (`-o handles`); None:
+    /// only where passthrough serves a read-only union (see `nodeio`).
+    pub handles: Option<bool>,
     /// Ask for FUSE_POSIX_ACL: the kernel caches and enforces ACLs. It
     /// forces `default_permissions`, so only where that is on already
     /// (an unprivileged squashing mount lets anyone chown, for example).
@@ -118,6 +122,7 @@ impl Default for Tuning {
             max_readahead: 1 << 20,
             max_background: 64,
             passthrough: false,
+            handles: None,
             posix_acl: false,
             no_selinux: !selinux_active(),
             panic_on_lookup: std::env::var_os("FIMFS_FAULT_PANIC_ON_LOOKUP")
@@ -132,6 +137,10 @@ pub struct FimFs {
     handles: Handles,
     /// Passthrough or cached mode of each open file.
     io: iomode::IoModes,
+    /// The kernel opens files without asking (settled at INIT, see
+    /// `nodeio`): I/O without a handle goes by node.
+    no_open: bool,
+    node_files: nodeio::NodeFiles,
     ttl: Ttl,
     tuning: Tuning,
     notifier: Arc<OnceLock<fuser::Notifier>>,
@@ -191,17 +200,20 @@ impl FimFs {
                 }
             });
         }
+        // A quarter of the fds the daemon may hold: the rest is for
+        // upper files (which cannot reopen lazily), pins, directories and
+        // the session.
+        let lazy_above = usize::try_from(crate::sys::nofile_limit().0 / 4).unwrap_or(usize::MAX);
         FimFs {
             union,
             handles: Handles::default(),
             io: iomode::IoModes::new(),
+            no_open: false,
+            node_files: nodeio::NodeFiles::new(lazy_above),
             ttl,
             tuning,
             notifier,
-            // A quarter of the fds the daemon may hold: the rest is for
-            // upper files (which cannot reopen lazily), pins, directories
-            // and the session.
-            lazy_above: usize::try_from(crate::sys::nofile_limit().0 / 4).unwrap_or(usize::MAX),
+            lazy_above,
             keeps_set_id: iomode::keeps_set_id(),
             stale,
         }

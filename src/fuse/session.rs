@@ -34,6 +34,9 @@ pub struct MountConfig {
     /// an upper) in FUSE passthrough mode where the kernel and the daemon's
     /// privileges allow it.
     pub passthrough: bool,
+    /// Whether the kernel asks the daemon at every open (`-o handles` /
+    /// `-o nohandles`); None: see `fuse::nodeio`.
+    pub handles: Option<bool>,
     /// Detach the mount when the daemon ends, also on SIGKILL.
     pub auto_unmount: bool,
 }
@@ -371,6 +374,7 @@ impl Drop for Running {
 fn tuning_for(cfg: &MountConfig) -> Tuning {
     Tuning {
         passthrough: cfg.passthrough && super::iomode::privileged(),
+        handles: cfg.handles,
         posix_acl: cfg.default_permissions,
         ..Tuning::default()
     }

@@ -38,6 +38,9 @@ pub struct MountOpts {
     pub timeout_ms: Option<u64>,
     /// `nopassthrough`: never open upper files in FUSE passthrough mode.
     pub no_passthrough: bool,
+    /// `handles` / `nohandles`: whether the kernel asks the daemon at
+    /// every open (None: the daemon decides, see `fuse::nodeio`).
+    pub handles: Option<bool>,
     /// `lower_timeout=S`: cache lifetime of what only the lowers have.
     pub lower_timeout_ms: Option<u64>,
     /// `cache_size=SIZE`: bytes of decoded image blocks kept, shared by
@@ -150,6 +153,8 @@ impl MountOpts {
             "nonempty" => self.nonempty = true,
             "casefold" => self.casefold = true,
             "nopassthrough" => self.no_passthrough = true,
+            "handles" => self.handles = Some(true),
+            "nohandles" => self.handles = Some(false),
             "case_insensitive" => self.casefold = true,
             "auto_unmount" => self.auto_unmount = true,
             // The table and this match are checked against each other by

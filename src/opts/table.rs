@@ -88,6 +88,14 @@ pub const OPTIONS: &[OptSpec] = &[
         "nopassthrough",
         "never open upper files in FUSE passthrough mode",
     ),
+    flag(
+        "handles",
+        "the kernel asks the daemon at every open and close (a handle per open; passthrough for upper files too)",
+    ),
+    flag(
+        "nohandles",
+        "the kernel opens files without asking the daemon, also where passthrough could serve them",
+    ),
     valued(
         "cache_size",
         "SIZE",

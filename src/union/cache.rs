@@ -66,6 +66,16 @@ impl UpperWatch {
     }
 }
 
+impl Union {
+    /// Whether `watch` follows the node the kernel knows as `ino` now (not
+    /// one it forgot, whose number a new node may have taken since).
+    pub fn is_current(&self, ino: Ino, watch: &UpperWatch) -> bool {
+        self.nodes
+            .get(ino)
+            .is_some_and(|n| Arc::ptr_eq(&n, &watch.0))
+    }
+}
+
 /// A file opened by [`Union::open`].
 #[derive(Debug)]
 pub struct Opened {

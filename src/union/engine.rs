@@ -230,13 +230,16 @@ impl Union {
     /// memory back to the system: after the kernel evicts its inodes (memory
     /// pressure, `drop_caches`), a daemon that had a million nodes would
     /// otherwise keep their 400 MiB mapped.
-    pub fn forget(&self, ino: Ino, n: u64) {
-        if self.nodes.forget(ino, n) {
+    /// True when that was its last lookup: the node is gone.
+    pub fn forget(&self, ino: Ino, n: u64) -> bool {
+        let gone = self.nodes.forget(ino, n);
+        if gone {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_multiple_of(TRIM_EVERY) {
                 sys::trim_heap();
             }
         }
+        gone
     }
 }
 

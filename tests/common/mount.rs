@@ -144,6 +144,18 @@ impl MountGuard {
         Self::spawn_limited(Path::new(FIMFS), args, mnt, None)
     }
 
+    /// [`MountGuard::new`] with `env` set for the daemon.
+    pub fn with_env(
+        lowers: &[PathBuf],
+        upper: Option<&Path>,
+        mnt: &Path,
+        opts: &[&str],
+        env: &[(&str, &OsStr)],
+    ) -> Self {
+        let args = foreground_args(lowers, upper, mnt, opts);
+        Self::spawn_with(Path::new(FIMFS), &args, mnt, None, env)
+    }
+
     /// [`MountGuard::spawn`] of the fimfs binary under another name
     /// (`program`, a symlink to it: `dwarfs`, `fuse-overlayfs`, …).
     pub fn spawn_program(program: &Path, args: &[OsString], mnt: &Path) -> Self {
@@ -168,6 +180,16 @@ impl MountGuard {
     }
 
     fn spawn_limited(program: &Path, args: &[OsString], mnt: &Path, nofile: Option<u64>) -> Self {
+        Self::spawn_with(program, args, mnt, nofile, &[])
+    }
+
+    fn spawn_with(
+        program: &Path,
+        args: &[OsString],
+        mnt: &Path,
+        nofile: Option<u64>,
+        env: &[(&str, &OsStr)],
+    ) -> Self {
         let mnt = mnt.to_path_buf();
         let mut log_name = mnt.file_name().unwrap_or(OsStr::new("mnt")).to_os_string();
         log_name.push(".fimfs-stderr");
@@ -178,7 +200,8 @@ impl MountGuard {
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("dup log fd"))
             .stderr(log_file)
-            .env("RUST_BACKTRACE", "1");
+            .env("RUST_BACKTRACE", "1")
+            .envs(env.iter().copied());
         if let Some(n) = nofile {
             use std::os::unix::process::CommandExt;
             let lim = libc::rlimit {
