@@ -1,11 +1,31 @@
 //! The per-layer directories of a directory node (`DirLayers`): each
 //! layer's `Dir` handle, top-most first, as resolved at one rename
-//! generation, with what is known of each lower's names.
+//! generation, with what is known of each lower's names; and `Place`,
+//! where one entry lives in one of them.
 //!
 //! Invariant: the upper, when the directory has one, is the first layer.
 use crate::layer::{Dir, LayerId};
-use std::os::fd::OwnedFd;
+use crate::sys::{Errno, Result};
+use std::ffi::CString;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
+
+/// Where one union entry lives in its winning layer: `dir` plus `name`,
+/// or the directory `dir` itself when `name` is empty.
+#[derive(Debug, Clone)]
+pub(super) struct Place {
+    pub(super) layer: LayerId,
+    pub(super) dir: Dir,
+    pub(super) name: CString,
+}
+
+impl Place {
+    /// The directory fd of a place in the upper (a host directory). A
+    /// lower place without an fd is EROFS: nothing writes there.
+    pub(super) fn upper_fd(&self) -> Result<BorrowedFd<'_>> {
+        self.dir.fd().map(|f| f.as_fd()).ok_or(Errno::EROFS)
+    }
+}
 
 /// One layer's directory of a directory node.
 #[derive(Debug, Clone)]

@@ -18,8 +18,8 @@
 //! - the root is never forgotten.
 use super::attr::{Ino, Kind};
 pub use super::dirfds::DirFds;
+use super::dirlayers::Place;
 pub use super::dirlayers::{DirLayers, LayerDir};
-use super::place::Place;
 use crate::layer::LayerId;
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};

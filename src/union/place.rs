@@ -4,32 +4,16 @@
 //! or in the upper, copied up first (`writable_place`).
 use super::attr::CIOPFS_INO;
 use super::attr::Kind;
+pub(super) use super::dirlayers::Place;
 use super::engine::Union;
 use super::lookup::Found;
 use super::marker;
 use super::node::{self, Loc, Node};
-use crate::layer::{Dir, LayerId, UPPER};
+use crate::layer::UPPER;
 use crate::sys::{self, Errno, Result};
 use std::ffi::CString;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
-
-/// Where one union entry lives in its winning layer: `dir` plus `name`,
-/// or the directory `dir` itself when `name` is empty.
-#[derive(Debug, Clone)]
-pub(super) struct Place {
-    pub(super) layer: LayerId,
-    pub(super) dir: Dir,
-    pub(super) name: CString,
-}
-
-impl Place {
-    /// The directory fd of a place in the upper (a host directory). A
-    /// lower place without an fd is EROFS: nothing writes there.
-    pub(super) fn upper_fd(&self) -> Result<BorrowedFd<'_>> {
-        self.dir.fd().map(|f| f.as_fd()).ok_or(Errno::EROFS)
-    }
-}
 
 impl Union {
     /// Resolves `node` afresh and returns where it lives; a node with
