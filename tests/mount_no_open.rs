@@ -9,7 +9,7 @@ use common::*;
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::Path;
 
 /// The daemon's request counts of one mount of `s` with `opts`, over which
@@ -198,4 +198,62 @@ fn truncating_and_appending_opens_without_asking() {
     assert_eq!(fs::read(m.join("keep")).unwrap(), b"kept");
     unmount_clean(m);
     s.assert_lowers_untouched();
+}
+
+const NOBODY: u32 = 65534;
+
+/// `sh -c script` run as `uid`: whether it succeeded, its stdout and its
+/// stderr.
+fn sh_as(uid: u32, script: &str) -> (bool, String, String) {
+    let out = setpriv(uid, "sh").arg("-c").arg(script).output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// Without `default_permissions` (an unprivileged mount) the kernel checks
+/// no permission: the daemon's own open is what refuses an open its user
+/// may not make, so such a mount keeps open requests, and the refusal
+/// comes from `open`, not from the first read or write: a root-owned
+/// 0600 lower file, and the user's own 0444 upper file opened for writing.
+#[test]
+fn an_unprivileged_mount_refuses_opens_at_the_open() {
+    let s = Stack::from_specs(
+        "no-open-user",
+        &["f secret hidden\nf open visible"],
+        "f ro mine",
+    );
+    fs::set_permissions(s.l(1, "secret"), PermissionsExt::from_mode(0o600)).unwrap();
+    let work = s.tmp.mkdir("work");
+    for d in [&s.upper, &s.mnt, &work, &s.u("ro")] {
+        std::os::unix::fs::chown(d, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    fs::set_permissions(s.u("ro"), PermissionsExt::from_mode(0o444)).unwrap();
+    for d in [s.tmp.path(), &s.upper, &s.mnt, &work] {
+        fs::set_permissions(d, PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let bin = env!("CARGO_BIN_EXE_fimfs");
+    let (l, u, m) = (s.lowers[0].display(), s.upper.display(), s.mnt.display());
+    let mount = format!("{bin} mount -o workdir={w} {l} {u} {m}", w = work.display());
+    let (ok, _, err) = sh_as(NOBODY, &mount);
+    assert!(ok, "the user's mount: {err}");
+    let tries = format!(
+        "cd {m} && cat open; \
+         (exec 3<secret) && echo 'secret opened'; \
+         (exec 4>>ro) && echo 'ro opened for writing'; \
+         cat ro"
+    );
+    let (_, seen, refused) = sh_as(NOBODY, &tries);
+    let (ok, _, err) = sh_as(NOBODY, &format!("fusermount3 -u {m}"));
+    assert!(ok, "unmount: {err}");
+    assert_eq!(seen, "visiblemine", "{refused}");
+    let lines: Vec<&str> = refused.lines().collect();
+    assert_eq!(lines.len(), 2, "{refused}");
+    assert!(
+        lines[0].contains("secret") && lines[1].contains("ro"),
+        "{refused}"
+    );
+    assert!(
+        lines.iter().all(|l| l.ends_with("Permission denied")),
+        "{refused}"
+    );
 }

@@ -44,7 +44,14 @@ impl FimFs {
         // can be registered (probed before asking) and the union has files
         // to hand over; depth 1: the layers are not themselves stacked, and
         // the mount can still be a layer of a kernel overlay.
-        let handles = self.tuning.handles.unwrap_or(self.union.is_read_only());
+        // Without the kernel's permission checks (no default_permissions),
+        // the daemon's own open of a host file is the check that refuses an
+        // open the caller may not make: those opens must reach it.
+        let daemon_checks = !self.tuning.kernel_checks && self.union.has_settled_files();
+        let handles = self
+            .tuning
+            .handles
+            .unwrap_or(daemon_checks || self.union.is_read_only());
         if handles && self.tuning.passthrough && self.union.has_settled_files() {
             match config.add_capabilities(InitFlags::FUSE_PASSTHROUGH) {
                 Ok(()) if config.set_max_stack_depth(1).is_ok() => self.io.enable(),
@@ -59,7 +66,7 @@ impl FimFs {
         self.no_open = can
             && match self.tuning.handles {
                 Some(h) => !h,
-                None => !self.io.enabled(),
+                None => !daemon_checks && !self.io.enabled(),
             };
         // With handles, open(O_TRUNC) arrives as one request: no separate
         // truncate, no data copy-up. Without, the kernel would take the

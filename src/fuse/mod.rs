@@ -80,6 +80,8 @@ pub struct Tuning {
     /// Whether the kernel is to ask at every open (`-o handles`); None:
     /// only where passthrough serves a read-only union (see `nodeio`).
     pub handles: Option<bool>,
+    /// The kernel checks permissions itself (`default_permissions`).
+    pub kernel_checks: bool,
     /// Ask for FUSE_POSIX_ACL: the kernel caches and enforces ACLs. It
     /// forces `default_permissions`, so only where that is on already
     /// (an unprivileged squashing mount lets anyone chown, for example).
@@ -123,6 +125,7 @@ impl Default for Tuning {
             max_background: 64,
             passthrough: false,
             handles: None,
+            kernel_checks: false,
             posix_acl: false,
             no_selinux: !selinux_active(),
             panic_on_lookup: std::env::var_os("FIMFS_FAULT_PANIC_ON_LOOKUP")

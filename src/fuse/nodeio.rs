@@ -10,10 +10,15 @@
 //! bounded cache (`NodeFiles`), least recently used out first.
 //!
 //! Which mode a mount takes (`-o handles` / `-o nohandles` choose):
-//! - a union with an upper: no open requests;
-//! - a union without an upper: open requests where its files can be handed
-//!   to the kernel in passthrough (host lowers, a privileged daemon): the
-//!   kernel then reads them itself; otherwise (images) none.
+//! - without `default_permissions` (an unprivileged mount), a union of host
+//!   files keeps open requests: the daemon's own open is then the only
+//!   check that refuses an open the caller may not make (a file it may not
+//!   read or write), and a refusal must come from `open`, not from the
+//!   first read;
+//! - otherwise a union with an upper takes no open requests;
+//! - a union without an upper keeps them where its files can be handed to
+//!   the kernel in passthrough (host lowers, a privileged daemon), which
+//!   then reads them itself; otherwise (images alone) none.
 //!
 //! What no-open mode changes, all within what users of the kernel overlay
 //! see:

@@ -375,6 +375,7 @@ fn tuning_for(cfg: &MountConfig) -> Tuning {
     Tuning {
         passthrough: cfg.passthrough && super::iomode::privileged(),
         handles: cfg.handles,
+        kernel_checks: cfg.default_permissions,
         posix_acl: cfg.default_permissions,
         ..Tuning::default()
     }
