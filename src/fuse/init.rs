@@ -40,18 +40,20 @@ impl FimFs {
         if self.tuning.posix_acl && config.add_capabilities(InitFlags::FUSE_POSIX_ACL).is_err() {
             tracing::debug!("kernel lacks FUSE_POSIX_ACL");
         }
-        // Passthrough only with handles (see `nodeio`), when backing files
-        // can be registered (probed before asking) and the union has files
-        // to hand over; depth 1: the layers are not themselves stacked, and
-        // the mount can still be a layer of a kernel overlay.
-        // Without the kernel's permission checks (no default_permissions),
-        // the daemon's own open of a host file is the check that refuses an
-        // open the caller may not make: those opens must reach it.
+        // Open requests (see `nodeio`): where asked for; else where the
+        // daemon's own open of a host file is the check that refuses an
+        // open the caller may not make (no default_permissions: the kernel
+        // checks nothing), and in a union without an upper, whose files
+        // passthrough may serve.
         let daemon_checks = !self.tuning.kernel_checks && self.union.has_settled_files();
         let handles = self
             .tuning
             .handles
             .unwrap_or(daemon_checks || self.union.is_read_only());
+        // Passthrough only with handles, when backing files can be
+        // registered (probed before asking) and the union has files to hand
+        // over; depth 1: the layers are not themselves stacked, and the
+        // mount can still be a layer of a kernel overlay.
         if handles && self.tuning.passthrough && self.union.has_settled_files() {
             match config.add_capabilities(InitFlags::FUSE_PASSTHROUGH) {
                 Ok(()) if config.set_max_stack_depth(1).is_ok() => self.io.enable(),
@@ -63,6 +65,8 @@ impl FimFs {
         let can = config
             .capabilities()
             .contains(InitFlags::FUSE_NO_OPEN_SUPPORT);
+        // A read-only union that could not have passthrough after all
+        // gains nothing from its handles.
         self.no_open = can
             && match self.tuning.handles {
                 Some(h) => !h,
