@@ -223,8 +223,8 @@ impl Union {
             }
             sys::renameat2(spup.as_fd(), &cs, dpup.as_fd(), &cd, RENAME_EXCHANGE)?;
         } else {
-            if let Some(d) = &dst {
-                self.keep_victim(&np, &npl, d);
+            if let (Some(d), Some(dn)) = (&dst, &dst_node) {
+                self.keep_victim(dn, (&np, knewname), &npl, d);
             }
             let src_needs_wh = self.lower_has(&pl, name)?;
             self.opaque_if_shadowing(&src_node, src.state.kind, &npl, newname)?;

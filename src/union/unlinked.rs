@@ -29,19 +29,25 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 impl Union {
-    /// `parent/name`, whose resolution in the parent's layers `pl` is
-    /// `found`, is about to lose its entry: keeps what its node is, when
-    /// the kernel holds the node and this is its last name.
-    pub(super) fn keep_victim(&self, parent: &Arc<Node>, pl: &DirLayers, found: &Found) {
+    /// `node`, the entry `found` at `parent/name` (`pl`: the parent's
+    /// layers), is about to lose that name (an unlink, or a rename over
+    /// it): keeps what the node is, when the kernel holds it and this is
+    /// its last name.
+    pub(super) fn keep_victim(
+        &self,
+        node: &Arc<Node>,
+        (parent, name): (&Arc<Node>, &[u8]),
+        pl: &DirLayers,
+        found: &Found,
+    ) {
         if found.state.kind != Kind::File {
             return;
         }
-        let node = self.held_child(parent, &found.name, found);
         let held = self
             .nodes
             .get(node.ino)
-            .is_some_and(|n| Arc::ptr_eq(&n, &node));
-        let other_names = node.locs().iter().any(|l| !l.is(parent, &found.name));
+            .is_some_and(|n| Arc::ptr_eq(&n, node));
+        let other_names = node.locs().iter().any(|l| !l.is(parent, name));
         if !held || other_names {
             return;
         }
@@ -50,10 +56,13 @@ impl Union {
             let Ok(name) = sys::cstr(&found.name) else {
                 return;
             };
+            // Only a regular file: what took the name behind the mount since
+            // it was resolved is not pinned in its place.
             node.pin_if_none(|| {
-                sys::openat(dir.as_fd(), &name, libc::O_PATH | libc::O_NOFOLLOW, 0)
-                    .ok()
-                    .map(Arc::new)
+                let fd =
+                    sys::openat(dir.as_fd(), &name, libc::O_PATH | libc::O_NOFOLLOW, 0).ok()?;
+                let st = sys::fstat(fd.as_fd()).ok()?;
+                (Kind::from_mode(st.st_mode) == Kind::File).then(|| Arc::new(fd))
             });
             return;
         }

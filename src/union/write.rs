@@ -379,8 +379,9 @@ impl Union {
         // The entry's own spelling (casefold: maybe not the caller's).
         let name = found.name.as_slice();
         let cname = sys::cstr(name)?;
-        if !dir {
-            self.keep_victim(&p, &pl, &found);
+        if found.state.kind == Kind::File {
+            let victim = self.held_child(&p, name, &found);
+            self.keep_victim(&victim, (&p, name), &pl, &found);
         }
         match (found.state.upper, needs_whiteout) {
             (true, true) => self.swap_for_whiteout(pup.as_fd(), &cname)?,
