@@ -36,16 +36,23 @@ pub struct OpenFile {
 }
 
 impl OpenFile {
-    /// A node's file (see `nodeio`), opened with access mode `acc`.
-    pub fn new(ino: Ino, opened: Opened, acc: i32) -> OpenFile {
+    /// An open file of node `ino`: `file` (None: lazy, see the module
+    /// docs), on the upper or not, opened with access mode `acc`.
+    fn with(ino: Ino, file: Option<Arc<File>>, upper: bool, watch: UpperWatch, acc: i32) -> Self {
         OpenFile {
             ino,
-            file: RwLock::new(Some(Arc::new(opened.file))),
-            on_upper: AtomicBool::new(opened.upper),
-            watch: opened.watch,
+            file: RwLock::new(file),
+            on_upper: AtomicBool::new(upper),
+            watch,
             append: Mutex::new(None),
             acc,
         }
+    }
+
+    /// A node's file (see `nodeio`), opened with access mode `acc`.
+    pub fn new(ino: Ino, opened: Opened, acc: i32) -> OpenFile {
+        let file = Some(Arc::new(opened.file));
+        OpenFile::with(ino, file, opened.upper, opened.watch, acc)
     }
 
     pub fn watch(&self) -> &UpperWatch {
@@ -127,15 +134,8 @@ impl Handles {
         watch: UpperWatch,
     ) -> u64 {
         let id = self.next_id();
-        let h = OpenFile {
-            ino,
-            file: RwLock::new(file),
-            on_upper: AtomicBool::new(upper),
-            watch,
-            append: Mutex::new(None),
-            // Handles are checked by the kernel against their open's mode.
-            acc: libc::O_RDWR,
-        };
+        // The kernel checks each request against its handle's open mode.
+        let h = OpenFile::with(ino, file, upper, watch, libc::O_RDWR);
         self.files.insert(id, Arc::new(h));
         id
     }

@@ -96,9 +96,15 @@ impl FimFs {
     }
 
     /// Makes `opened` (access mode `acc`) the file of node `ino`.
-    pub(super) fn node_files_adopt(&self, ino: Ino, opened: crate::union::Opened, acc: i32) {
+    pub(super) fn node_files_adopt(
+        &self,
+        ino: Ino,
+        opened: crate::union::Opened,
+        acc: i32,
+    ) -> Arc<OpenFile> {
         let f = Arc::new(OpenFile::new(ino, opened, acc));
-        self.node_files.put(ino, f);
+        self.node_files.put(ino, f.clone());
+        f
     }
 
     /// The file a read (`write`: a write) of `ino` without a handle goes
@@ -121,9 +127,6 @@ impl FimFs {
             },
             false => (self.union.open(ino, libc::O_RDONLY), libc::O_RDONLY),
         };
-        let opened = opened.map_err(errno)?;
-        let f = Arc::new(OpenFile::new(ino, opened, acc));
-        self.node_files.put(ino, f.clone());
-        Ok(f)
+        Ok(self.node_files_adopt(ino, opened.map_err(errno)?, acc))
     }
 }
